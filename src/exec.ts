@@ -1,0 +1,94 @@
+// The one place that spawns processes. Every host tool goes through run():
+// argv arrays (never shell strings), the accepted exit codes per call, a
+// missing tool turned into an install hint, and the failing command printed
+// so that it can be pasted into a shell.
+import { execa, type Options } from 'execa';
+import { EnvironmentError, ToolError } from './errors.js';
+import { packageFor } from './tools/packages.js';
+import { cancelSignal } from './cleanup.js';
+import { log } from './log.js';
+
+export interface RunOptions {
+  /** Exit codes that count as success. Default [0]. */
+  okCodes?: number[];
+  /** Text fed to stdin. */
+  input?: string;
+  /** A file fed to stdin. */
+  inputFile?: string;
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  /** Kill the process (SIGTERM, then SIGKILL 5 s later) after this many ms. */
+  timeoutMs?: number;
+  /** Hint added to a ToolError when the call fails. */
+  hint?: string;
+  /** Keep stdout as a Buffer (binary output). */
+  binary?: boolean;
+}
+
+export interface RunResult {
+  command: string;
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+const SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
+
+/** Quote one argument for a POSIX shell. */
+export function shellQuote(arg: string): string {
+  if (arg !== '' && SAFE.test(arg)) return arg;
+  return `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+export function formatCommand(cmd: string, args: readonly string[], env?: Record<string, string | undefined>): string {
+  const envPart = Object.entries(env ?? {})
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${shellQuote(v as string)} `)
+    .join('');
+  return envPart + [cmd, ...args].map(shellQuote).join(' ');
+}
+
+export async function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const okCodes = opts.okCodes ?? [0];
+  const command = formatCommand(cmd, args, opts.env);
+  log.command(command);
+  const execaOpts: Options = {
+    reject: false,
+    all: false,
+    stripFinalNewline: false,
+    env: opts.env,
+    extendEnv: true,
+    cwd: opts.cwd,
+    input: opts.input,
+    inputFile: opts.inputFile,
+    stdin: opts.input === undefined && opts.inputFile === undefined ? 'ignore' : undefined,
+    timeout: opts.timeoutMs,
+    forceKillAfterDelay: 5000,
+    cancelSignal: cancelSignal(),
+    maxBuffer: 1024 * 1024 * 1024,
+    encoding: 'utf8',
+  };
+  const result = await execa(cmd, args, execaOpts);
+  const stdout = String(result.stdout ?? '');
+  const stderr = String(result.stderr ?? '');
+  if ((result as { code?: string }).code === 'ENOENT' || /ENOENT/.test(String((result as { originalMessage?: string }).originalMessage ?? ''))) {
+    const pkg = packageFor(cmd);
+    throw new EnvironmentError(
+      `tool missing: ${cmd}`,
+      pkg ? `Install it: apt-get install ${pkg}` : `Install ${cmd} and make sure it is on PATH.`,
+    );
+  }
+  if (result.isCanceled) throw new ToolError(command, undefined, 'canceled: part-image is shutting down');
+  const exitCode = result.exitCode ?? -1;
+  if (!result.timedOut && !okCodes.includes(exitCode)) {
+    throw new ToolError(command, result.exitCode, stderr || stdout, opts.hint);
+  }
+  return { command, exitCode, stdout, stderr, timedOut: result.timedOut ?? false };
+}
+
+/** True when `cmd` can be found on PATH (or is an executable path). */
+export async function hasTool(cmd: string): Promise<boolean> {
+  const result = await execa('sh', ['-c', 'command -v "$1"', 'sh', cmd], { reject: false });
+  return result.exitCode === 0;
+}

@@ -1,0 +1,100 @@
+// Helpers that every reader uses to produce the same manifest model.
+import type { EntryType, Manifest, ManifestEntry } from '../types.js';
+
+/** The key order of a serialized entry. Golden files depend on it: append only. */
+export const ENTRY_KEYS = [
+  'path', 'type', 'mode', 'uid', 'gid', 'size', 'sha256', 'target', 'rdev', 'xattrs', 'nlink', 'hardlink', 'mtime',
+] as const satisfies readonly (keyof ManifestEntry)[];
+
+/** Permission + special bits of a st_mode, as 4 octal digits. */
+export function formatMode(stMode: number): string {
+  return (stMode & 0o7777).toString(8).padStart(4, '0');
+}
+
+const TYPE_BITS: Record<number, EntryType> = {
+  0o100000: 'file',
+  0o040000: 'dir',
+  0o120000: 'symlink',
+  0o020000: 'char',
+  0o060000: 'block',
+  0o010000: 'fifo',
+  0o140000: 'socket',
+};
+
+export function typeFromMode(stMode: number): EntryType {
+  const type = TYPE_BITS[stMode & 0o170000];
+  if (!type) throw new Error(`unknown file type in mode ${stMode.toString(8)}`);
+  return type;
+}
+
+export function typeBits(type: EntryType): number {
+  for (const [bits, t] of Object.entries(TYPE_BITS)) if (t === type) return Number(bits);
+  throw new Error(`unknown type ${type}`);
+}
+
+/** Byte-wise path order, the same on every machine and locale. */
+export function comparePaths(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+/** A copy of `e` with keys in ENTRY_KEYS order and empty optional fields dropped. */
+export function normalizeEntry(e: ManifestEntry): ManifestEntry {
+  const out: Record<string, unknown> = {};
+  for (const key of ENTRY_KEYS) {
+    const v = e[key];
+    if (v === undefined) continue;
+    if (key === 'xattrs') {
+      const names = Object.keys(v as Record<string, string>).sort();
+      if (names.length === 0) continue;
+      out.xattrs = Object.fromEntries(names.map((n) => [n, (v as Record<string, string>)[n]]));
+      continue;
+    }
+    out[key] = v;
+  }
+  return out as unknown as ManifestEntry;
+}
+
+/** Sort, normalize and check a list of entries into a manifest. */
+export function makeManifest(entries: ManifestEntry[]): Manifest {
+  const sorted = entries.map(normalizeEntry).sort((a, b) => comparePaths(a.path, b.path));
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i].path === sorted[i - 1].path) throw new Error(`duplicate path in manifest: ${sorted[i].path}`);
+  }
+  return { entries: sorted };
+}
+
+/**
+ * Fill `nlink` and `hardlink` from an identity key per file (inode number,
+ * tar link name...). The first path in byte order names the group, so that
+ * every reader of the same tree yields the same fields.
+ */
+export function assignHardlinks(entries: ManifestEntry[], keyOf: (e: ManifestEntry) => string | undefined): void {
+  const groups = new Map<string, ManifestEntry[]>();
+  for (const e of entries) {
+    if (e.type !== 'file') continue;
+    const key = keyOf(e);
+    if (key === undefined) continue;
+    const g = groups.get(key);
+    if (g) g.push(e);
+    else groups.set(key, [e]);
+  }
+  for (const group of groups.values()) {
+    if (group.length < 2) continue;
+    group.sort((a, b) => comparePaths(a.path, b.path));
+    for (const [i, e] of group.entries()) {
+      e.nlink = group.length;
+      if (i > 0) e.hardlink = group[0].path;
+      else delete e.hardlink;
+    }
+  }
+}
+
+/** Join a parent manifest path and a name. */
+export function childPath(parent: string, name: string): string {
+  return parent === '/' ? `/${name}` : `${parent}/${name}`;
+}
+
+export function parentPath(path: string): string {
+  const i = path.lastIndexOf('/');
+  return i <= 0 ? '/' : path.slice(0, i);
+}

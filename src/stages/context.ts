@@ -1,0 +1,60 @@
+// What every verification stage receives, and the shape of a stage.
+import type { Finding, InputTree, Manifest, StageResult } from '../types.js';
+import type { Scope } from '../cleanup.js';
+
+export interface VerifyOptions {
+  /** Stages the user asked to skip (--skip). */
+  skip: ReadonlySet<string>;
+  /** Compare mtimes in the diff stage (--compare-mtime). */
+  compareMtime: boolean;
+  /** Free MiB the filesystem must keep; undefined when SIZE_MB was given (then free space is only reported). */
+  requiredFreeMb?: number;
+  /** Golden manifest file (--golden), and whether to write it (--update-golden). */
+  golden?: string;
+  updateGolden?: boolean;
+  /** File with allowed golden differences (--golden-allow). */
+  goldenAllow?: string;
+  /** Boot stages. */
+  bootTimeoutMs: number;
+  allowFailedUnits: string[];
+  nspawnCommand?: string[];
+  /** The portable stage must run (--portable). */
+  portable: boolean;
+}
+
+export interface StageContext {
+  /** The raw image under test. */
+  image: string;
+  /** The name the image will have once accepted (portable services use its prefix). */
+  imageName: string;
+  /** The input the image was built from; absent for `boot`. */
+  input?: InputTree;
+  /** Filled by the readback stage; later stages read it. */
+  imageManifest?: Manifest;
+  opts: VerifyOptions;
+  scope: Scope;
+}
+
+/** What a stage's run() returns; the runner adds name and duration. */
+export interface StageOutcome {
+  status: StageResult['status'];
+  reason?: string;
+  skippedBy?: StageResult['skippedBy'];
+  findings: Finding[];
+  details?: Record<string, unknown>;
+}
+
+export interface Stage {
+  name: string;
+  /** One line for doctor and --help. */
+  summary: string;
+  run(ctx: StageContext): Promise<StageOutcome>;
+}
+
+export function passedOrFailed(findings: Finding[], details?: Record<string, unknown>): StageOutcome {
+  return { status: findings.length ? 'failed' : 'passed', findings, details };
+}
+
+export function skipped(reason: string, skippedBy: StageResult['skippedBy']): StageOutcome {
+  return { status: 'skipped', reason, skippedBy, findings: [] };
+}

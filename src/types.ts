@@ -1,0 +1,86 @@
+// Shared types of part-image. Every module speaks in these.
+
+export type EntryType = 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
+
+/**
+ * One path of a tree, flat, with a stable key order (see manifest/entry.ts).
+ * `path` is absolute inside the tree: "/" is the root, "/usr/bin/ping" a file.
+ */
+export interface ManifestEntry {
+  path: string;
+  type: EntryType;
+  /** Permission bits plus setuid/setgid/sticky, as 4 octal digits: "0755", "4755". */
+  mode: string;
+  uid: number;
+  gid: number;
+  /** Bytes, for files and symlinks (length of the target). */
+  size?: number;
+  /** Lowercase hex sha256 of the content, files only. */
+  sha256?: string;
+  /** Symlink target, verbatim. */
+  target?: string;
+  /** "major,minor", char and block devices only. */
+  rdev?: string;
+  /** xattr name -> lowercase hex of the raw value. POSIX ACLs appear as system.posix_acl_*. */
+  xattrs?: Record<string, string>;
+  /** Number of links inside the tree, files only, when above 1. */
+  nlink?: number;
+  /** For every member of a hardlink group but the first (in path order): the group's first path. */
+  hardlink?: string;
+  /** Seconds since the epoch. Read always; compared only on request. */
+  mtime?: number;
+}
+
+export interface Manifest {
+  entries: ManifestEntry[];
+}
+
+/** Where the bytes of a regular file can be read on the host, keyed by manifest path. */
+export type ContentMap = Map<string, string>;
+
+/** An input read into the manifest model, plus what the builder needs to copy content. */
+export interface InputTree {
+  kind: 'dir' | 'tar' | 'layers' | 'image' | 'manifest';
+  source: string;
+  manifest: Manifest;
+  content: ContentMap;
+  /** Size of the input in MiB, as `du -sm` counts it. */
+  usedMb: number;
+}
+
+export type StageStatus = 'passed' | 'failed' | 'skipped';
+
+export interface Finding {
+  code: string;
+  message: string;
+  path?: string;
+  field?: string;
+  expected?: unknown;
+  actual?: unknown;
+}
+
+export interface StageResult {
+  name: string;
+  status: StageStatus;
+  /** Why a stage was skipped. */
+  reason?: string;
+  /** request: --skip; not-applicable: nothing to check; unavailable: could not run here (blocks acceptance). */
+  skippedBy?: 'request' | 'not-applicable' | 'unavailable';
+  durationMs: number;
+  findings: Finding[];
+  /** Stage-specific facts worth keeping in the report (free MiB, fsck summary, ...). */
+  details?: Record<string, unknown>;
+}
+
+export interface Report {
+  tool: 'part-image';
+  version: string;
+  command: string;
+  accepted: boolean;
+  image?: string;
+  output?: string;
+  input?: string;
+  startedAt: string;
+  durationMs: number;
+  stages: StageResult[];
+}
