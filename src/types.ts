@@ -80,6 +80,8 @@ export interface Report {
   image?: string;
   output?: string;
   input?: string;
+  /** The one-line cause of a rejection, when a stage can name it (boot diagnosis). */
+  cause?: string;
   startedAt: string;
   durationMs: number;
   stages: StageResult[];

@@ -1,0 +1,20 @@
+// Output formats: the raw image is verified first; a converted file is then
+// checked against that raw image with `qemu-img compare` before acceptance.
+import type { Finding } from '../types.js';
+import { qemuImgCompare, qemuImgConvert } from '../tools/qemu-img.js';
+import { UsageError } from '../errors.js';
+
+export const OUTPUT_FORMATS = ['raw', 'qcow2', 'vmdk'] as const;
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+
+export function parseFormat(value: string | undefined): OutputFormat {
+  const v = (value ?? 'raw').toLowerCase();
+  if ((OUTPUT_FORMATS as readonly string[]).includes(v)) return v as OutputFormat;
+  throw new UsageError(`unknown output format "${value}"`, `Use one of: ${OUTPUT_FORMATS.join(', ')} (--format or OUTPUT_FORMAT).`);
+}
+
+export async function convertImage(raw: string, out: string, format: Exclude<OutputFormat, 'raw'>): Promise<Finding[]> {
+  await qemuImgConvert(raw, out, format);
+  const cmp = await qemuImgCompare(raw, out, format);
+  return cmp.identical ? [] : [{ code: 'convert-mismatch', message: `the ${format} file differs from the verified raw image: ${cmp.message}` }];
+}

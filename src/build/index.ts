@@ -1,0 +1,102 @@
+// The build stage: an InputTree becomes a raw ext4 image file.
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { InputTree } from '../types.js';
+import type { Scope } from '../cleanup.js';
+import { InputError } from '../errors.js';
+import { mke2fs, type Mke2fsOptions } from '../tools/mke2fs.js';
+import { readSuperblock } from '../tools/dumpe2fs.js';
+import { populate, ImageFullError } from './populate.js';
+import { firstGuessMb, inodesFor, type SizeInputs } from './size.js';
+
+export interface BuildImageOptions extends SizeInputs {
+  label: string;
+  /** UUID used as filesystem UUID and hash seed (--seed). */
+  seed?: string;
+  /** SOURCE_DATE_EPOCH: fixes every time stamp, clamps mtimes. */
+  sourceDateEpoch?: number;
+}
+
+export interface BuildImageResult {
+  sizeMb: number;
+  /** Free MiB once the tree is in. */
+  freeMbActual: number;
+  /** True when SIZE_MB fixed the size. */
+  exactSize: boolean;
+  attempts: number;
+}
+
+const MiB = 1024 * 1024;
+
+async function format(image: string, sizeMb: number, entries: number, o: BuildImageOptions): Promise<void> {
+  await rm(image, { force: true });
+  const mk: Mke2fsOptions = { label: o.label, seed: o.seed, fakeTime: o.sourceDateEpoch, inodes: inodesFor(entries, sizeMb) };
+  await mke2fs(image, sizeMb, mk);
+}
+
+async function freeMbOf(image: string): Promise<number> {
+  const sb = await readSuperblock(image);
+  return (sb.freeBlocks * sb.blockSize) / MiB;
+}
+
+/** Smallest size whose empty filesystem keeps usedMb + freeMb free, measured on a scratch image. */
+async function measureSize(scratch: string, entries: number, o: BuildImageOptions): Promise<number> {
+  let size = firstGuessMb(o.usedMb, o.freeMb);
+  for (let i = 0; i < 3; i++) {
+    await format(scratch, size, entries, o);
+    const overhead = size - (await freeMbOf(scratch));
+    const next = Math.ceil(o.usedMb + o.freeMb + overhead);
+    if (next <= size && size - next < 8) break;
+    size = next;
+  }
+  await rm(scratch, { force: true });
+  return size;
+}
+
+export async function buildRawImage(tree: InputTree, image: string, o: BuildImageOptions, scope: Scope): Promise<BuildImageResult> {
+  const work = await scope.tempDir('part-image-build-');
+  const entries = tree.manifest.entries.length;
+  const now = o.sourceDateEpoch ?? Math.floor(Date.now() / 1000);
+  const popOpts = { now, clampMtime: o.sourceDateEpoch, workDir: work };
+
+  if (o.sizeMb !== undefined) {
+    await format(image, o.sizeMb, entries, o);
+    const emptyFree = await freeMbOf(image);
+    if (emptyFree < o.usedMb) throw tooSmall(o.sizeMb, o.usedMb + (o.sizeMb - emptyFree));
+    try {
+      await populate(image, tree.manifest, tree.content, popOpts);
+    } catch (err) {
+      if (err instanceof ImageFullError) throw tooSmall(o.sizeMb, o.usedMb + (o.sizeMb - emptyFree) + 1);
+      throw err;
+    }
+    return { sizeMb: o.sizeMb, freeMbActual: await freeMbOf(image), exactSize: true, attempts: 1 };
+  }
+
+  let size = await measureSize(join(work, 'scratch.img'), entries, o);
+  // The measured overhead is exact for metadata; directory and extent blocks
+  // of the tree can add a little. Grow until FREE_MB really is free.
+  for (let attempt = 1; ; attempt++) {
+    await format(image, size, entries, o);
+    let full = false;
+    try {
+      await populate(image, tree.manifest, tree.content, popOpts);
+    } catch (err) {
+      if (!(err instanceof ImageFullError)) throw err;
+      full = true;
+    }
+    const free = full ? 0 : await freeMbOf(image);
+    if (!full && free >= o.freeMb) return { sizeMb: size, freeMbActual: free, exactSize: false, attempts: attempt };
+    if (attempt >= 4) {
+      throw new InputError(`could not size the image: after ${attempt} attempts at ${size} MiB only ${free.toFixed(1)} MiB are free`,
+        'Give the size explicitly with --size-mb (or SIZE_MB), or check --used-mb (USED_MB): it may be far below the real size of the tree.');
+    }
+    size += full ? Math.max(Math.ceil(size * 0.25), 16) : Math.ceil(o.freeMb - free) + 1;
+  }
+}
+
+function tooSmall(sizeMb: number, neededMb: number): InputError {
+  return new InputError(
+    `the tree does not fit: the image is ${sizeMb} MiB but needs at least ${Math.ceil(neededMb)} MiB`,
+    `Raise --size-mb (SIZE_MB) to ${Math.ceil(neededMb)} or more, or leave it unset and part-image sizes the image itself.`,
+  );
+}

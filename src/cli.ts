@@ -1,0 +1,75 @@
+#!/usr/bin/env node
+// The entry point: parses arguments, calls the library, maps errors to exit
+// codes. It is the only place that exits the process.
+import { EXIT, PartImageError } from './errors.js';
+import { shutdown } from './cleanup.js';
+import { log } from './log.js';
+import { VERSION } from './version.js';
+import { parse, type Command } from './commands/common.js';
+import { COMMANDS } from './commands/index.js';
+
+function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return `part-image ${VERSION}: build Linux partition images and prove them good before accepting them
+
+Usage: part-image COMMAND [OPTIONS]
+
+Commands:
+${COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join('\n')}
+
+Global options: --help, --version, --quiet, --verbose (prints every host command)
+Exit codes: 0 accepted / same, 1 rejected / differ, 2 usage or bad input,
+            3 environment (missing tool, privilege or VM), 130 interrupted.
+Run \`part-image COMMAND --help\` for a command's options and examples.
+`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(mainHelp());
+    return name ? EXIT.ok : EXIT.usage;
+  }
+  if (name === '--version' || name === '-V') {
+    process.stdout.write(`${VERSION}\n`);
+    return EXIT.ok;
+  }
+  const cmd: Command | undefined = COMMANDS.find((c) => c.name === name);
+  if (!cmd) {
+    process.stderr.write(`part-image: unknown command "${name}"\nhint: commands are ${COMMANDS.map((c) => c.name).join(', ')}\n`);
+    return EXIT.usage;
+  }
+  const { values, positionals } = parse(cmd, rest);
+  if (values.help) {
+    process.stdout.write(`${cmd.summary}\n\nUsage: ${cmd.usage}\n`);
+    return EXIT.ok;
+  }
+  log.setVerbosity(values.verbose ? 'verbose' : values.quiet ? 'quiet' : 'normal');
+  return cmd.run(values, positionals);
+}
+
+function report(err: unknown): number {
+  if (err instanceof PartImageError) {
+    process.stderr.write(`part-image: ${err.message}\n`);
+    if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
+    return err.exitCode;
+  }
+  process.stderr.write(`part-image: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.stderr.write('hint: this is a bug in part-image; please report it with the command you ran.\n');
+  return EXIT.environment;
+}
+
+let interrupted = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = true;
+    process.stderr.write(`\npart-image: ${signal}: cleaning up...\n`);
+    void shutdown().finally(() => process.exit(EXIT.interrupted));
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(interrupted ? EXIT.interrupted : code),
+  (err) => process.exit(interrupted ? EXIT.interrupted : report(err)),
+);

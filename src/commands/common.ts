@@ -1,0 +1,102 @@
+// Flags and output shared by the commands that verify an image.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { Report } from '../types.js';
+import type { VerifyOptions } from '../stages/context.js';
+import { UsageError } from '../errors.js';
+import { writeJsonReport } from '../report/json.js';
+import { writeJunitReport } from '../report/junit.js';
+import { formatTextReport } from '../report/text.js';
+import { log } from '../log.js';
+
+export type Options = NonNullable<ParseArgsConfig['options']>;
+export type Values = Record<string, string | boolean | string[] | undefined>;
+
+export const GLOBAL_OPTIONS: Options = {
+  help: { type: 'boolean', short: 'h' },
+  quiet: { type: 'boolean', short: 'q' },
+  verbose: { type: 'boolean', short: 'v' },
+};
+
+export const VERIFY_OPTIONS: Options = {
+  skip: { type: 'string', multiple: true },
+  'report-json': { type: 'string' },
+  junit: { type: 'string' },
+  'compare-mtime': { type: 'boolean' },
+  golden: { type: 'string' },
+  'update-golden': { type: 'boolean' },
+  'golden-allow': { type: 'string' },
+  'boot-timeout': { type: 'string' },
+  'allow-failed-unit': { type: 'string', multiple: true },
+  'nspawn-command': { type: 'string' },
+  portable: { type: 'boolean' },
+  target: { type: 'string' },
+};
+
+export interface Command {
+  name: string;
+  summary: string;
+  usage: string;
+  options: Options;
+  /** Number of positional arguments: [min, max]. */
+  positionals: [number, number];
+  run(values: Values, positionals: string[]): Promise<number>;
+}
+
+export function parse(cmd: Command, argv: string[]): { values: Values; positionals: string[] } {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError(`${cmd.name}: ${(err as Error).message}`, `Run \`part-image ${cmd.name} --help\` for the usage.`);
+  }
+  const values = parsed.values as Values;
+  if (values.help) return { values, positionals: parsed.positionals };
+  const [min, max] = cmd.positionals;
+  if (parsed.positionals.length < min || parsed.positionals.length > max) {
+    throw new UsageError(`${cmd.name}: expected ${min === max ? min : `${min} to ${max}`} argument(s), got ${parsed.positionals.length}`,
+      `Usage: ${cmd.usage.split('\n')[0]}`);
+  }
+  return { values, positionals: parsed.positionals };
+}
+
+export function verifyOptions(v: Values, knownStages: readonly string[]): VerifyOptions {
+  const skip = new Set(((v.skip as string[] | undefined) ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean));
+  for (const s of skip) {
+    if (!knownStages.includes(s)) throw new UsageError(`--skip: unknown stage "${s}"`, `Stages: ${knownStages.join(', ')}`);
+  }
+  let bootTimeoutMs = 120_000;
+  if (typeof v['boot-timeout'] === 'string') {
+    const m = /^(\d+)(ms|s|m)?$/.exec(v['boot-timeout']);
+    if (!m) throw new UsageError(`--boot-timeout takes a duration like 90s or 2m, got "${v['boot-timeout']}"`);
+    bootTimeoutMs = Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000);
+  }
+  if (v['update-golden'] && !v.golden) throw new UsageError('--update-golden needs --golden FILE');
+  return {
+    skip,
+    compareMtime: Boolean(v['compare-mtime']),
+    golden: v.golden as string | undefined,
+    updateGolden: Boolean(v['update-golden']),
+    goldenAllow: v['golden-allow'] as string | undefined,
+    bootTimeoutMs,
+    allowFailedUnits: (v['allow-failed-unit'] as string[] | undefined) ?? [],
+    nspawnCommand: typeof v['nspawn-command'] === 'string' ? splitCommand(v['nspawn-command']) : undefined,
+    portable: Boolean(v.portable),
+  };
+}
+
+/** Splits a command line on blanks, honouring simple single and double quotes. */
+export function splitCommand(line: string): string[] {
+  const out: string[] = [];
+  const re = /"([^"]*)"|'([^']*)'|(\S+)/g;
+  let m;
+  while ((m = re.exec(line))) out.push(m[1] ?? m[2] ?? m[3]);
+  if (out.length === 0) throw new UsageError('--nspawn-command is empty');
+  return out;
+}
+
+/** Prints the summary to stdout and writes the requested report files. */
+export async function emitReport(report: Report, v: Values): Promise<void> {
+  if (log.verbosity !== 'quiet') process.stdout.write(formatTextReport(report));
+  if (typeof v['report-json'] === 'string') await writeJsonReport(v['report-json'], report);
+  if (typeof v.junit === 'string') await writeJunitReport(v.junit, report);
+}

@@ -1,0 +1,30 @@
+import type { Command } from './common.js';
+import { VERIFY_OPTIONS, emitReport, verifyOptions } from './common.js';
+import { verifyImage } from '../pipeline.js';
+import { ALL_STAGE_NAMES } from '../stages/index.js';
+
+export const verifyCommand: Command = {
+  name: 'verify',
+  summary: 'run the verification stages on an existing raw image, against its input',
+  usage: `part-image verify IMAGE [--input PATH] [--target NAME] [--skip STAGE,...] [--compare-mtime]
+                  [--golden FILE] [--report-json FILE] [--junit FILE]
+
+  Works on any raw ext4 image, for example one made by Raptor's own part-image builder.
+  Without --input, the diff stage does not apply.
+
+Examples:
+  part-image verify part.img --input rootfs.tar
+  part-image verify part.img --input ./rootfs --report-json report.json --junit junit.xml`,
+  options: { input: { type: 'string', short: 'i' }, ...VERIFY_OPTIONS },
+  positionals: [1, 1],
+  async run(v, [image]) {
+    const { report, exitCode } = await verifyImage({
+      image,
+      input: v.input as string | undefined,
+      target: v.target as string | undefined,
+      verify: verifyOptions(v, ALL_STAGE_NAMES),
+    });
+    await emitReport(report, v);
+    return exitCode;
+  },
+};

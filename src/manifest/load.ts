@@ -1,0 +1,45 @@
+// Any source to a manifest: an ext4 image, a manifest file, or an input tree.
+import { open } from 'node:fs/promises';
+import type { Manifest } from '../types.js';
+import type { Scope } from '../cleanup.js';
+import { InputError } from '../errors.js';
+import { readInput } from '../input/index.js';
+import { looksLikeManifest, readManifestFile } from './serialize.js';
+
+export type SourceKind = 'image' | 'manifest' | 'other';
+
+/** Sniffs a file: the ext2/3/4 superblock magic 0xEF53 at byte 1080, or a manifest's first bytes. */
+export async function sniffFile(path: string): Promise<SourceKind> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+  } catch {
+    return 'other';
+  }
+  try {
+    const buf = Buffer.alloc(1082);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    if (bytesRead >= 1082 && buf.readUInt16LE(1080) === 0xef53) return 'image';
+    if (looksLikeManifest(buf.subarray(0, bytesRead).toString('utf8'))) return 'manifest';
+    return 'other';
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function loadManifest(path: string, scope: Scope, opts: { hash?: boolean; target?: string } = {}): Promise<{ kind: string; manifest: Manifest }> {
+  const kind = await sniffFile(path);
+  if (kind === 'image') {
+    const { readImageManifest } = await import('../image/debugfs-reader.js');
+    return { kind, manifest: await readImageManifest(path, { hash: opts.hash ?? true }) };
+  }
+  if (kind === 'manifest') return { kind, manifest: await readManifestFile(path) };
+  try {
+    const tree = await readInput(path, scope, { hash: opts.hash, target: opts.target });
+    return { kind: tree.kind, manifest: tree.manifest };
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw new InputError(`cannot read ${path}: ${(err as Error).message}`,
+      'Give an ext4 image, a manifest file, a directory, a tar archive or a Raptor layer stack.', err);
+  }
+}

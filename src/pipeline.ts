@@ -1,0 +1,154 @@
+// The pipeline of design.md: read -> build -> verify -> accept.
+// Only an image that passes every stage reaches the output path.
+import { basename, dirname, join, resolve } from 'node:path';
+import { rename, rm, stat } from 'node:fs/promises';
+import type { InputTree, Report, StageResult } from './types.js';
+import { withScope, type Scope } from './cleanup.js';
+import { InputError, UsageError } from './errors.js';
+import { readInput } from './input/index.js';
+import { buildRawImage } from './build/index.js';
+import { resolveSizeInputs } from './build/size.js';
+import { runStages, isAccepted, exitCodeFor } from './stages/run.js';
+import { VERIFY_STAGES } from './stages/index.js';
+import type { Stage, VerifyOptions } from './stages/context.js';
+import { convertImage, type OutputFormat } from './build/convert.js';
+import { log } from './log.js';
+import { VERSION } from './version.js';
+
+export interface BuildRequest {
+  input: string;
+  output: string;
+  format: OutputFormat;
+  label: string;
+  sizeMb?: string;
+  freeMb?: string;
+  usedMb?: string;
+  seed?: string;
+  target?: string;
+  verify: VerifyOptions;
+  /** The environment for SIZE_MB / FREE_MB / USED_MB / SOURCE_DATE_EPOCH. */
+  env: NodeJS.ProcessEnv;
+}
+
+export interface PipelineResult {
+  report: Report;
+  exitCode: number;
+}
+
+function newReport(command: string): Report {
+  return { tool: 'part-image', version: VERSION, command, accepted: false, startedAt: new Date().toISOString(), durationMs: 0, stages: [] };
+}
+
+async function timed<T>(results: StageResult[], name: string, fn: () => Promise<{ value: T; details?: Record<string, unknown> }>): Promise<T> {
+  const start = performance.now();
+  const { value, details } = await log.step(name, fn);
+  results.push({ name, status: 'passed', durationMs: Math.round(performance.now() - start), findings: [], details });
+  return value;
+}
+
+export function parseSourceDateEpoch(env: NodeJS.ProcessEnv): number | undefined {
+  const v = env.SOURCE_DATE_EPOCH;
+  if (v === undefined || v === '') return undefined;
+  if (!/^\d+$/.test(v)) throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds since 1970, got "${v}"`);
+  return Number(v);
+}
+
+export async function buildImage(req: BuildRequest, stages: readonly Stage[] = VERIFY_STAGES): Promise<PipelineResult> {
+  const t0 = performance.now();
+  const report = newReport('build');
+  const output = resolve(req.output);
+  report.input = req.input;
+  report.output = output;
+  const outStat = await stat(output).catch(() => undefined);
+  if (outStat?.isDirectory()) throw new UsageError(`--output ${req.output} is a directory`, 'Give the path of the image file to write.');
+  if (!(await stat(dirname(output)).catch(() => undefined))?.isDirectory()) {
+    throw new UsageError(`the folder of --output does not exist: ${dirname(output)}`, 'Create it first.');
+  }
+  const sourceDateEpoch = parseSourceDateEpoch(req.env);
+
+  return withScope(async (scope) => {
+    const tree = await timed(report.stages, 'read', async () => {
+      const t = await readInput(req.input, scope, { target: req.target });
+      return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, usedMb: t.usedMb, summary: `${t.kind}, ${t.manifest.entries.length} entries, ${t.usedMb} MiB` } };
+    });
+    const size = resolveSizeInputs(req, req.env, tree.usedMb);
+    const tmp = join(dirname(output), `.${basename(output)}.part-image-${process.pid}.tmp`);
+    scope.defer(`remove ${tmp}`, () => rm(tmp, { force: true }));
+    const built = await timed(report.stages, 'build', async () => {
+      const r = await buildRawImage(tree, tmp, { ...size, label: req.label, seed: req.seed, sourceDateEpoch }, scope);
+      return { value: r, details: { ...r, summary: `ext4, ${r.sizeMb} MiB${r.exactSize ? ' (SIZE_MB)' : ''}, label ${req.label}` } };
+    });
+    const verify = { ...req.verify, requiredFreeMb: built.exactSize ? undefined : size.freeMb };
+    const results = await runStages(stages, { image: tmp, imageName: basename(output), input: tree, opts: verify, scope });
+    report.stages.push(...results);
+    report.accepted = isAccepted(results);
+    let exitCode = exitCodeFor(results);
+    if (report.accepted) {
+      exitCode = await accept(tmp, output, req.format, report, scope);
+    } else {
+      await rename(tmp, `${output}.rejected`);
+      report.image = `${output}.rejected`;
+    }
+    report.durationMs = Math.round(performance.now() - t0);
+    return { report, exitCode };
+  });
+}
+
+/** Converts when asked, then renames onto the output path: the only write to it. */
+async function accept(tmpRaw: string, output: string, format: OutputFormat, report: Report, scope: Scope): Promise<number> {
+  if (format === 'raw') {
+    await rename(tmpRaw, output);
+    report.image = output;
+    return 0;
+  }
+  const tmpOut = `${tmpRaw}.${format}`;
+  scope.defer(`remove ${tmpOut}`, () => rm(tmpOut, { force: true }));
+  const start = performance.now();
+  const findings = await convertImage(tmpRaw, tmpOut, format);
+  const result: StageResult = {
+    name: 'convert', status: findings.length ? 'failed' : 'passed', durationMs: Math.round(performance.now() - start), findings,
+    details: { summary: `${format}, checked with qemu-img compare` },
+  };
+  report.stages.push(result);
+  if (findings.length) {
+    report.accepted = false;
+    await rename(tmpRaw, `${output}.rejected`);
+    report.image = `${output}.rejected`;
+    return 1;
+  }
+  await rename(tmpOut, output);
+  report.image = output;
+  return 0;
+}
+
+export interface VerifyRequest {
+  image: string;
+  input?: string;
+  target?: string;
+  verify: VerifyOptions;
+}
+
+/** Runs the verification stages on an existing raw image (made by part-image or not). */
+export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] = VERIFY_STAGES, command = 'verify'): Promise<PipelineResult> {
+  const t0 = performance.now();
+  const report = newReport(command);
+  const image = resolve(req.image);
+  report.image = image;
+  report.input = req.input;
+  const st = await stat(image).catch(() => undefined);
+  if (!st?.isFile()) throw new InputError(`image not found: ${req.image}`, 'Give the path of a raw ext4 image file.');
+  return withScope(async (scope) => {
+    let tree: InputTree | undefined;
+    if (req.input) {
+      tree = await timed(report.stages, 'read', async () => {
+        const t = await readInput(req.input!, scope, { target: req.target });
+        return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, summary: `${t.kind}, ${t.manifest.entries.length} entries` } };
+      });
+    }
+    const results = await runStages(stages, { image, imageName: basename(image), input: tree, opts: req.verify, scope });
+    report.stages.push(...results);
+    report.accepted = isAccepted(results);
+    report.durationMs = Math.round(performance.now() - t0);
+    return { report, exitCode: exitCodeFor(results) };
+  });
+}

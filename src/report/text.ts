@@ -1,0 +1,41 @@
+// The terminal summary: one line per stage with its time, findings below, the verdict last.
+import type { Report, StageResult } from '../types.js';
+
+const MAX_FINDINGS = 20;
+
+function mark(s: StageResult): string {
+  if (s.status === 'passed') return 'PASS';
+  if (s.status === 'failed') return 'FAIL';
+  return 'SKIP';
+}
+
+function secs(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+function detail(s: StageResult): string {
+  const d = s.details ?? {};
+  switch (s.name) {
+    case 'readback': return `${d.entries} entries, ${d.files} files`;
+    case 'diff': return `${d.compared} entries compared, ${d.differences} differences`;
+    case 'freespace': return `${d.freeMb} MiB free of ${d.sizeMb} MiB`;
+    case 'fsck': return String(d.summary ?? '');
+    default: return typeof d.summary === 'string' ? d.summary : '';
+  }
+}
+
+export function formatTextReport(r: Report): string {
+  const width = Math.max(...r.stages.map((s) => s.name.length), 8);
+  const lines: string[] = [];
+  if (r.cause) lines.push(`cause: ${r.cause}`, '');
+  for (const s of r.stages) {
+    const why = s.status === 'skipped' ? `(${s.skippedBy === 'request' ? 'skipped by request' : s.skippedBy}: ${s.reason})` : detail(s);
+    lines.push(`  ${mark(s)}  ${s.name.padEnd(width)}  ${secs(s.durationMs).padStart(7)}  ${why}`.trimEnd());
+    for (const f of s.findings.slice(0, MAX_FINDINGS)) lines.push(`        - [${f.code}] ${f.message.split('\n').join('\n          ')}`);
+    if (s.findings.length > MAX_FINDINGS) lines.push(`        ... and ${s.findings.length - MAX_FINDINGS} more (see --report-json)`);
+  }
+  const total = secs(r.durationMs);
+  if (r.accepted) lines.push('', `ACCEPTED${r.output ? `: ${r.output}` : ''} (${total})`);
+  else lines.push('', `REJECTED${r.image ? `: ${r.image}` : ''} (${total})`);
+  return `${lines.join('\n')}\n`;
+}

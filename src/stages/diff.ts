@@ -1,0 +1,22 @@
+// diff stage: the image manifest against the input manifest.
+import { deltaToFinding, diffManifests } from '../manifest/diff.js';
+import { passedOrFailed, skipped, type Stage } from './context.js';
+
+/** mke2fs always creates /lost+found; it is not a difference. */
+export const isLostFound = (path: string) => path === '/lost+found';
+
+export const diffStage: Stage = {
+  name: 'diff',
+  summary: 'compare the image with its input: ownership, modes, xattrs, content, links, devices',
+  async run(ctx) {
+    if (!ctx.input) return skipped('no input given to compare with (use --input)', 'not-applicable');
+    if (!ctx.imageManifest) return skipped('the readback stage did not produce a manifest', 'unavailable');
+    // The builder leaves sockets out on purpose: they belong to a running process.
+    const sockets = new Set(ctx.input.manifest.entries.filter((e) => e.type === 'socket').map((e) => e.path));
+    const deltas = diffManifests(ctx.input.manifest, ctx.imageManifest, {
+      compareMtime: ctx.opts.compareMtime,
+      ignoreExtra: isLostFound,
+    }).filter((d) => !(d.code === 'missing' && sockets.has(d.path)));
+    return passedOrFailed(deltas.map(deltaToFinding), { compared: ctx.input.manifest.entries.length, differences: deltas.length });
+  },
+};

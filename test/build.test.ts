@@ -1,0 +1,168 @@
+// The core pipeline end to end, with the real tools: build, verify, reject, accept.
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm, writeFile, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from './helpers/cli.js';
+import { makeSampleTree } from './helpers/trees.js';
+import { blocksOf, debugfsWrite, overwriteBlock } from './helpers/images.js';
+
+let work: string;
+let tree: string;
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'pi-build-test-'));
+  tree = join(work, 'tree');
+  await makeSampleTree(tree);
+});
+afterAll(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+async function readReport(path: string) {
+  return JSON.parse(await readFile(path, 'utf8'));
+}
+
+describe('build from a directory', () => {
+  it('accepts the sample tree with zero findings, with fsck, readback, diff and free space in the report', async () => {
+    const out = join(work, 'dir.img');
+    const r = await runCli(['build', '--input', tree, '--output', out, '--free-mb', '16', '--report-json', join(work, 'dir.json'), '--junit', join(work, 'dir.xml')]);
+    expect(r.stderr).not.toMatch(/error/i);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toMatch(/ACCEPTED/);
+    const report = await readReport(join(work, 'dir.json'));
+    expect(report.accepted).toBe(true);
+    const names = report.stages.map((s: { name: string }) => s.name);
+    expect(names).toEqual(expect.arrayContaining(['read', 'build', 'fsck', 'readback', 'diff', 'freespace']));
+    for (const s of report.stages) expect(s.findings).toEqual([]);
+    const free = report.stages.find((s: { name: string }) => s.name === 'freespace');
+    expect(free.details.freeMb).toBeGreaterThanOrEqual(16);
+    expect(free.details.freeMb).toBeLessThan(16 + 8);
+    expect(await readFile(join(work, 'dir.xml'), 'utf8')).toContain('<testcase classname="part-image" name="diff"');
+    // The capability and the device numbers really are in the image.
+    const cap = await execa('debugfs', ['-R', 'ea_get -x /usr/bin/pinglike security.capability', out]);
+    expect(cap.stdout.replace(/\s/g, '')).toContain('0100000200200000');
+    const dev = await execa('debugfs', ['-R', 'stat /dev/loop9', out]);
+    expect(dev.stdout).toMatch(/Device major\/minor number: 07:09/);
+    expect(existsSync(`${out}.rejected`)).toBe(false);
+    expect((await readdir(work)).filter((f) => f.includes('.part-image-'))).toEqual([]);
+  });
+
+  it('honours SIZE_MB exactly, and says how many MiB a tree needs when it does not fit', async () => {
+    const out = join(work, 'exact.img');
+    const ok = await runCli(['build', '--input', tree, '--output', out], { env: { SIZE_MB: '40' } });
+    expect(ok.exitCode).toBe(0);
+    expect((await stat(out)).size).toBe(40 * 1024 * 1024);
+    const big = join(work, 'big');
+    await execa('mkdir', ['-p', big]);
+    await execa('dd', ['if=/dev/urandom', `of=${join(big, 'blob')}`, 'bs=1M', 'count=12', 'status=none']);
+    const small = await runCli(['build', '--input', big, '--output', join(work, 'small.img'), '--size-mb', '8']);
+    expect(small.exitCode).toBe(2);
+    expect(small.stderr).toMatch(/does not fit: the image is 8 MiB but needs at least \d+ MiB/);
+    expect(small.stderr).toMatch(/hint: Raise --size-mb/);
+    expect(existsSync(join(work, 'small.img'))).toBe(false);
+  });
+});
+
+describe('verify rejects damaged images', () => {
+  let good: string;
+  beforeAll(async () => {
+    good = join(work, 'good.img');
+    const r = await runCli(['build', '--input', tree, '--output', good, '--free-mb', '8']);
+    expect(r.exitCode).toBe(0);
+  });
+
+  async function damaged(name: string, damage: (img: string) => Promise<void>) {
+    const img = join(work, `${name}.img`);
+    await execa('cp', ['--sparse=always', good, img]);
+    await damage(img);
+    const json = join(work, `${name}.json`);
+    const r = await runCli(['verify', img, '--input', tree, '--report-json', json]);
+    return { r, report: await readReport(json) };
+  }
+
+  it('passes the untouched image', async () => {
+    const r = await runCli(['verify', good, '--input', tree]);
+    expect(r.exitCode).toBe(0);
+  });
+
+  it('fsck: a corrupted metadata block', async () => {
+    const { r, report } = await damaged('corrupt', async (img) => {
+      const [block] = await blocksOf(img, '/srv');
+      await overwriteBlock(img, block, Buffer.alloc(4096, 0xa5));
+    });
+    expect(r.exitCode).toBe(1);
+    const fsck = report.stages.find((s: { name: string }) => s.name === 'fsck');
+    expect(fsck.status).toBe('failed');
+    expect(fsck.findings.map((f: { message: string }) => f.message).join('\n')).toMatch(/directory corrupted|Directory inode/);
+  });
+
+  it('diff: a mode bit flipped with debugfs sif', async () => {
+    const { r, report } = await damaged('mode', (img) => debugfsWrite(img, 'sif /usr/bin/tool mode 0100755'));
+    expect(r.exitCode).toBe(1);
+    const diff = report.stages.find((s: { name: string }) => s.name === 'diff');
+    expect(diff.findings).toContainEqual(expect.objectContaining({ code: 'mode', path: '/usr/bin/tool', expected: '4755', actual: '0755' }));
+  });
+
+  it('diff: an xattr removed with ea_rm', async () => {
+    const { r, report } = await damaged('xattr', (img) => debugfsWrite(img, 'ea_rm /usr/bin/pinglike security.capability'));
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toMatch(/xattr security\.capability differs/);
+    const diff = report.stages.find((s: { name: string }) => s.name === 'diff');
+    expect(diff.findings).toContainEqual(expect.objectContaining({ code: 'xattr', path: '/usr/bin/pinglike', field: 'security.capability' }));
+  });
+
+  it('diff: a file content changed in place', async () => {
+    const { r, report } = await damaged('content', async (img) => {
+      const [block] = await blocksOf(img, '/srv/big.bin');
+      await overwriteBlock(img, block, Buffer.from('tampered'));
+    });
+    expect(r.exitCode).toBe(1);
+    const diff = report.stages.find((s: { name: string }) => s.name === 'diff');
+    expect(diff.findings).toContainEqual(expect.objectContaining({ code: 'content', path: '/srv/big.bin', field: 'sha256' }));
+  });
+
+  it('diff: a wrong owner and a broken hardlink', async () => {
+    const { report } = await damaged('owner', async (img) => {
+      await debugfsWrite(img, 'sif /srv/owned uid 0');
+      await debugfsWrite(img, 'unlink /srv/hard-b');
+      await debugfsWrite(img, 'sif /srv/hard-a links_count 1');
+    });
+    const diff = report.stages.find((s: { name: string }) => s.name === 'diff');
+    expect(diff.findings).toContainEqual(expect.objectContaining({ code: 'uid', path: '/srv/owned', expected: 1000, actual: 0 }));
+    expect(diff.findings).toContainEqual(expect.objectContaining({ code: 'missing', path: '/srv/hard-b' }));
+    expect(diff.findings).toContainEqual(expect.objectContaining({ code: 'hardlink', path: '/srv/hard-a' }));
+  });
+});
+
+describe('acceptance is atomic', () => {
+  it('on rejection leaves the output path exactly as it was and keeps FILE.rejected', async () => {
+    const out = join(work, 'keep.img');
+    await writeFile(out, 'previous release');
+    // A fake e2fsck on PATH that finds an error: the failure path, without
+    // having to damage an image between build and verify.
+    const bin = join(work, 'fakebin');
+    await execa('mkdir', ['-p', bin]);
+    await writeFile(join(bin, 'e2fsck'), '#!/bin/sh\necho "Inode 12 has illegal blocks."\necho "Fix? no"\nexit 4\n', { mode: 0o755 });
+    const r = await runCli(['build', '--input', tree, '--output', out, '--free-mb', '4'], { env: { PATH: `${bin}:${process.env.PATH}` } });
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toMatch(/FAIL {2}fsck/);
+    expect(r.stdout).toContain('[fsck] Inode 12 has illegal blocks.');
+    expect(r.stdout).toMatch(/REJECTED/);
+    expect(await readFile(out, 'utf8')).toBe('previous release');
+    expect(existsSync(`${out}.rejected`)).toBe(true);
+    expect((await readdir(work)).filter((f) => f.includes('.part-image-'))).toEqual([]);
+  });
+
+  it('reports a missing tool with the package to install, exit 3', async () => {
+    const bin = join(work, 'nobin');
+    await execa('mkdir', ['-p', bin]);
+    await execa('ln', ['-sf', process.execPath, join(bin, 'node')]);
+    const r = await runCli(['build', '--input', tree, '--output', join(work, 'x.img')], { env: { PATH: bin } });
+    expect(r.exitCode).toBe(3);
+    expect(r.stderr).toMatch(/tool missing: (mke2fs|getfattr)/);
+    expect(r.stderr).toMatch(/apt-get install (e2fsprogs|attr)/);
+  });
+});

@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import type { Report } from '../src/types.js';
+import { reportToJson } from '../src/report/json.js';
+import { reportToJunit } from '../src/report/junit.js';
+import { formatTextReport } from '../src/report/text.js';
+import { exitCodeFor, isAccepted } from '../src/stages/run.js';
+
+const report: Report = {
+  tool: 'part-image', version: '0.1.0', command: 'build', accepted: false,
+  output: 'out.img', image: 'out.img.rejected', startedAt: '2026-11-25T19:00:00.000Z', durationMs: 1234,
+  stages: [
+    { name: 'fsck', status: 'passed', durationMs: 120, findings: [], details: { summary: 'root: 11/100 files' } },
+    { name: 'diff', status: 'failed', durationMs: 30, findings: [
+      { code: 'xattr', message: '/usr/bin/ping: xattr security.capability differs', path: '/usr/bin/ping', field: 'security.capability', expected: '01', actual: undefined },
+      { code: 'mode', message: '/a & <b>: mode differs', path: '/a & <b>', field: 'mode', expected: '0755', actual: '0644' },
+    ] },
+    { name: 'nspawn', status: 'skipped', skippedBy: 'request', reason: '--skip', durationMs: 0, findings: [] },
+  ],
+};
+
+describe('reports', () => {
+  it('validates the JSON report against the shipped schema', () => {
+    const json = JSON.parse(reportToJson(report));
+    expect(json.accepted).toBe(false);
+    expect(json.stages[1].findings[0]).toMatchObject({ code: 'xattr', path: '/usr/bin/ping', field: 'security.capability' });
+  });
+  it('refuses a report that breaks the schema', () => {
+    const bad = { ...report, stages: [{ name: 'x', status: 'skipped', durationMs: 0, findings: [] }] } as unknown as Report;
+    expect(() => reportToJson(bad)).toThrow(/does not match its schema/);
+  });
+  it('writes one JUnit testcase per stage, findings as failure text, XML-escaped', () => {
+    const xml = reportToJunit(report);
+    expect(xml.match(/<testcase /g)).toHaveLength(3);
+    expect(xml).toContain('failures="1" skipped="1"');
+    expect(xml).toContain('[mode] /a &amp; &lt;b&gt;: mode differs');
+    expect(xml).toContain('<skipped message="request: --skip"/>');
+  });
+  it('prints a summary with each stage, its time and the verdict', () => {
+    const text = formatTextReport(report);
+    expect(text).toMatch(/PASS {2}fsck +120 ms/);
+    expect(text).toMatch(/FAIL {2}diff/);
+    expect(text).toContain('[xattr] /usr/bin/ping: xattr security.capability differs');
+    expect(text).toContain('skipped by request');
+    expect(text).toMatch(/REJECTED: out\.img\.rejected \(1\.2 s\)/);
+  });
+  it('accepts only when nothing failed and nothing required was unavailable', () => {
+    expect(isAccepted(report.stages)).toBe(false);
+    expect(exitCodeFor(report.stages)).toBe(1);
+    const unavailable = [{ name: 'nspawn', status: 'skipped' as const, skippedBy: 'unavailable' as const, reason: 'no root', durationMs: 0, findings: [] }];
+    expect(isAccepted(unavailable)).toBe(false);
+    expect(exitCodeFor(unavailable)).toBe(3);
+    expect(isAccepted([report.stages[0], report.stages[2]])).toBe(true);
+  });
+});
