@@ -9,6 +9,12 @@ type Disposer = () => Promise<void> | void;
 
 const liveScopes = new Set<Scope>();
 let controller = new AbortController();
+let shuttingDown = false;
+
+/** True once an interrupt started the shutdown: work still running should stop, not report. */
+export function isShuttingDown(): boolean {
+  return shuttingDown;
+}
 
 /** Aborted when part-image is interrupted; exec.ts hands it to every child. */
 export function cancelSignal(): AbortSignal {
@@ -31,7 +37,8 @@ export class Scope {
   /** A temporary directory removed when the scope closes. */
   async tempDir(prefix = 'part-image-', parent = tmpdir()): Promise<string> {
     const dir = await mkdtemp(join(parent, prefix));
-    this.defer(`remove ${dir}`, () => rm(dir, { recursive: true, force: true }));
+    // Retries: on an interrupt, a reader may still be writing into it for a moment.
+    this.defer(`remove ${dir}`, () => rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 }));
     return dir;
   }
 
@@ -64,11 +71,13 @@ export async function withScope<T>(fn: (scope: Scope) => Promise<T>): Promise<T>
 
 /** Abort running children, then close every live scope. Used by the CLI's signal handler. */
 export async function shutdown(): Promise<void> {
+  shuttingDown = true;
   controller.abort();
+  // Disposers run commands (umount, losetup -d): they must not inherit the aborted signal.
+  controller = new AbortController();
   const scopes = [...liveScopes].reverse();
   for (const scope of scopes) {
     const errors = await scope.close();
     for (const e of errors) process.stderr.write(`warning: cleanup: ${e}\n`);
   }
-  controller = new AbortController();
 }

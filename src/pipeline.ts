@@ -13,6 +13,7 @@ import { VERIFY_STAGES } from './stages/index.js';
 import type { Stage, VerifyOptions } from './stages/context.js';
 import { convertImage, type OutputFormat } from './build/convert.js';
 import { log } from './log.js';
+import { rawCopy, sniffFile } from './manifest/load.js';
 import { VERSION } from './version.js';
 
 export interface BuildRequest {
@@ -132,12 +133,17 @@ export interface VerifyRequest {
 export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] = VERIFY_STAGES, command = 'verify'): Promise<PipelineResult> {
   const t0 = performance.now();
   const report = newReport(command);
-  const image = resolve(req.image);
-  report.image = image;
+  report.image = resolve(req.image);
   report.input = req.input;
-  const st = await stat(image).catch(() => undefined);
-  if (!st?.isFile()) throw new InputError(`image not found: ${req.image}`, 'Give the path of a raw ext4 image file.');
+  const st = await stat(report.image).catch(() => undefined);
+  if (!st?.isFile()) throw new InputError(`image not found: ${req.image}`, 'Give the path of an ext4 image file (raw, qcow2 or vmdk).');
   return withScope(async (scope) => {
+    // Every stage works on raw bytes: a qcow2 or vmdk image is verified through a raw copy.
+    const kind = await sniffFile(report.image!);
+    if (kind !== 'image' && kind !== 'qcow2' && kind !== 'vmdk') {
+      throw new InputError(`not an ext4 image: ${req.image}`, 'part-image verifies single-filesystem ext4 images (raw, qcow2 or vmdk), with no partition table.');
+    }
+    const image = kind === 'image' ? report.image! : await rawCopy(report.image!, kind, scope);
     let tree: InputTree | undefined;
     if (req.input) {
       tree = await timed(report.stages, 'read', async () => {
@@ -145,7 +151,7 @@ export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] =
         return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, summary: `${t.kind}, ${t.manifest.entries.length} entries` } };
       });
     }
-    const results = await runStages(stages, { image, imageName: basename(image), input: tree, opts: req.verify, scope });
+    const results = await runStages(stages, { image, imageName: basename(report.image!), input: tree, opts: req.verify, scope });
     report.stages.push(...results);
     report.accepted = isAccepted(results);
     report.durationMs = Math.round(performance.now() - t0);

@@ -41,13 +41,15 @@ async function freeMbOf(image: string): Promise<number> {
 
 /** Smallest size whose empty filesystem keeps usedMb + freeMb free, measured on a scratch image. */
 async function measureSize(scratch: string, entries: number, o: BuildImageOptions): Promise<number> {
+  // Overhead grows with the size (inode tables, group descriptors, journal
+  // steps), so look for the fixed point; two or three rounds reach it.
   let size = firstGuessMb(o.usedMb, o.freeMb);
-  for (let i = 0; i < 3; i++) {
+  const seen = new Set<number>();
+  for (let i = 0; i < 6 && !seen.has(size); i++) {
+    seen.add(size);
     await format(scratch, size, entries, o);
     const overhead = size - (await freeMbOf(scratch));
-    const next = Math.ceil(o.usedMb + o.freeMb + overhead);
-    if (next <= size && size - next < 8) break;
-    size = next;
+    size = Math.ceil(o.usedMb + o.freeMb + overhead);
   }
   await rm(scratch, { force: true });
   return size;

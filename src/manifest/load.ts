@@ -6,7 +6,7 @@ import { InputError } from '../errors.js';
 import { readInput } from '../input/index.js';
 import { looksLikeManifest, readManifestFile } from './serialize.js';
 
-export type SourceKind = 'image' | 'manifest' | 'other';
+export type SourceKind = 'image' | 'qcow2' | 'vmdk' | 'manifest' | 'other';
 
 /** Sniffs a file: the ext2/3/4 superblock magic 0xEF53 at byte 1080, or a manifest's first bytes. */
 export async function sniffFile(path: string): Promise<SourceKind> {
@@ -20,6 +20,8 @@ export async function sniffFile(path: string): Promise<SourceKind> {
     const buf = Buffer.alloc(1082);
     const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
     if (bytesRead >= 1082 && buf.readUInt16LE(1080) === 0xef53) return 'image';
+    if (buf.subarray(0, 4).equals(Buffer.from('QFI\xfb', 'latin1'))) return 'qcow2';
+    if (buf.subarray(0, 4).toString('latin1') === 'KDMV' || buf.subarray(0, 21).toString('latin1') === '# Disk DescriptorFile') return 'vmdk';
     if (looksLikeManifest(buf.subarray(0, bytesRead).toString('utf8'))) return 'manifest';
     return 'other';
   } finally {
@@ -29,6 +31,10 @@ export async function sniffFile(path: string): Promise<SourceKind> {
 
 export async function loadManifest(path: string, scope: Scope, opts: { hash?: boolean; target?: string } = {}): Promise<{ kind: string; manifest: Manifest }> {
   const kind = await sniffFile(path);
+  if (kind === 'qcow2' || kind === 'vmdk') {
+    const { readImageManifest } = await import('../image/debugfs-reader.js');
+    return { kind, manifest: await readImageManifest(await rawCopy(path, kind, scope), { hash: opts.hash ?? true }) };
+  }
   if (kind === 'image') {
     const { readImageManifest } = await import('../image/debugfs-reader.js');
     return { kind, manifest: await readImageManifest(path, { hash: opts.hash ?? true }) };
@@ -42,4 +48,13 @@ export async function loadManifest(path: string, scope: Scope, opts: { hash?: bo
     throw new InputError(`cannot read ${path}: ${(err as Error).message}`,
       'Give an ext4 image, a manifest file, a directory, a tar archive or a Raptor layer stack.', err);
   }
+}
+
+/** A raw copy of a qcow2 or vmdk image in a temporary folder: every reader works on raw. */
+export async function rawCopy(path: string, format: 'qcow2' | 'vmdk', scope: Scope): Promise<string> {
+  const { qemuImgToRaw } = await import('../tools/qemu-img.js');
+  const dir = await scope.tempDir('part-image-raw-');
+  const raw = `${dir}/image.raw`;
+  await qemuImgToRaw(path, format, raw);
+  return raw;
 }

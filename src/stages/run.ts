@@ -2,7 +2,7 @@
 // cannot run here into `skipped (unavailable)` instead of a crash.
 import type { StageResult } from '../types.js';
 import { EnvironmentError, InterruptedError, PartImageError } from '../errors.js';
-import { cancelSignal } from '../cleanup.js';
+import { isShuttingDown } from '../cleanup.js';
 import { log } from '../log.js';
 import type { Stage, StageContext, StageOutcome } from './context.js';
 
@@ -17,7 +17,7 @@ export async function runStages(stages: readonly Stage[], ctx: StageContext): Pr
       try {
         outcome = await log.step(stage.name, () => stage.run(ctx));
       } catch (err) {
-        if (cancelSignal().aborted) throw new InterruptedError('signal');
+        if (isShuttingDown()) throw new InterruptedError('signal');
         outcome = outcomeOfError(err);
       }
     }

@@ -9,6 +9,10 @@ export async function qemuImgConvert(raw: string, out: string, format: string): 
   await run('qemu-img', buildConvertArgs(raw, out, format));
 }
 
+export async function qemuImgToRaw(image: string, format: string, raw: string): Promise<void> {
+  await run('qemu-img', ['convert', '-q', '-f', format, '-O', 'raw', image, raw]);
+}
+
 export interface CompareResult {
   identical: boolean;
   message: string;

@@ -1,0 +1,230 @@
+// Reads a Raptor layer stack: the merged view of a target's layers, as
+// overlayfs would show it, without mounting anything.
+//
+// A layer stack is a folder holding `raptor.json` and one folder per layer.
+// raptor.json names the layers of each target, bottom layer first, as folder
+// names relative to the stack folder (docs/layer-stack.md):
+//
+//   {"targets": {"rootfs": {"layers": ["base", "app"]},
+//                "debug":  {"layers": ["base", "app", "tools"]}}}
+//
+// or, for a stack with a single target, simply:
+//
+//   {"layers": ["base", "app"]}
+//
+// With several targets, --target picks one; without it the read fails and
+// lists the names. The layers are merged bottom to top:
+// - a path in an upper layer replaces the same path below; two directories
+//   merge (the upper one's owner, mode and xattrs win, the children of both stay);
+// - a character device 0/0 is a whiteout: the path and everything under it
+//   in lower layers disappear;
+// - a directory with xattr trusted.overlay.opaque or user.overlay.opaque = "y"
+//   hides everything below it in lower layers;
+// - OCI whiteouts: a file `.wh.NAME` removes NAME from lower layers, a file
+//   `.wh..wh..opq` makes its directory opaque; other `.wh..wh.*` names are
+//   aufs metadata and are dropped;
+// - whiteouts, OCI markers and every trusted.overlay.* / user.overlay.* xattr
+//   (overlayfs hides them in a merged view) never appear in the result.
+// Hardlinks count only inside one layer: a group is keyed by layer + inode.
+import { readFile, stat } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
+import type { ContentMap, InputTree, ManifestEntry } from '../types.js';
+import type { Scope } from '../cleanup.js';
+import { InputError } from '../errors.js';
+import { assignHardlinks, comparePaths, makeManifest, parentPath } from '../manifest/entry.js';
+import { duMegabytes, hashFiles, scanDir, type ScannedEntry } from './dir.js';
+
+export interface ReadLayersOptions {
+  /** The target to read when raptor.json lists several (--target). */
+  target?: string;
+  /** Hash file contents (default true). */
+  hash?: boolean;
+}
+
+export interface LayerSelection {
+  /** The chosen target; undefined for the simple {"layers": [...]} form. */
+  target?: string;
+  /** Layer folder names relative to the stack folder, bottom first. */
+  layers: string[];
+}
+
+const FORMAT_HINT =
+  'raptor.json is {"targets": {"NAME": {"layers": ["base", "app"]}}} or {"layers": ["base", "app"]}: ' +
+  'layer folders relative to the stack folder, bottom first (see docs/layer-stack.md).';
+
+function checkLayerList(value: unknown, where: string): string[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new InputError(`${where}: "layers" must be a non-empty list of folder names`, FORMAT_HINT);
+  }
+  for (const name of value) {
+    if (typeof name !== 'string' || name === '' || isAbsolute(name) || name.split('/').includes('..')) {
+      throw new InputError(
+        `${where}: bad layer ${JSON.stringify(name)}: layers are folder names inside the stack folder`,
+        FORMAT_HINT,
+      );
+    }
+  }
+  return value as string[];
+}
+
+/** Pick the layer list out of a parsed raptor.json. Pure. */
+export function selectLayers(config: unknown, target?: string, file = 'raptor.json'): LayerSelection {
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+    throw new InputError(`${file}: expected a JSON object`, FORMAT_HINT);
+  }
+  const c = config as Record<string, unknown>;
+  if (c.targets !== undefined && c.layers !== undefined) {
+    throw new InputError(`${file}: has both "targets" and "layers"; keep one`, FORMAT_HINT);
+  }
+  if (c.layers !== undefined) {
+    if (target !== undefined) {
+      throw new InputError(`${file} lists no targets, so --target ${target} cannot be chosen`, 'Drop --target.');
+    }
+    return { layers: checkLayerList(c.layers, file) };
+  }
+  const targets = c.targets;
+  if (typeof targets !== 'object' || targets === null || Array.isArray(targets)) {
+    throw new InputError(`${file}: neither "targets" nor "layers" is given`, FORMAT_HINT);
+  }
+  const names = Object.keys(targets).sort();
+  if (names.length === 0) throw new InputError(`${file}: "targets" is empty`, FORMAT_HINT);
+  let chosen: string;
+  if (target !== undefined) {
+    if (!Object.hasOwn(targets, target)) {
+      throw new InputError(`${file} has no target ${JSON.stringify(target)}; its targets: ${names.join(', ')}`, `Pick one with --target: ${names.join(', ')}.`);
+    }
+    chosen = target;
+  } else if (names.length === 1) {
+    chosen = names[0];
+  } else {
+    throw new InputError(`${file} lists several targets: ${names.join(', ')}`, `Pick one with --target, e.g. --target ${names[0]}.`);
+  }
+  const t = (targets as Record<string, unknown>)[chosen];
+  if (typeof t !== 'object' || t === null) throw new InputError(`${file}: target ${chosen} must be an object with "layers"`, FORMAT_HINT);
+  return { target: chosen, layers: checkLayerList((t as Record<string, unknown>).layers, `${file}: target ${chosen}`) };
+}
+
+/** Read and parse `<stack>/raptor.json` and pick the layers. */
+export async function readRaptorJson(stack: string, target?: string): Promise<LayerSelection> {
+  const file = join(stack, 'raptor.json');
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new InputError(`cannot read ${file}: ${(err as Error).message}`, FORMAT_HINT, err);
+  }
+  let config: unknown;
+  try {
+    config = JSON.parse(text);
+  } catch (err) {
+    throw new InputError(`${file} is not valid JSON: ${(err as Error).message}`, FORMAT_HINT, err);
+  }
+  return selectLayers(config, target, file);
+}
+
+const OPAQUE_NAMES = ['trusted.overlay.opaque', 'user.overlay.opaque'];
+const Y_HEX = Buffer.from('y').toString('hex');
+const WH = '.wh.';
+const WH_OPAQUE = '.wh..wh..opq';
+
+/** The entry a path shows in the merged view, and where it came from. */
+export interface LayerWinner {
+  /** Index in the layer list, 0 = bottom. */
+  layer: number;
+  se: ScannedEntry;
+  entry: ManifestEntry;
+}
+
+function baseName(path: string): string {
+  return path.slice(path.lastIndexOf('/') + 1);
+}
+
+/** The entry without overlay-private xattrs, as a merged overlay mount shows it. */
+function visibleEntry(e: ManifestEntry): ManifestEntry {
+  const out = { ...e };
+  if (e.xattrs) {
+    const kept = Object.entries(e.xattrs).filter(([n]) => !n.startsWith('trusted.overlay.') && !n.startsWith('user.overlay.'));
+    if (kept.length > 0) out.xattrs = Object.fromEntries(kept);
+    else delete out.xattrs;
+  }
+  return out;
+}
+
+/**
+ * Merge scanned layers (bottom first) with overlayfs semantics. Each layer is
+ * a whole tree, so an upper path always comes with its parent directories.
+ */
+export function mergeLayers(layers: ScannedEntry[][]): LayerWinner[] {
+  const merged = new Map<string, LayerWinner>();
+  /** Drop what lower layers put at `path` (with `self`) and under it. */
+  const removeLower = (path: string, layer: number, self: boolean): void => {
+    const w = merged.get(path);
+    if (!w) return; // Every merged path has its parent: nothing can lie under a missing one.
+    if (self && w.layer < layer) merged.delete(path);
+    if (w.entry.type !== 'dir') return;
+    const prefix = path === '/' ? '/' : `${path}/`;
+    for (const [p, d] of merged) {
+      if (p !== '/' && p.startsWith(prefix) && d.layer < layer) merged.delete(p);
+    }
+  };
+  for (const [layer, scanned] of layers.entries()) {
+    const sorted = [...scanned].sort((a, b) => comparePaths(a.entry.path, b.entry.path));
+    for (const se of sorted) {
+      const e = se.entry;
+      const name = e.path === '/' ? '' : baseName(e.path);
+      if (name.startsWith(WH)) {
+        const parent = parentPath(e.path);
+        if (name === WH_OPAQUE) removeLower(parent, layer, false);
+        else if (!name.startsWith(`${WH}${WH}`)) {
+          const hidden = name.slice(WH.length);
+          removeLower(parent === '/' ? `/${hidden}` : `${parent}/${hidden}`, layer, true);
+        }
+        continue;
+      }
+      if (e.type === 'char' && e.rdev === '0,0') {
+        removeLower(e.path, layer, true);
+        continue;
+      }
+      const below = merged.get(e.path);
+      if (e.type === 'dir') {
+        if (OPAQUE_NAMES.some((n) => e.xattrs?.[n] === Y_HEX)) removeLower(e.path, layer, false);
+      } else if (below?.entry.type === 'dir') {
+        removeLower(e.path, layer, false);
+      }
+      merged.set(e.path, { layer, se, entry: visibleEntry(e) });
+    }
+  }
+  return [...merged.values()];
+}
+
+export async function readLayerTree(path: string, _scope: Scope, opts: ReadLayersOptions = {}): Promise<InputTree> {
+  const selection = await readRaptorJson(path, opts.target);
+  const scans: ScannedEntry[][] = [];
+  for (const name of selection.layers) {
+    const dir = join(path, name);
+    const st = await stat(dir).catch(() => undefined);
+    if (!st?.isDirectory()) {
+      const what = selection.target ? `target ${selection.target}` : 'raptor.json';
+      throw new InputError(`layer ${name} of ${what} is not a folder: ${dir}`, FORMAT_HINT);
+    }
+    scans.push((await scanDir(dir)).entries);
+  }
+  const winners = mergeLayers(scans);
+  const entries = winners.map((w) => w.entry);
+  const content: ContentMap = new Map();
+  const keyOf = new Map<string, string>();
+  for (const w of winners) {
+    if (w.entry.type !== 'file') continue;
+    content.set(w.entry.path, w.se.host);
+    keyOf.set(w.entry.path, `${w.layer}:${w.se.inode}`);
+  }
+  assignHardlinks(entries, (e) => keyOf.get(e.path));
+  if (opts.hash ?? true) await hashFiles(entries, content);
+  return {
+    kind: 'layers',
+    source: path,
+    manifest: makeManifest(entries),
+    content,
+    usedMb: duMegabytes(winners.map((w) => ({ inode: `${w.layer}:${w.se.inode}`, blocks: w.se.blocks }))),
+  };
+}
