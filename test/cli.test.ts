@@ -1,0 +1,52 @@
+// The CLI contract: usage errors exit 2 with a hint; every command has help with examples.
+import { describe, expect, it } from 'vitest';
+import { runCli } from './helpers/cli.js';
+import { COMMANDS } from '../src/commands/index.js';
+
+describe('cli', () => {
+  it('prints the command list and exits 2 without a command', async () => {
+    const r = await runCli([]);
+    expect(r.exitCode).toBe(2);
+    for (const c of COMMANDS) expect(r.stdout).toContain(`  ${c.name} `);
+    expect(r.stdout).toMatch(/Exit codes: 0 accepted/);
+  });
+
+  it('has --help with examples for every command', async () => {
+    for (const c of COMMANDS) {
+      const r = await runCli([c.name, '--help']);
+      expect(r.exitCode, c.name).toBe(0);
+      expect(r.stdout, c.name).toContain(`part-image ${c.name}`);
+      expect(r.stdout, c.name).toMatch(/Examples?:/);
+    }
+  });
+
+  it.each([
+    [['frobnicate'], /unknown command "frobnicate"/],
+    [['build', '--output', 'x.img'], /build needs --input PATH/],
+    [['build', '--input', '.', '--output', 'x.img', '--seed', 'nope'], /--seed must be a UUID/],
+    [['build', '--input', '.', '--output', 'x.img', '--skip', 'warp'], /--skip: unknown stage "warp"/],
+    [['build', '--input', '.', '--output', 'x.img', '--format', 'iso'], /unknown output format "iso"/],
+    [['build', '--input', '/nonexistent/tree', '--output', 'x.img'], /input not found: \/nonexistent\/tree/],
+    [['build', '--input', '.', '--output', '/nonexistent/dir/x.img'], /folder of --output does not exist/],
+    [['verify'], /expected 1 argument/],
+    [['verify', '/nonexistent.img'], /image not found/],
+    [['build', '--bogus'], /Unknown option '--bogus'/],
+  ])('exits 2 with a hint for %j', async (args, message) => {
+    const r = await runCli(args);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).toMatch(/^hint: /m);
+  });
+
+  it('rejects a malformed SIZE_MB from the environment', async () => {
+    const r = await runCli(['build', '--input', 'test/fixtures', '--output', '/tmp/pi-never.img'], { env: { SIZE_MB: 'lots' } });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/SIZE_MB must be a whole number of MiB, got "lots"/);
+  });
+
+  it('prints its version', async () => {
+    const r = await runCli(['--version']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+});
