@@ -19,8 +19,8 @@ import { createGunzip, type Gunzip } from 'node:zlib';
 import { join } from 'node:path';
 import { extract as tarExtract, type Extract, type Header } from 'tar-stream';
 import type { InputTree, ManifestEntry } from '../types.js';
-import type { Scope } from '../cleanup.js';
-import { EnvironmentError, InputError, PartImageError } from '../errors.js';
+import { isShuttingDown, type Scope } from '../cleanup.js';
+import { EnvironmentError, InputError, InterruptedError, PartImageError } from '../errors.js';
 import { assignHardlinks, formatMode, makeManifest } from '../manifest/entry.js';
 import { AclError, aclTextToXattrHex, aclXattrName, type AclKind, type AclNameResolver } from '../manifest/acl.js';
 
@@ -628,6 +628,8 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
   let entryCount = 0;
   try {
     for await (const entry of extract) {
+      // On an interrupt the staging folder is being removed: stop writing into it.
+      if (isShuttingDown()) throw new InterruptedError('signal');
       entryCount++;
       const h = entry.header as Header & RawPaxHeader;
       const data = entry as unknown as AsyncIterable<Buffer>;

@@ -1,0 +1,36 @@
+import type { Command } from './common.js';
+import { VERIFY_OPTIONS, emitReport, verifyOptions } from './common.js';
+import { verifyImage } from '../pipeline.js';
+import { ALL_STAGE_NAMES, BOOT_STAGES } from '../stages/index.js';
+import { primaryCause } from '../stages/diagnose.js';
+
+export const bootCommand: Command = {
+  name: 'boot',
+  summary: 'diagnose and boot an image (systemd-nspawn, portablectl); print the cause first',
+  usage: `part-image boot IMAGE [--nspawn] [--portable] [--boot-timeout 90s] [--allow-failed-unit UNIT]
+                [--nspawn-command 'CMD ARGS'] [--report-json FILE] [--junit FILE]
+
+  Runs only the rootless boot diagnosis (no init, no os-release, wrong CPU, a missing ELF
+  interpreter or library, broken usr-merge links) and the boot stages. When something stops
+  the image from booting, the first line printed is its cause.
+  --nspawn     only the systemd-nspawn boot (leave out the portable stages)
+  --portable   the image must be a portable service: a unit matching its name prefix is required
+  An image with systemd boots with -b and a probe; one without is run with --nspawn-command.
+
+Examples:
+  part-image boot root.img
+  part-image boot app_1.0.raw --portable
+  part-image boot tiny.img --nspawn --nspawn-command '/usr/bin/busybox true'`,
+  options: { nspawn: { type: 'boolean' }, ...VERIFY_OPTIONS },
+  positionals: [1, 1],
+  async run(v, [image]) {
+    const verify = verifyOptions(v, ALL_STAGE_NAMES);
+    if (v.nspawn && !v.portable) {
+      for (const s of BOOT_STAGES) if (s.name.startsWith('portable')) (verify.skip as Set<string>).add(s.name);
+    }
+    const { report, exitCode } = await verifyImage({ image, verify }, BOOT_STAGES, 'boot');
+    report.cause = primaryCause(report.stages.flatMap((s) => s.findings));
+    await emitReport(report, v);
+    return exitCode;
+  },
+};

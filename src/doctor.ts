@@ -1,0 +1,199 @@
+// `part-image doctor`: which stages can run on this host, how (rootless, on
+// the host as root, or in the VM), and what to install for the others.
+// The JSON output is the DoctorResult object as is; formatDoctor() is the
+// human view.
+import { access, readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { hasTool } from './exec.js';
+import { packageFor } from './tools/packages.js';
+
+export type StageHow = 'rootless' | 'host' | 'vm';
+
+export interface DoctorTool {
+  tool: string;
+  present: boolean;
+  /** Debian package that brings it. */
+  package?: string;
+}
+
+export interface DoctorStage {
+  name: string;
+  canRun: boolean;
+  /** Where it runs when it can; undefined when it cannot. */
+  how?: StageHow;
+  /** Tools that are missing for the way it would run. */
+  missing: string[];
+  /** What to do so that it can run (or run on the host rather than in the VM). */
+  hint?: string;
+  note?: string;
+}
+
+export interface DoctorResult {
+  root: boolean;
+  /** The command name of PID 1 (/proc/1/comm). */
+  pid1: string;
+  systemdPid1: boolean;
+  /** Loop devices can be set up (/dev/loop-control). */
+  loopControl: boolean;
+  kvm: {
+    /** usable: KVM runs guests; unusable: the VM falls back to TCG; unknown: not probed. */
+    status: 'usable' | 'unusable' | 'unknown';
+    accel?: string;
+    reason?: string;
+  };
+  /** The VM's root image: cached, not built yet (built on first use, about a minute), or unknown. */
+  vmImage: 'cached' | 'not-built' | 'unknown';
+  tools: DoctorTool[];
+  stages: DoctorStage[];
+}
+
+/** Every stage, in pipeline order, with the host tools it needs. */
+export const STAGE_TOOLS: { name: string; tools: string[]; kind: 'rootless' | 'boot' | 'portable' }[] = [
+  { name: 'read', tools: ['getfattr'], kind: 'rootless' },
+  { name: 'build', tools: ['mke2fs', 'debugfs', 'dumpe2fs'], kind: 'rootless' },
+  { name: 'fsck', tools: ['e2fsck'], kind: 'rootless' },
+  { name: 'readback', tools: ['debugfs'], kind: 'rootless' },
+  { name: 'diff', tools: [], kind: 'rootless' },
+  { name: 'freespace', tools: ['dumpe2fs'], kind: 'rootless' },
+  { name: 'golden', tools: [], kind: 'rootless' },
+  { name: 'diagnose', tools: ['debugfs'], kind: 'rootless' },
+  { name: 'nspawn', tools: ['systemd-nspawn', 'mount', 'umount'], kind: 'boot' },
+  { name: 'portable-lint', tools: ['debugfs'], kind: 'rootless' },
+  { name: 'portable', tools: ['portablectl'], kind: 'portable' },
+  { name: 'reproducible', tools: ['mke2fs', 'debugfs'], kind: 'rootless' },
+  { name: 'convert', tools: ['qemu-img'], kind: 'rootless' },
+];
+
+/** What the VM needs on the host: qemu to run it, mmdebstrap and mke2fs to build its root image once. */
+export const VM_TOOLS = ['qemu-system-x86_64', 'mmdebstrap', 'mke2fs'];
+
+const exists = (p: string, mode = constants.F_OK) => access(p, mode).then(() => true, () => false);
+
+function installHint(tools: readonly string[]): string | undefined {
+  const pkgs = [...new Set(tools.map((t) => packageFor(t) ?? t))];
+  return pkgs.length ? `apt-get install ${pkgs.join(' ')}` : undefined;
+}
+
+type AccelFn = (kernel?: string) => Promise<{ accel: string; reason: string; confirmed?: boolean }>;
+type CachedVmFn = () => Promise<{ kernel: string; root: string } | undefined>;
+
+/** Optional modules of the VM support, loaded only if present (src/vm/). */
+async function optionalImport<T>(spec: string): Promise<T | undefined> {
+  try {
+    return (await import(spec)) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+async function detectVm(qemuPresent: boolean): Promise<Pick<DoctorResult, 'kvm' | 'vmImage'>> {
+  const images = await optionalImport<{ cachedVmImage?: CachedVmFn }>('./vm/image.js');
+  let cached: { kernel: string; root: string } | undefined;
+  let vmImage: DoctorResult['vmImage'] = 'unknown';
+  if (typeof images?.cachedVmImage === 'function') {
+    cached = await images.cachedVmImage().catch(() => undefined);
+    vmImage = cached ? 'cached' : 'not-built';
+  }
+  if (!qemuPresent) return { vmImage, kvm: { status: 'unknown', reason: 'qemu-system-x86_64 is not installed' } };
+  const kvm = await optionalImport<{ detectAccel?: AccelFn }>('./vm/kvm.js');
+  if (typeof kvm?.detectAccel !== 'function') return { vmImage, kvm: { status: 'unknown', reason: 'the VM support (src/vm/kvm.ts) is not available' } };
+  try {
+    // With the VM's kernel the probe boots it once under KVM (cached per machine); without, only a boot sector.
+    const v = await kvm.detectAccel(cached?.kernel);
+    const status = v.accel !== 'kvm' ? 'unusable' : v.confirmed === false ? 'unknown' : 'usable';
+    return { vmImage, kvm: { status, accel: v.accel, reason: v.reason } };
+  } catch (err) {
+    return { vmImage, kvm: { status: 'unknown', reason: `KVM probe failed: ${(err as Error).message.split('\n')[0]}` } };
+  }
+}
+
+export interface DoctorOptions {
+  /** Probe KVM (starts tiny qemu guests once per machine; cached). Default true. */
+  probeKvm?: boolean;
+}
+
+export async function doctor(opts: DoctorOptions = {}): Promise<DoctorResult> {
+  const names = [...new Set([...STAGE_TOOLS.flatMap((s) => s.tools), ...VM_TOOLS, 'losetup'])].sort();
+  const present = new Map<string, boolean>(await Promise.all(names.map(async (t) => [t, await hasTool(t)] as const)));
+  const tools: DoctorTool[] = names.map((tool) => ({ tool, present: present.get(tool)!, package: packageFor(tool) }));
+  const root = process.getuid?.() === 0;
+  const pid1 = (await readFile('/proc/1/comm', 'utf8').catch(() => 'unknown')).trim();
+  const systemdPid1 = pid1 === 'systemd';
+  const loopControl = await exists('/dev/loop-control');
+  const { kvm, vmImage } =
+    opts.probeKvm === false
+      ? { kvm: { status: 'unknown' as const, reason: 'not probed' }, vmImage: 'unknown' as const }
+      : await detectVm(present.get('qemu-system-x86_64')!);
+
+  const missingOf = (ts: readonly string[]) => ts.filter((t) => !present.get(t));
+  const vmMissing = missingOf(VM_TOOLS);
+  const vmOk = vmMissing.length === 0;
+  const vmNote = kvm.status === 'unusable' ? 'VM runs under TCG (software emulation: slower)' : undefined;
+
+  const stages: DoctorStage[] = STAGE_TOOLS.map(({ name, tools: needs, kind }) => {
+    const missing = missingOf(needs);
+    if (kind === 'rootless') {
+      return missing.length
+        ? { name, canRun: false, missing, hint: installHint(missing) }
+        : { name, canRun: true, how: 'rootless' as const, missing };
+    }
+    const hostReasons: string[] = [];
+    if (!root) hostReasons.push('not root');
+    if (kind === 'boot' && !loopControl) hostReasons.push('no /dev/loop-control');
+    if (kind === 'portable' && !systemdPid1) hostReasons.push(`PID 1 is ${pid1}, not systemd (portablectl needs systemd-portabled)`);
+    if (missing.length) hostReasons.push(`missing ${missing.join(', ')}`);
+    if (!hostReasons.length) return { name, canRun: true, how: 'host' as const, missing };
+    const hostHint = [
+      !root ? 'run as root' : '',
+      missing.length ? installHint(missing) : '',
+    ]
+      .filter(Boolean)
+      .join(' and ');
+    if (vmOk) {
+      return {
+        name,
+        canRun: true,
+        how: 'vm' as const,
+        missing,
+        note: [`not on the host: ${hostReasons.join('; ')}`, vmNote].filter(Boolean).join('; '),
+        hint: kind === 'boot' && hostHint ? `to run it on the host (faster): ${hostHint}` : undefined,
+      };
+    }
+    const all = [...new Set([...missing, ...vmMissing])];
+    return {
+      name,
+      canRun: false,
+      missing: all,
+      note: `not on the host: ${hostReasons.join('; ')}; no VM: missing ${vmMissing.join(', ')}`,
+      hint: [hostHint && kind === 'boot' ? `on the host: ${hostHint}` : '', `for the VM: ${installHint(vmMissing)}`].filter(Boolean).join('; or '),
+    };
+  });
+
+  return { root, pid1, systemdPid1, loopControl, kvm, vmImage, tools, stages };
+}
+
+/** The human view of a doctor result. */
+export function formatDoctor(r: DoctorResult): string {
+  const lines: string[] = [];
+  lines.push(`root:            ${r.root ? 'yes' : 'no'}`);
+  lines.push(`PID 1:           ${r.pid1}${r.systemdPid1 ? ' (systemd)' : ' (not systemd)'}`);
+  lines.push(`loop devices:    ${r.loopControl ? 'yes' : 'no (/dev/loop-control missing)'}`);
+  lines.push(`KVM:             ${r.kvm.status}${r.kvm.reason ? ` (${r.kvm.reason})` : ''}`);
+  lines.push(`VM image:        ${r.vmImage === 'not-built' ? 'not built yet (built on first use, about a minute)' : r.vmImage}`);
+  lines.push('');
+  const w = Math.max(...r.stages.map((s) => s.name.length));
+  lines.push(`${'stage'.padEnd(w)}  run  how       notes`);
+  for (const s of r.stages) {
+    const notes = [s.note, s.hint ? `hint: ${s.hint}` : ''].filter(Boolean).join('; ');
+    lines.push(`${s.name.padEnd(w)}  ${(s.canRun ? 'yes' : 'NO').padEnd(3)}  ${(s.how ?? '-').padEnd(8)}  ${notes}`.trimEnd());
+  }
+  const missing = r.tools.filter((t) => !t.present);
+  lines.push('');
+  if (missing.length) {
+    lines.push(`missing tools: ${missing.map((t) => `${t.tool}${t.package ? ` (${t.package})` : ''}`).join(', ')}`);
+    lines.push(`install: apt-get install ${[...new Set(missing.map((t) => t.package ?? t.tool))].join(' ')}`);
+  } else {
+    lines.push('all host tools present');
+  }
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,163 @@
+// The portable-lint stage: rootless checks that an image can be attached with
+// portablectl, from its manifest alone.
+//
+// - The unit prefix is the image's file name up to the first "_" or ".raw"
+//   ("demo_1.0.raw" -> "demo"). portabled attaches the unit files whose name is
+//   PREFIX.TYPE, PREFIX-*.TYPE or PREFIX@*.TYPE, found in /usr/lib/systemd/system,
+//   /lib/systemd/system or /etc/systemd/system.
+// - No such unit: the image is not a portable service image and the stage is
+//   skipped as not applicable, unless the user said it is one (--portable):
+//   then that is the finding 'portable-no-unit', naming the prefix and the unit
+//   files that are there.
+// - Otherwise: os-release, /etc/resolv.conf and /etc/machine-id (portabled
+//   binds over them; they may be empty), the API mount points /proc /sys /dev
+//   /run /tmp /var/tmp, and an output name that ends in .raw.
+import { basename } from 'node:path';
+import { readImageManifest } from '../image/debugfs-reader.js';
+import type { Finding, Manifest } from '../types.js';
+import { manifestLookup, resolvePath } from '../boot/resolve.js';
+import { passedOrFailed, skipped, type Stage } from './context.js';
+
+export const PORTABLE_UNIT_DIRS = ['/usr/lib/systemd/system', '/lib/systemd/system', '/etc/systemd/system'];
+/** Unit types portabled attaches. */
+export const PORTABLE_UNIT_TYPES = ['service', 'socket', 'target', 'timer', 'path'];
+const UNIT_SUFFIXES = ['service', 'socket', 'target', 'timer', 'path', 'mount', 'automount', 'swap', 'slice', 'scope', 'device'];
+const API_DIRS = ['/proc', '/sys', '/dev', '/run', '/tmp', '/var/tmp'];
+
+/**
+ * "demo_1.0.raw" -> "demo", "/out/demo.raw" -> "demo", "demo" -> "demo".
+ * Up to the first "_", else without ".raw" (portabled's rule). Other image
+ * extensions (.img, .qcow2, .vmdk) are dropped too, so that a wrongly named
+ * image still gets its units matched and the lint can say the name is wrong.
+ */
+export function portablePrefix(name: string): string {
+  const base = basename(name);
+  const us = base.indexOf('_');
+  if (us >= 0) return base.slice(0, us);
+  return base.replace(/\.(raw|img|qcow2|vmdk)$/, '');
+}
+
+export interface UnitFile {
+  /** Unit name, e.g. "demo.service". */
+  name: string;
+  /** Where it is in the image, e.g. "/usr/lib/systemd/system/demo.service". */
+  path: string;
+}
+
+/** Every unit file in the unit directories portabled reads (first directory wins for a name). */
+export function unitFiles(manifest: Manifest): UnitFile[] {
+  const lookup = manifestLookup(manifest);
+  const byName = new Map<string, UnitFile>();
+  // Directories may be symlinks (/lib -> usr/lib): resolve them, then list entries under the real path.
+  const dirs: { shown: string; real: string }[] = [];
+  for (const d of PORTABLE_UNIT_DIRS) {
+    const r = resolvePath(lookup, d);
+    if (r.ok && r.entry.type === 'dir' && !dirs.some((x) => x.real === r.path)) dirs.push({ shown: d, real: r.path });
+  }
+  const suffix = new RegExp(`\\.(${UNIT_SUFFIXES.join('|')})$`);
+  for (const { shown, real } of dirs) {
+    const prefix = `${real}/`;
+    for (const e of manifest.entries) {
+      if (!e.path.startsWith(prefix)) continue;
+      const name = e.path.slice(prefix.length);
+      if (name.includes('/') || !suffix.test(name)) continue;
+      if (e.type !== 'file' && e.type !== 'symlink') continue;
+      if (!byName.has(name)) byName.set(name, { name, path: `${shown}/${name}` });
+    }
+  }
+  return [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** True when `unitName` belongs to the portable image with `prefix`. */
+export function unitMatchesPrefix(unitName: string, prefix: string): boolean {
+  if (!unitName.startsWith(prefix)) return false;
+  const type = unitName.slice(unitName.lastIndexOf('.') + 1);
+  if (!PORTABLE_UNIT_TYPES.includes(type)) return false;
+  const next = unitName[prefix.length];
+  return next === '.' || next === '-' || next === '@';
+}
+
+/** The unit files that portablectl would attach for `prefix`. */
+export function matchingUnits(manifest: Manifest, prefix: string): UnitFile[] {
+  return unitFiles(manifest).filter((u) => unitMatchesPrefix(u.name, prefix));
+}
+
+/** The lint itself, on a manifest. */
+export function lintPortable(manifest: Manifest, imageName: string, portable: boolean): { applicable: boolean; findings: Finding[]; details: Record<string, unknown> } {
+  const prefix = portablePrefix(imageName);
+  const all = unitFiles(manifest);
+  const units = all.filter((u) => unitMatchesPrefix(u.name, prefix));
+  const details: Record<string, unknown> = { prefix, units: units.map((u) => u.path) };
+  const findings: Finding[] = [];
+  if (!units.length) {
+    if (!portable) return { applicable: false, findings, details };
+    const found = all.filter((u) => PORTABLE_UNIT_TYPES.some((t) => u.name.endsWith(`.${t}`)));
+    findings.push({
+      code: 'portable-no-unit',
+      path: `${PORTABLE_UNIT_DIRS[0]}/${prefix}.service`,
+      message: `no unit file matches the image's prefix '${prefix}' (from ${basename(imageName)}): portablectl attaches only ${prefix}.service, ${prefix}-*.service, ${prefix}@.service (or other unit types); unit files found: ${found.length ? found.map((u) => u.name).join(', ') : 'none'}; rename the unit or the image`,
+      expected: `${prefix}.service`,
+      actual: found.map((u) => u.name),
+    });
+  }
+  const lookup = manifestLookup(manifest);
+  const has = (p: string, types: string[]) => {
+    const r = resolvePath(lookup, p);
+    return r.ok && types.includes(r.entry.type);
+  };
+  if (!has('/etc/os-release', ['file']) && !has('/usr/lib/os-release', ['file'])) {
+    findings.push({
+      code: 'portable-no-os-release',
+      path: '/usr/lib/os-release',
+      message: 'no os-release: a portable image needs /usr/lib/os-release or /etc/os-release (portablectl reads it); add one to the root tree',
+    });
+  }
+  for (const p of ['/etc/resolv.conf', '/etc/machine-id']) {
+    // portabled bind-mounts the host's over them; they must exist (empty is fine).
+    if (!lookup(p)) {
+      findings.push({
+        code: 'portable-missing-file',
+        path: p,
+        message: `${p} is missing: portabled bind-mounts the host's ${p} over it, so the image must have one (an empty file is enough)`,
+      });
+    }
+  }
+  for (const d of API_DIRS) {
+    if (!has(d, ['dir'])) {
+      findings.push({
+        code: 'portable-missing-dir',
+        path: d,
+        message: `${d} is missing: a portable service gets ${d} mounted there, so the image must have the empty directory`,
+      });
+    }
+  }
+  if (!basename(imageName).endsWith('.raw')) {
+    findings.push({
+      code: 'portable-bad-name',
+      path: basename(imageName),
+      message: `the image name ${basename(imageName)} does not end in .raw: portablectl only attaches .raw files (or directories); name it ${prefix}.raw or ${prefix}_VERSION.raw`,
+      expected: '*.raw',
+      actual: basename(imageName),
+    });
+  }
+  return { applicable: true, findings, details };
+}
+
+export const portableLintStage: Stage = {
+  name: 'portable-lint',
+  summary: 'rootless portable-service lint: unit files matching the name prefix, os-release, resolv.conf, machine-id, API dirs, .raw name',
+  async run(ctx) {
+    const manifest = ctx.imageManifest ?? (await readImageManifest(ctx.image, { hash: false }));
+    const r = lintPortable(manifest, ctx.imageName, ctx.opts.portable);
+    if (!r.applicable) {
+      return {
+        ...skipped(
+          `not a portable service image: no unit file matches the prefix '${String(r.details.prefix)}' of ${basename(ctx.imageName)} (pass --portable to require one)`,
+          'not-applicable',
+        ),
+        details: r.details,
+      };
+    }
+    return passedOrFailed(r.findings, r.details);
+  },
+};
