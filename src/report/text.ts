@@ -20,6 +20,11 @@ function detail(s: StageResult): string {
     case 'diff': return `${d.compared} entries compared, ${d.differences} differences`;
     case 'freespace': return `${d.freeMb} MiB free of ${d.sizeMb} MiB`;
     case 'fsck': return String(d.summary ?? '');
+    case 'diagnose': return d.mode === 'exec' ? `exec mode: ${d.command} (${d.machine})` : d.mode ? `${d.mode} (${d.machine ?? ''})` : '';
+    case 'nspawn':
+      if (d.mode === 'exec') return `exec: ${(d.command as string[]).join(' ')} -> exit ${d.exitCode}`;
+      return d.state ? `booted to ${d.defaultTarget ?? 'the default target'} (${d.defaultTargetState}), system ${d.state}` : '';
+    case 'portable-lint': return d.prefix ? `prefix ${d.prefix}: ${(d.units as string[] | undefined)?.join(', ') || 'no matching unit'}` : '';
     default: return typeof d.summary === 'string' ? d.summary : '';
   }
 }
