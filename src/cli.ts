@@ -69,7 +69,9 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
+// After a signal, the handler exits once cleanup is done; the work it cut
+// short settles first and must not exit before that.
 main(process.argv.slice(2)).then(
-  (code) => process.exit(interrupted ? EXIT.interrupted : code),
-  (err) => process.exit(interrupted ? EXIT.interrupted : report(err)),
+  (code) => interrupted || process.exit(code),
+  (err) => interrupted || process.exit(report(err)),
 );

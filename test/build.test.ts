@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
 import { makeSampleTree } from './helpers/trees.js';
 import { blocksOf, debugfsWrite, overwriteBlock } from './helpers/images.js';
+import { skipBoot } from './helpers/stages.js';
 
 let work: string;
 let tree: string;
@@ -28,7 +29,7 @@ async function readReport(path: string) {
 describe('build from a directory', () => {
   it('accepts the sample tree with zero findings, with fsck, readback, diff and free space in the report', async () => {
     const out = join(work, 'dir.img');
-    const r = await runCli(['build', '--input', tree, '--output', out, '--free-mb', '16', '--report-json', join(work, 'dir.json'), '--junit', join(work, 'dir.xml')]);
+    const r = await runCli(['build', ...skipBoot(), '--input', tree, '--output', out, '--free-mb', '16', '--report-json', join(work, 'dir.json'), '--junit', join(work, 'dir.xml')]);
     expect(r.stderr).not.toMatch(/error/i);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toMatch(/ACCEPTED/);
@@ -52,13 +53,13 @@ describe('build from a directory', () => {
 
   it('honours SIZE_MB exactly, and says how many MiB a tree needs when it does not fit', async () => {
     const out = join(work, 'exact.img');
-    const ok = await runCli(['build', '--input', tree, '--output', out], { env: { SIZE_MB: '40' } });
+    const ok = await runCli(['build', ...skipBoot(), '--input', tree, '--output', out], { env: { SIZE_MB: '40' } });
     expect(ok.exitCode).toBe(0);
     expect((await stat(out)).size).toBe(40 * 1024 * 1024);
     const big = join(work, 'big');
     await execa('mkdir', ['-p', big]);
     await execa('dd', ['if=/dev/urandom', `of=${join(big, 'blob')}`, 'bs=1M', 'count=12', 'status=none']);
-    const small = await runCli(['build', '--input', big, '--output', join(work, 'small.img'), '--size-mb', '8']);
+    const small = await runCli(['build', ...skipBoot(), '--input', big, '--output', join(work, 'small.img'), '--size-mb', '8']);
     expect(small.exitCode).toBe(2);
     expect(small.stderr).toMatch(/does not fit: the image is 8 MiB but needs at least \d+ MiB/);
     expect(small.stderr).toMatch(/hint: Raise --size-mb/);
@@ -70,7 +71,7 @@ describe('verify rejects damaged images', () => {
   let good: string;
   beforeAll(async () => {
     good = join(work, 'good.img');
-    const r = await runCli(['build', '--input', tree, '--output', good, '--free-mb', '8']);
+    const r = await runCli(['build', ...skipBoot(), '--input', tree, '--output', good, '--free-mb', '8']);
     expect(r.exitCode).toBe(0);
   });
 
@@ -79,12 +80,12 @@ describe('verify rejects damaged images', () => {
     await execa('cp', ['--sparse=always', good, img]);
     await damage(img);
     const json = join(work, `${name}.json`);
-    const r = await runCli(['verify', img, '--input', tree, '--report-json', json]);
+    const r = await runCli(['verify', ...skipBoot(), img, '--input', tree, '--report-json', json]);
     return { r, report: await readReport(json) };
   }
 
   it('passes the untouched image', async () => {
-    const r = await runCli(['verify', good, '--input', tree]);
+    const r = await runCli(['verify', ...skipBoot(), good, '--input', tree]);
     expect(r.exitCode).toBe(0);
   });
 
@@ -146,7 +147,7 @@ describe('acceptance is atomic', () => {
     const bin = join(work, 'fakebin');
     await execa('mkdir', ['-p', bin]);
     await writeFile(join(bin, 'e2fsck'), '#!/bin/sh\necho "Inode 12 has illegal blocks."\necho "Fix? no"\nexit 4\n', { mode: 0o755 });
-    const r = await runCli(['build', '--input', tree, '--output', out, '--free-mb', '4'], { env: { PATH: `${bin}:${process.env.PATH}` } });
+    const r = await runCli(['build', ...skipBoot(), '--input', tree, '--output', out, '--free-mb', '4'], { env: { PATH: `${bin}:${process.env.PATH}` } });
     expect(r.exitCode).toBe(1);
     expect(r.stdout).toMatch(/FAIL {2}fsck/);
     expect(r.stdout).toContain('[fsck] Inode 12 has illegal blocks.');
@@ -160,7 +161,7 @@ describe('acceptance is atomic', () => {
     const bin = join(work, 'nobin');
     await execa('mkdir', ['-p', bin]);
     await execa('ln', ['-sf', process.execPath, join(bin, 'node')]);
-    const r = await runCli(['build', '--input', tree, '--output', join(work, 'x.img')], { env: { PATH: bin } });
+    const r = await runCli(['build', ...skipBoot(), '--input', tree, '--output', join(work, 'x.img')], { env: { PATH: bin } });
     expect(r.exitCode).toBe(3);
     expect(r.stderr).toMatch(/tool missing: (mke2fs|getfattr)/);
     expect(r.stderr).toMatch(/apt-get install (e2fsprogs|attr)/);

@@ -1,5 +1,6 @@
 // readTarTree against real archives (GNU tar, bsdtar, gzip, xz, zstd) and
 // hand-made hostile ones.
+import { debianRootTar } from './helpers/debian-root.js';
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -623,13 +624,13 @@ describe('broken and compressed archives', () => {
 
 // ---------------------------------------------------------------------------
 
-const DEBIAN_TAR = process.env.PART_IMAGE_DEBIAN_TAR ?? '/var/tmp/pi-cache/debian-root.tar';
-
-describe.skipIf(!existsSync(DEBIAN_TAR) || !isRoot)('Debian bookworm root tar', () => {
+describe('Debian bookworm root tar', () => {
   let t: InputTree;
   let extracted: string;
+  let DEBIAN_TAR: string;
 
   beforeAll(async () => {
+    DEBIAN_TAR = await debianRootTar();
     const t0 = performance.now();
     t = await read(DEBIAN_TAR);
     const ms = performance.now() - t0;
