@@ -6,7 +6,7 @@ import type { InputTree, Report, StageResult } from './types.js';
 import { withScope, type Scope } from './cleanup.js';
 import { InputError, UsageError } from './errors.js';
 import { readInput } from './input/index.js';
-import { buildRawImage } from './build/index.js';
+import { buildRawImage, manifestUsedMb } from './build/index.js';
 import { resolveSizeInputs } from './build/size.js';
 import { runStages, isAccepted, exitCodeFor } from './stages/run.js';
 import { VERIFY_STAGES } from './stages/index.js';
@@ -72,7 +72,8 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
       const t = await readInput(req.input, scope, { target: req.target });
       return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, usedMb: t.usedMb, summary: `${t.kind}, ${t.manifest.entries.length} entries, ${t.usedMb} MiB` } };
     });
-    const size = resolveSizeInputs(req, req.env, tree.usedMb);
+    // Seeded builds size from the manifest: du -sm differs between staging filesystems.
+    const size = resolveSizeInputs(req, req.env, req.seed ? manifestUsedMb(tree.manifest) : tree.usedMb);
     const tmp = join(dirname(output), `.${basename(output)}.part-image-${process.pid}.tmp`);
     scope.defer(`remove ${tmp}`, () => rm(tmp, { force: true }));
     const built = await timed(report.stages, 'build', async () => {
@@ -80,7 +81,16 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
       return { value: r, details: { ...r, summary: `ext4, ${r.sizeMb} MiB${r.exactSize ? ' (SIZE_MB)' : ''}, label ${req.label}` } };
     });
     const verify = { ...req.verify, requiredFreeMb: built.exactSize ? undefined : size.freeMb };
-    const results = await runStages(stages, { image: tmp, imageName: basename(output), input: tree, opts: verify, scope });
+    // --check-reproducible: the whole build once more, from reading the input on.
+    const rebuild = {
+      seeded: req.seed !== undefined && sourceDateEpoch !== undefined,
+      into: (dest: string) => withScope(async (again) => {
+        const t = await readInput(req.input, again, { target: req.target });
+        const s = resolveSizeInputs(req, req.env, req.seed ? manifestUsedMb(t.manifest) : t.usedMb);
+        await buildRawImage(t, dest, { ...s, label: req.label, seed: req.seed, sourceDateEpoch }, again);
+      }),
+    };
+    const results = await runStages(stages, { image: tmp, imageName: basename(output), input: tree, opts: verify, scope, rebuild });
     report.stages.push(...results);
     report.accepted = isAccepted(results);
     let exitCode = exitCodeFor(results);

@@ -1,7 +1,7 @@
 // The build stage: an InputTree becomes a raw ext4 image file.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { InputTree } from '../types.js';
+import type { InputTree, Manifest } from '../types.js';
 import type { Scope } from '../cleanup.js';
 import { InputError } from '../errors.js';
 import { mke2fs, type Mke2fsOptions } from '../tools/mke2fs.js';
@@ -27,6 +27,23 @@ export interface BuildImageResult {
 }
 
 const MiB = 1024 * 1024;
+
+/**
+ * The tree's size as ext4 with 4 KiB blocks stores it, from the manifest
+ * alone: files rounded up to blocks (a hardlink group once), a block per
+ * directory and per symlink target of 60 bytes or more. Unlike `du -sm` of a
+ * staging directory it does not depend on where the tree was staged, so
+ * seeded (reproducible) builds size the image with it.
+ */
+export function manifestUsedMb(manifest: Manifest): number {
+  let bytes = 0;
+  for (const e of manifest.entries) {
+    if (e.type === 'file' && !e.hardlink) bytes += Math.ceil((e.size ?? 0) / 4096) * 4096;
+    else if (e.type === 'dir') bytes += 4096;
+    else if (e.type === 'symlink' && (e.size ?? e.target?.length ?? 0) >= 60) bytes += 4096;
+  }
+  return Math.ceil(bytes / MiB);
+}
 
 async function format(image: string, sizeMb: number, entries: number, o: BuildImageOptions): Promise<void> {
   await rm(image, { force: true });

@@ -4,20 +4,33 @@ import { buildImage } from '../pipeline.js';
 import { ALL_STAGE_NAMES } from '../stages/index.js';
 import { parseFormat } from '../build/convert.js';
 import { UsageError } from '../errors.js';
+import { buildOntoFileMount, resolveBuildPaths } from '../raptor/container.js';
 
 export const buildCommand: Command = {
   name: 'build',
   summary: 'build an ext4 partition image from a root tree and verify it before accepting it',
   usage: `part-image build --input PATH --output FILE [--format raw|qcow2|vmdk] [--label L]
                  [--size-mb N] [--free-mb N] [--used-mb N] [--seed UUID] [--target NAME]
-                 [--golden FILE [--update-golden]] [--skip STAGE,...] [--compare-mtime]
-                 [--report-json FILE] [--junit FILE]
+                 [--golden FILE [--update-golden] [--golden-allow FILE]] [--check-reproducible]
+                 [--skip STAGE,...] [--compare-mtime] [--report-json FILE] [--junit FILE]
 
   PATH is a directory, a .tar/.tar.gz archive, or a Raptor layer stack (a folder with raptor.json).
   Sizes: flags win over the env vars SIZE_MB, FREE_MB (default 512) and USED_MB (default: du -sm of
   the input). Without SIZE_MB the image is the smallest that keeps FREE_MB really free.
+  Reproducible images: give --seed UUID and set SOURCE_DATE_EPOCH; two builds of the same tree are
+  then byte-identical, wherever the tree is staged (tmpfs or disk, a directory or a tar). With
+  --seed, USED_MB defaults to the tree's size as ext4 stores it (from the manifest), not to du -sm
+  of the staging filesystem. --check-reproducible builds a second time and compares the images;
+  on a mismatch it names the first differing byte and the entries that differ.
+  Golden manifests: --golden FILE compares the image with FILE (mtimes left out) and rejects it on
+  any difference; --update-golden writes FILE, or shows what changed and refreshes it.
+  --golden-allow FILE lists expected differences (path glob, code or field, reason); a rule that
+  matches nothing fails the stage as stale unless it is marked "optional" (host-dependent).
   The image is written beside FILE and renamed onto it only when every stage passes; a rejected
   image is kept as FILE.rejected and the exit code is 1.
+  Builder-container mode: inside a Raptor builder container (mounts /input and /output/disk.img),
+  --input and --output default to those mounts; PART_IMAGE_BUILDER_ROOT=DIR uses DIR/input and
+  DIR/output/disk.img instead (docs/raptor.md).
 
 Examples:
   part-image build --input rootfs.tar --output root.img
@@ -32,20 +45,21 @@ Examples:
     'free-mb': { type: 'string' },
     'used-mb': { type: 'string' },
     seed: { type: 'string' },
+    'check-reproducible': { type: 'boolean' },
     ...VERIFY_OPTIONS,
   },
   positionals: [0, 0],
   async run(v) {
-    if (typeof v.input !== 'string') throw new UsageError('build needs --input PATH', 'Give a directory, a tar archive or a Raptor layer stack.');
-    if (typeof v.output !== 'string') throw new UsageError('build needs --output FILE', 'Give the path of the image to write.');
+    const paths = await resolveBuildPaths(v.input, v.output, process.env);
     const seed = v.seed as string | undefined;
     if (seed !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(seed)) {
       throw new UsageError(`--seed must be a UUID, got "${seed}"`, 'Generate one with `uuidgen` and keep it with your build recipe.');
     }
-    const { report, exitCode } = await buildImage({
-      input: v.input,
-      output: v.output,
-      format: parseFormat((v.format as string | undefined) ?? process.env.OUTPUT_FORMAT),
+    const { report, exitCode } = await (paths.mounts ? buildOntoFileMount : buildImage)({
+      input: paths.input,
+      output: paths.output,
+      // Empty OUTPUT_FORMAT is raw, as the seed builder's ${OUTPUT_FORMAT:-raw} reads it.
+      format: parseFormat((v.format as string | undefined) ?? (process.env.OUTPUT_FORMAT || undefined)),
       label: (v.label as string | undefined) ?? 'root',
       sizeMb: v['size-mb'] as string | undefined,
       freeMb: v['free-mb'] as string | undefined,

@@ -77,6 +77,7 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
     golden: v.golden as string | undefined,
     updateGolden: Boolean(v['update-golden']),
     goldenAllow: v['golden-allow'] as string | undefined,
+    checkReproducible: Boolean(v['check-reproducible']),
     bootTimeoutMs,
     allowFailedUnits: (v['allow-failed-unit'] as string[] | undefined) ?? [],
     nspawnCommand: typeof v['nspawn-command'] === 'string' ? splitCommand(v['nspawn-command']) : undefined,

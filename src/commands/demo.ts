@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Command } from './common.js';
 import { VERIFY_OPTIONS, emitReport, verifyOptions } from './common.js';
 import { withScope } from '../cleanup.js';
@@ -30,6 +31,9 @@ Examples:
     const verify = verifyOptions(v, ALL_STAGE_NAMES);
     verify.nspawnCommand ??= ['/usr/bin/busybox', 'sh', '-c', 'echo hello from systemd-nspawn'];
     verify.portable = true;
+    // The repo's own golden manifest of the demo (golden/README.md says why busybox's content is allowed to differ).
+    verify.golden ??= fileURLToPath(new URL('../../golden/demo.manifest.json', import.meta.url));
+    if (!v.golden) verify.goldenAllow ??= fileURLToPath(new URL('../../golden/demo.allow.json', import.meta.url));
     const { report, exitCode } = await withScope(async (scope) => {
       const dir = await scope.tempDir('part-image-demo-');
       const tar = join(dir, `${DEMO_NAME}.tar`);

@@ -7,10 +7,12 @@ export const verifyCommand: Command = {
   name: 'verify',
   summary: 'run the verification stages on an existing raw image, against its input',
   usage: `part-image verify IMAGE [--input PATH] [--target NAME] [--skip STAGE,...] [--compare-mtime]
-                  [--golden FILE] [--report-json FILE] [--junit FILE]
+                  [--golden FILE [--update-golden] [--golden-allow FILE]] [--report-json FILE] [--junit FILE]
 
   Works on any raw ext4 image, for example one made by Raptor's own part-image builder.
   Without --input, the diff stage does not apply.
+  --golden FILE compares the image with a golden manifest (see \`part-image build --help\`); an allow
+  rule in --golden-allow FILE that matches no difference is stale and fails the golden stage.
 
 Examples:
   part-image verify part.img --input rootfs.tar

@@ -18,7 +18,8 @@ export async function sniffFile(path: string): Promise<SourceKind> {
   }
   try {
     const buf = Buffer.alloc(1082);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    // A directory opens fine on Linux and fails only on read (EISDIR): it is not a file to sniff.
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0).catch(() => ({ bytesRead: 0 }));
     if (bytesRead >= 1082 && buf.readUInt16LE(1080) === 0xef53) return 'image';
     if (buf.subarray(0, 4).equals(Buffer.from('QFI\xfb', 'latin1'))) return 'qcow2';
     if (buf.subarray(0, 4).toString('latin1') === 'KDMV' || buf.subarray(0, 21).toString('latin1') === '# Disk DescriptorFile') return 'vmdk';

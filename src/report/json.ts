@@ -1,26 +1,13 @@
 // The JSON report: validated against schema/report.schema.json before it is written.
-import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { Ajv } from 'ajv';
 import type { Report } from '../types.js';
-
-const schemaUrl = new URL('../../schema/report.schema.json', import.meta.url);
-let validator: ((data: unknown) => boolean) & { errors?: unknown } | undefined;
-
-function validate(): NonNullable<typeof validator> {
-  if (!validator) {
-    const ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false });
-    ajv.addFormat('date-time', (s: string) => !Number.isNaN(Date.parse(s)));
-    validator = ajv.compile(JSON.parse(readFileSync(schemaUrl, 'utf8')));
-  }
-  return validator;
-}
+import { schemaCheck } from '../schema.js';
 
 /** Throws when the report does not match the schema: a bug, never the user's fault. */
 export function reportToJson(report: Report): string {
-  const v = validate();
   const data = JSON.parse(JSON.stringify(report));
-  if (!v(data)) throw new Error(`internal error: the report does not match its schema: ${JSON.stringify(v.errors)}`);
+  const problems = schemaCheck('report')(data);
+  if (problems.length) throw new Error(`internal error: the report does not match its schema: ${problems.join('; ')}`);
   return `${JSON.stringify(data, null, 2)}\n`;
 }
 

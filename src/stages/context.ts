@@ -14,6 +14,8 @@ export interface VerifyOptions {
   updateGolden?: boolean;
   /** File with allowed golden differences (--golden-allow). */
   goldenAllow?: string;
+  /** Build a second time and compare the images byte for byte (--check-reproducible, build only). */
+  checkReproducible?: boolean;
   /** Boot stages. */
   bootTimeoutMs: number;
   allowFailedUnits: string[];
@@ -31,6 +33,12 @@ export interface StageContext {
   input?: InputTree;
   /** Filled by the readback stage; later stages read it. */
   imageManifest?: Manifest;
+  /** Builds the same input again into `dest` (only `build` gives it; the reproducible stage uses it). */
+  rebuild?: {
+    into(dest: string): Promise<void>;
+    /** Both --seed and SOURCE_DATE_EPOCH were given: without them no two builds can be identical. */
+    seeded: boolean;
+  };
   opts: VerifyOptions;
   scope: Scope;
 }

@@ -5,8 +5,22 @@ import { fsckStage } from './fsck.js';
 import { readbackStage } from './readback.js';
 import { diffStage } from './diff.js';
 import { freespaceStage } from './freespace.js';
+import { goldenStage } from './golden.js';
+import { reproducibleStage } from './reproducible.js';
+import { diagnoseStage } from './diagnose.js';
+import { nspawnStage } from './nspawn.js';
+import { portableLintStage } from './portable-lint.js';
 
 /** Stages of `build` and `verify`. */
-export const VERIFY_STAGES: readonly Stage[] = [fsckStage, readbackStage, diffStage, freespaceStage];
+export const VERIFY_STAGES: readonly Stage[] = [
+  fsckStage, readbackStage, diffStage, goldenStage, freespaceStage,
+  // Boot: the rootless diagnosis first (it reuses the readback manifest), then the boots.
+  diagnoseStage, nspawnStage, portableLintStage,
+  // Last: a second build, compared byte for byte (--check-reproducible).
+  reproducibleStage,
+];
+
+/** Stages of `boot`: the diagnosis and the boots, nothing else. */
+export const BOOT_STAGES: readonly Stage[] = [diagnoseStage, nspawnStage, portableLintStage];
 
 export const ALL_STAGE_NAMES: readonly string[] = VERIFY_STAGES.map((s) => s.name);

@@ -1,0 +1,139 @@
+// Builder-container mode: part-image run as the Raptor builder itself. The
+// seed builder's container has two mounts, `input` (the target's merged
+// overlay) at /input and `output` (a file) at /output/disk.img; inside such a
+// container `part-image build` with neither --input nor --output uses them.
+// PART_IMAGE_BUILDER_ROOT=DIR looks for DIR/input and DIR/output/disk.img
+// instead, so that the mode can be used (and tested) without owning /input.
+//
+// Raptor bind-mounts the output file, and rename(2) onto a mount point fails
+// with EBUSY: the image is built and verified in a staging folder, and only
+// an accepted image is then copied into the mounted file (holes kept).
+import { open, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { withScope } from '../cleanup.js';
+import { UsageError } from '../errors.js';
+import { buildImage, type BuildRequest, type PipelineResult } from '../pipeline.js';
+import { log } from '../log.js';
+
+export const BUILDER_ROOT_ENV = 'PART_IMAGE_BUILDER_ROOT';
+
+export interface BuilderMounts {
+  /** The input mount: a directory. */
+  input: string;
+  /** The output mount: the image file. */
+  output: string;
+}
+
+const isDir = (p: string): Promise<boolean> => stat(p).then((s) => s.isDirectory(), () => false);
+
+export function builderMountPaths(env: NodeJS.ProcessEnv): BuilderMounts {
+  const root = env[BUILDER_ROOT_ENV] || '/';
+  return { input: join(root, 'input'), output: join(root, 'output', 'disk.img') };
+}
+
+/**
+ * The mounts, when this looks like a Raptor builder container: the input is a
+ * directory and the output's folder exists (Raptor creates the file itself).
+ * With PART_IMAGE_BUILDER_ROOT set, missing mounts are an error, not a no.
+ */
+export async function detectBuilderMounts(env: NodeJS.ProcessEnv): Promise<BuilderMounts | undefined> {
+  const m = builderMountPaths(env);
+  const [inputOk, outputOk] = await Promise.all([isDir(m.input), isDir(dirname(m.output))]);
+  if (inputOk && outputOk && !(await isDir(m.output))) return m;
+  if (env[BUILDER_ROOT_ENV]) {
+    const root = env[BUILDER_ROOT_ENV];
+    const what = !inputOk ? `${m.input} is not a directory` : `${dirname(m.output)} is not a directory`;
+    throw new UsageError(`${BUILDER_ROOT_ENV}=${root}, but ${what}`,
+      `Put the root tree in ${m.input} and create ${dirname(m.output)}/ (the image goes to ${m.output}), or unset ${BUILDER_ROOT_ENV}.`);
+  }
+  return undefined;
+}
+
+export interface BuildPaths {
+  input: string;
+  output: string;
+  /** Set when the output is the builder container's output mount. */
+  mounts?: BuilderMounts;
+}
+
+export const CONTAINER_HINT =
+  'Inside a Raptor builder container (mounts /input and /output/disk.img) both may be left out; ' +
+  `${BUILDER_ROOT_ENV}=DIR uses DIR/input and DIR/output/disk.img (docs/raptor.md).`;
+
+/** --input and --output, or the builder container's mounts for the ones not given. */
+export async function resolveBuildPaths(input: unknown, output: unknown, env: NodeJS.ProcessEnv): Promise<BuildPaths> {
+  const inp = typeof input === 'string' ? input : undefined;
+  const out = typeof output === 'string' ? output : undefined;
+  if (inp !== undefined && out !== undefined) return { input: inp, output: out };
+  const mounts = await detectBuilderMounts(env);
+  if (!mounts) {
+    if (inp === undefined) throw new UsageError('build needs --input PATH', `Give a directory, a tar archive or a Raptor layer stack. ${CONTAINER_HINT}`);
+    throw new UsageError('build needs --output FILE', `Give the path of the image to write. ${CONTAINER_HINT}`);
+  }
+  const paths = { input: inp ?? mounts.input, output: out ?? mounts.output };
+  log.info(`builder-container mode: input ${paths.input}, output ${paths.output}`);
+  return out === undefined ? { ...paths, mounts } : paths;
+}
+
+const CHUNK = 1 << 20;
+const ZERO = Buffer.alloc(CHUNK);
+
+/** Copies `src` over `dest` in place (truncating it, never renaming onto it), leaving all-zero MiB as holes. */
+export async function copyInPlace(src: string, dest: string): Promise<void> {
+  const from = await open(src, 'r');
+  try {
+    const to = await open(dest, 'w');
+    try {
+      const size = (await from.stat()).size;
+      const buf = Buffer.alloc(CHUNK);
+      for (let pos = 0; pos < size;) {
+        const { bytesRead } = await from.read(buf, 0, CHUNK, pos);
+        if (bytesRead === 0) break;
+        if (!buf.subarray(0, bytesRead).equals(ZERO.subarray(0, bytesRead))) {
+          for (let done = 0; done < bytesRead;) {
+            const { bytesWritten } = await to.write(buf, done, bytesRead - done, pos + done);
+            done += bytesWritten;
+          }
+        }
+        pos += bytesRead;
+      }
+      await to.truncate(size);
+      await to.sync();
+    } finally {
+      await to.close();
+    }
+  } finally {
+    await from.close();
+  }
+}
+
+async function moveOut(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV' && (err as NodeJS.ErrnoException).code !== 'EBUSY') throw err;
+    await copyInPlace(from, to);
+    await rm(from, { force: true });
+  }
+}
+
+/** buildImage onto a bind-mounted output file: staged beside it (or in $TMPDIR), copied in once accepted. */
+export async function buildOntoFileMount(req: BuildRequest): Promise<PipelineResult> {
+  const output = resolve(req.output);
+  return withScope(async (scope) => {
+    const dir = await scope.tempDir('.part-image-stage-', dirname(output)).catch(() => scope.tempDir('part-image-stage-'));
+    // Same base name: the portable stage takes the unit prefix from it.
+    const staged = join(dir, basename(output));
+    const result = await buildImage({ ...req, output: staged });
+    const { report } = result;
+    report.output = output;
+    if (report.accepted && result.exitCode === 0) {
+      await log.step('copy', () => copyInPlace(staged, output));
+      report.image = output;
+    } else if (report.image === `${staged}.rejected`) {
+      await moveOut(report.image, `${output}.rejected`);
+      report.image = `${output}.rejected`;
+    }
+    return result;
+  });
+}

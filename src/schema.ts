@@ -1,0 +1,39 @@
+// The JSON schemas that ship in schema/: compiled once each with ajv, shared by
+// the report writer, the manifest writer and the golden-file readers.
+import { readFileSync } from 'node:fs';
+import { Ajv, type ErrorObject } from 'ajv';
+
+export type SchemaName = 'report' | 'manifest' | 'golden-allow';
+
+/** Returns the problems of `data` against the schema, one readable line each; [] when it is valid. */
+export type SchemaCheck = (data: unknown) => string[];
+
+const cache = new Map<SchemaName, SchemaCheck>();
+let ajv: Ajv | undefined;
+
+export function schemaUrl(name: SchemaName): URL {
+  return new URL(`../schema/${name}.schema.json`, import.meta.url);
+}
+
+export function schemaCheck(name: SchemaName): SchemaCheck {
+  let check = cache.get(name);
+  if (!check) {
+    if (!ajv) {
+      ajv = new Ajv({ allErrors: true, strict: true, strictRequired: false });
+      ajv.addFormat('date-time', (s: string) => !Number.isNaN(Date.parse(s)));
+    }
+    const validate = ajv.compile(JSON.parse(readFileSync(schemaUrl(name), 'utf8')));
+    check = (data) => (validate(data) ? [] : formatSchemaErrors(validate.errors ?? []));
+    cache.set(name, check);
+  }
+  return check;
+}
+
+/** "/entries/3/mode: must match pattern ..." lines, capped so that a wholly wrong file stays readable. */
+export function formatSchemaErrors(errors: readonly ErrorObject[], max = 10): string[] {
+  const lines = errors.map((e) => {
+    const extra = e.keyword === 'additionalProperties' ? ` (${(e.params as { additionalProperty: string }).additionalProperty})` : '';
+    return `${e.instancePath || '(top level)'}: ${e.message ?? e.keyword}${extra}`;
+  });
+  return lines.length > max ? [...lines.slice(0, max), `... and ${lines.length - max} more`] : lines;
+}
