@@ -1,10 +1,10 @@
 // The build stage: an InputTree becomes a raw ext4 image file.
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { InputTree, Manifest } from '../types.js';
 import type { Scope } from '../cleanup.js';
 import { InputError } from '../errors.js';
-import { mke2fs, type Mke2fsOptions } from '../tools/mke2fs.js';
+import { MKE2FS_CONF, mke2fs, type Mke2fsOptions } from '../tools/mke2fs.js';
 import { readSuperblock } from '../tools/dumpe2fs.js';
 import { populate, ImageFullError } from './populate.js';
 import { firstGuessMb, inodesFor, type SizeInputs } from './size.js';
@@ -45,9 +45,9 @@ export function manifestUsedMb(manifest: Manifest): number {
   return Math.ceil(bytes / MiB);
 }
 
-async function format(image: string, sizeMb: number, entries: number, o: BuildImageOptions): Promise<void> {
+async function format(image: string, sizeMb: number, entries: number, o: BuildImageOptions, configFile: string): Promise<void> {
   await rm(image, { force: true });
-  const mk: Mke2fsOptions = { label: o.label, seed: o.seed, fakeTime: o.sourceDateEpoch, inodes: inodesFor(entries, sizeMb) };
+  const mk: Mke2fsOptions = { label: o.label, seed: o.seed, fakeTime: o.sourceDateEpoch, inodes: inodesFor(entries, sizeMb), configFile };
   await mke2fs(image, sizeMb, mk);
 }
 
@@ -57,14 +57,14 @@ async function freeMbOf(image: string): Promise<number> {
 }
 
 /** Smallest size whose empty filesystem keeps usedMb + freeMb free, measured on a scratch image. */
-async function measureSize(scratch: string, entries: number, o: BuildImageOptions): Promise<number> {
+async function measureSize(scratch: string, entries: number, o: BuildImageOptions, configFile: string): Promise<number> {
   // Overhead grows with the size (inode tables, group descriptors, journal
   // steps), so look for the fixed point; two or three rounds reach it.
   let size = firstGuessMb(o.usedMb, o.freeMb);
   const seen = new Set<number>();
   for (let i = 0; i < 6 && !seen.has(size); i++) {
     seen.add(size);
-    await format(scratch, size, entries, o);
+    await format(scratch, size, entries, o, configFile);
     const overhead = size - (await freeMbOf(scratch));
     size = Math.ceil(o.usedMb + o.freeMb + overhead);
   }
@@ -74,12 +74,14 @@ async function measureSize(scratch: string, entries: number, o: BuildImageOption
 
 export async function buildRawImage(tree: InputTree, image: string, o: BuildImageOptions, scope: Scope): Promise<BuildImageResult> {
   const work = await scope.tempDir('part-image-build-');
+  const configFile = join(work, 'mke2fs.conf');
+  await writeFile(configFile, MKE2FS_CONF);
   const entries = tree.manifest.entries.length;
   const now = o.sourceDateEpoch ?? Math.floor(Date.now() / 1000);
   const popOpts = { now, clampMtime: o.sourceDateEpoch, workDir: work };
 
   if (o.sizeMb !== undefined) {
-    await format(image, o.sizeMb, entries, o);
+    await format(image, o.sizeMb, entries, o, configFile);
     const emptyFree = await freeMbOf(image);
     if (emptyFree < o.usedMb) throw tooSmall(o.sizeMb, o.usedMb + (o.sizeMb - emptyFree));
     try {
@@ -91,11 +93,11 @@ export async function buildRawImage(tree: InputTree, image: string, o: BuildImag
     return { sizeMb: o.sizeMb, freeMbActual: await freeMbOf(image), exactSize: true, attempts: 1 };
   }
 
-  let size = await measureSize(join(work, 'scratch.img'), entries, o);
+  let size = await measureSize(join(work, 'scratch.img'), entries, o, configFile);
   // The measured overhead is exact for metadata; directory and extent blocks
   // of the tree can add a little. Grow until FREE_MB really is free.
   for (let attempt = 1; ; attempt++) {
-    await format(image, size, entries, o);
+    await format(image, size, entries, o, configFile);
     let full = false;
     try {
       await populate(image, tree.manifest, tree.content, popOpts);

@@ -24,6 +24,11 @@ function detail(s: StageResult): string {
     case 'nspawn':
       if (d.mode === 'exec') return `exec: ${(d.command as string[]).join(' ')} -> exit ${d.exitCode}`;
       return d.state ? `booted to ${d.defaultTarget ?? 'the default target'} (${d.defaultTargetState}), system ${d.state}` : '';
+    case 'portable': {
+      const states = Object.entries((d.unitStates ?? {}) as Record<string, { active?: string; sub?: string } | string>)
+        .map(([u, st]) => (typeof st === 'string' ? `${u} ${st}` : `${u} ${st.active}/${st.sub}`));
+      return states.length ? `attached ${d.where === 'host' ? 'on the host' : 'in the VM'}: ${states.join(', ')}` : '';
+    }
     case 'portable-lint': return d.prefix ? `prefix ${d.prefix}: ${(d.units as string[] | undefined)?.join(', ') || 'no matching unit'}` : '';
     default: return typeof d.summary === 'string' ? d.summary : '';
   }

@@ -10,17 +10,18 @@ import { reproducibleStage } from './reproducible.js';
 import { diagnoseStage } from './diagnose.js';
 import { nspawnStage } from './nspawn.js';
 import { portableLintStage } from './portable-lint.js';
+import { portableStage } from './portable.js';
 
 /** Stages of `build` and `verify`. */
 export const VERIFY_STAGES: readonly Stage[] = [
   fsckStage, readbackStage, diffStage, goldenStage, freespaceStage,
   // Boot: the rootless diagnosis first (it reuses the readback manifest), then the boots.
-  diagnoseStage, nspawnStage, portableLintStage,
+  diagnoseStage, nspawnStage, portableLintStage, portableStage,
   // Last: a second build, compared byte for byte (--check-reproducible).
   reproducibleStage,
 ];
 
 /** Stages of `boot`: the diagnosis and the boots, nothing else. */
-export const BOOT_STAGES: readonly Stage[] = [diagnoseStage, nspawnStage, portableLintStage];
+export const BOOT_STAGES: readonly Stage[] = [diagnoseStage, nspawnStage, portableLintStage, portableStage];
 
 export const ALL_STAGE_NAMES: readonly string[] = VERIFY_STAGES.map((s) => s.name);
