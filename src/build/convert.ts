@@ -8,7 +8,8 @@ export const OUTPUT_FORMATS = ['raw', 'qcow2', 'vmdk'] as const;
 export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
 
 export function parseFormat(value: string | undefined): OutputFormat {
-  const v = (value ?? 'raw').toLowerCase();
+  // Empty means raw, as in the seed builder's ${OUTPUT_FORMAT:-raw}.
+  const v = (value || 'raw').toLowerCase();
   if ((OUTPUT_FORMATS as readonly string[]).includes(v)) return v as OutputFormat;
   throw new UsageError(`unknown output format "${value}"`, `Use one of: ${OUTPUT_FORMATS.join(', ')} (--format or OUTPUT_FORMAT).`);
 }

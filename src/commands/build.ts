@@ -58,8 +58,7 @@ Examples:
     const { report, exitCode } = await (paths.mounts ? buildOntoFileMount : buildImage)({
       input: paths.input,
       output: paths.output,
-      // Empty OUTPUT_FORMAT is raw, as the seed builder's ${OUTPUT_FORMAT:-raw} reads it.
-      format: parseFormat((v.format as string | undefined) ?? (process.env.OUTPUT_FORMAT || undefined)),
+      format: parseFormat((v.format as string | undefined) ?? process.env.OUTPUT_FORMAT),
       label: (v.label as string | undefined) ?? 'root',
       sizeMb: v['size-mb'] as string | undefined,
       freeMb: v['free-mb'] as string | undefined,

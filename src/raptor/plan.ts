@@ -127,8 +127,7 @@ export function planRun(run: RaptorRun, config: RaptorConfig): RunPlan {
   for (const k of ['FREE_MB', 'USED_MB', 'SIZE_MB'] as const) checkMb(run.name, k, builderEnv[k]);
   let format: OutputFormat;
   try {
-    // Raptor's builder reads ${OUTPUT_FORMAT:-raw}: empty means raw.
-    format = parseFormat(builderEnv.OUTPUT_FORMAT || undefined);
+    format = parseFormat(builderEnv.OUTPUT_FORMAT);
   } catch {
     throw new InputError(`run ${run.name}: unknown env.OUTPUT_FORMAT "${builderEnv.OUTPUT_FORMAT}"`, `Use one of: ${OUTPUT_FORMATS.join(', ')}.`);
   }
