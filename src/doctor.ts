@@ -126,7 +126,8 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorResult> {
       : await detectVm(present.get('qemu-system-x86_64')!);
 
   const missingOf = (ts: readonly string[]) => ts.filter((t) => !present.get(t));
-  const vmMissing = missingOf(VM_TOOLS);
+  // A cached VM image needs only qemu; building one needs the rest.
+  const vmMissing = missingOf(vmImage === 'cached' ? ['qemu-system-x86_64'] : VM_TOOLS);
   const vmOk = vmMissing.length === 0;
   const vmNote = kvm.status === 'unusable' ? 'VM runs under TCG (software emulation: slower)' : undefined;
 
@@ -142,13 +143,22 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorResult> {
     if (kind === 'boot' && !loopControl) hostReasons.push('no /dev/loop-control');
     if (kind === 'portable' && !systemdPid1) hostReasons.push(`PID 1 is ${pid1}, not systemd (portablectl needs systemd-portabled)`);
     if (missing.length) hostReasons.push(`missing ${missing.join(', ')}`);
-    if (!hostReasons.length) return { name, canRun: true, how: 'host' as const, missing };
+    // PART_IMAGE_NSPAWN=host|vm forces where the nspawn stage runs (src/stages/nspawn.ts).
+    const forced = name === 'nspawn' ? process.env.PART_IMAGE_NSPAWN || undefined : undefined;
+    if (forced !== undefined && forced !== 'host' && forced !== 'vm') {
+      return { name, canRun: false, missing, note: `PART_IMAGE_NSPAWN must be 'host' or 'vm' (or unset), not '${forced}'` };
+    }
+    if (!hostReasons.length && forced !== 'vm') return { name, canRun: true, how: 'host' as const, missing };
+    if (forced === 'vm' && !hostReasons.length) hostReasons.push('PART_IMAGE_NSPAWN=vm');
     const hostHint = [
       !root ? 'run as root' : '',
       missing.length ? installHint(missing) : '',
     ]
       .filter(Boolean)
       .join(' and ');
+    if (forced === 'host') {
+      return { name, canRun: false, missing, note: `PART_IMAGE_NSPAWN=host, but not on the host: ${hostReasons.join('; ')}`, hint: hostHint || undefined };
+    }
     if (vmOk) {
       return {
         name,

@@ -21,9 +21,11 @@ function detail(s: StageResult): string {
     case 'freespace': return `${d.freeMb} MiB free of ${d.sizeMb} MiB`;
     case 'fsck': return String(d.summary ?? '');
     case 'diagnose': return d.mode === 'exec' ? `exec mode: ${d.command} (${d.machine})` : d.mode ? `${d.mode} (${d.machine ?? ''})` : '';
-    case 'nspawn':
-      if (d.mode === 'exec') return `exec: ${(d.command as string[]).join(' ')} -> exit ${d.exitCode}`;
-      return d.state ? `booted to ${d.defaultTarget ?? 'the default target'} (${d.defaultTargetState}), system ${d.state}` : '';
+    case 'nspawn': {
+      const vm = d.where === 'vm' ? ' (in the VM)' : '';
+      if (d.mode === 'exec') return `exec: ${(d.command as string[]).join(' ')} -> exit ${d.exitCode}${vm}`;
+      return d.state ? `booted to ${d.defaultTarget ?? 'the default target'} (${d.defaultTargetState}), system ${d.state}${vm}` : '';
+    }
     case 'portable': {
       const states = Object.entries((d.unitStates ?? {}) as Record<string, { active?: string; sub?: string } | string>)
         .map(([u, st]) => (typeof st === 'string' ? `${u} ${st}` : `${u} ${st.active}/${st.sub}`));

@@ -24,17 +24,34 @@
 //   "unavailable" (exit 3) or pass silently as "not applicable". The
 //   diagnosis stage has already named the missing init.
 //
-// The image is loop-mounted read-only and nspawn runs with --volatile=overlay,
-// so nothing is ever written to it. The container, the mount and the loop
-// device are released before the stage returns (and by ctx.scope if the run is
+// Where it runs (details.where):
+// - host: as root with systemd-nspawn installed. The image is loop-mounted
+//   read-only and nspawn runs on the mount (-D): --image needs udev, which
+//   this kind of host lacks (docs/host-notes.md).
+// - vm: otherwise, when the part-image VM can run (qemu, and its image cached
+//   or buildable). In the VM systemd is PID 1 and udev runs, so nspawn takes
+//   the image itself with --image= (the real dissect/udev path) from a
+//   read-only virtio disk; the probe files are copied in. Same arguments,
+//   same probe, same judge. A VM that fails to start is the environment's
+//   fault: skipped (unavailable, exit 3), not a finding.
+// - PART_IMAGE_NSPAWN=host|vm forces one place (no fallback); unset means
+//   the host when it can, else the VM. When neither can run, the stage is
+//   skipped (unavailable) with both reasons.
+// nspawn runs with --volatile=overlay, so nothing is ever written to the
+// image. The container, the mount and the loop device (or the VM) are
+// released before the stage returns (and by ctx.scope if the run is
 // interrupted).
-import { mkdir, writeFile } from 'node:fs/promises';
+import { access, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hasTool } from '../exec.js';
+import { hasTool, type RunResult } from '../exec.js';
 import { mount, umount } from '../tools/mount.js';
-import { isNspawnNoise, machineName, runNspawn } from '../tools/nspawn.js';
+import { buildNspawnArgs, isNspawnNoise, machineName, runNspawn, type NspawnOptions } from '../tools/nspawn.js';
 import type { Finding } from '../types.js';
-import { resolvePath, treeLookup, type Lookup } from '../boot/resolve.js';
+import { manifestLookup, resolvePath, treeLookup, type Lookup } from '../boot/resolve.js';
+import { readImageManifest } from '../image/debugfs-reader.js';
+import { cachedVmImage } from '../vm/image.js';
+import { runNspawnInVm, type NspawnInVmResult } from '../vm/nspawn-in-vm.js';
+import { consoleTail, type VmResult } from '../vm/run.js';
 import { skipped, type Stage, type StageContext, type StageOutcome } from './context.js';
 
 export const PROBE_MARK = 'PART-IMAGE-PROBE';
@@ -399,22 +416,95 @@ export function judgeBoot(
 
 // ---- the stage -------------------------------------------------------------
 
-async function canRunHere(): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return `not root: booting under systemd-nspawn needs a loop mount; ${UNAVAILABLE_HINT}`;
-  if (!(await hasTool('systemd-nspawn'))) return `systemd-nspawn is missing; ${UNAVAILABLE_HINT}`;
+/** What one nspawn run gives the judges, wherever it ran. */
+type NspawnRun = Pick<RunResult, 'stdout' | 'stderr' | 'exitCode' | 'timedOut'>;
+type Runner = (o: Omit<NspawnOptions, 'directory' | 'machine'>) => Promise<NspawnRun>;
+
+/** The VM did not deliver nspawn's result: the environment's fault, not the image's. */
+class VmFailed extends Error {
+  constructor(readonly r: NspawnInVmResult) {
+    super(r.vmError);
+  }
+}
+
+export const NSPAWN_WHERE_ENV = 'PART_IMAGE_NSPAWN';
+
+/** Why host nspawn cannot run here, or undefined when it can. */
+export async function nspawnHostProblem(): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return 'not root (host nspawn needs a loop mount)';
+  if (!(await hasTool('systemd-nspawn'))) return 'systemd-nspawn is missing (apt-get install systemd-container)';
+  if (!(await access('/dev/loop-control').then(() => true, () => false))) return 'no /dev/loop-control (host nspawn needs a loop mount)';
   return undefined;
 }
 
+/** Why the part-image VM cannot run here, or undefined when it can (qemu, and a cached image or the tools to build one). */
+export async function vmProblem(): Promise<string | undefined> {
+  if (!(await hasTool('qemu-system-x86_64'))) return 'qemu-system-x86_64 is missing (apt-get install qemu-system-x86)';
+  if (await cachedVmImage().catch(() => undefined)) return undefined;
+  const missing: string[] = [];
+  for (const t of ['mmdebstrap', 'mke2fs']) if (!(await hasTool(t))) missing.push(t);
+  return missing.length ? `the VM image is not built yet and ${missing.join(', ')} (to build it) is missing` : undefined;
+}
+
+/** Where the stage runs: PART_IMAGE_NSPAWN=host|vm, else the host when it can, else the VM; or why it cannot run. */
+export async function nspawnWhere(env: NodeJS.ProcessEnv = process.env): Promise<{ where: 'host' | 'vm' } | { unavailable: string }> {
+  const forced = env[NSPAWN_WHERE_ENV] || undefined;
+  if (forced !== undefined && forced !== 'host' && forced !== 'vm') {
+    return { unavailable: `${NSPAWN_WHERE_ENV} must be 'host' or 'vm' (or unset), not '${forced}'` };
+  }
+  if (forced !== 'vm') {
+    const host = await nspawnHostProblem();
+    if (!host) return { where: 'host' };
+    if (forced === 'host') return { unavailable: `${NSPAWN_WHERE_ENV}=host, but ${host}; ${UNAVAILABLE_HINT}` };
+    const vm = await vmProblem();
+    return vm ? { unavailable: `not on the host: ${host}; not in the VM: ${vm}; ${UNAVAILABLE_HINT}` } : { where: 'vm' };
+  }
+  const vm = await vmProblem();
+  return vm ? { unavailable: `${NSPAWN_WHERE_ENV}=vm, but ${vm}; see \`part-image doctor\`` } : { where: 'vm' };
+}
+
 async function runStage(ctx: StageContext): Promise<StageOutcome> {
-  const why = await canRunHere();
-  if (why) return skipped(why, 'unavailable');
+  const chosen = await nspawnWhere();
+  if ('unavailable' in chosen) return skipped(chosen.unavailable, 'unavailable');
+  const { where } = chosen;
 
   const work = await ctx.scope.tempDir('part-image-nspawn-');
-  const mnt = join(work, 'root');
   const probeDir = join(work, 'probe');
-  await mkdir(mnt);
   await mkdir(probeDir);
+  const machine = machineName();
 
+  if (where === 'vm') {
+    // nspawn --image in the VM: the image is a read-only virtio disk; the probe files are copied in.
+    const lookup = manifestLookup(ctx.imageManifest ?? (await readImageManifest(ctx.image, { hash: false })));
+    let vm: VmResult | undefined;
+    const runner: Runner = async (o) => {
+      const r = await runNspawnInVm({
+        image: ctx.image,
+        args: buildNspawnArgs({ ...o, directory: '/', machine }),
+        hostDir: o.bindRo?.length ? probeDir : undefined,
+        timeoutMs: ctx.opts.bootTimeoutMs,
+        scope: ctx.scope,
+      });
+      vm = r.vm;
+      if (r.exitCode === undefined) throw new VmFailed(r);
+      return { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, timedOut: r.timedOut };
+    };
+    const vmDetails = () => (vm ? { vm: { accel: vm.accel, durationMs: vm.durationMs } } : {});
+    try {
+      const out = await judgeRun(ctx, lookup, probeDir, runner);
+      return { ...out, details: { where, ...out.details, ...vmDetails() } };
+    } catch (err) {
+      if (!(err instanceof VmFailed)) throw err;
+      // design.md: a VM that cannot start is the environment's fault (exit 3), not the image's.
+      return {
+        ...skipped(`the part-image VM failed (${err.message}); the nspawn stage did not run. See details.console; \`part-image doctor\` checks the VM`, 'unavailable'),
+        details: { where, ...vmDetails(), console: consoleTail(err.r.vm.console, 30) },
+      };
+    }
+  }
+
+  const mnt = join(work, 'root');
+  await mkdir(mnt);
   let mounted = false;
   const release = async () => {
     if (!mounted) return;
@@ -425,77 +515,78 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
   mounted = true;
   ctx.scope.defer(`unmount ${mnt}`, release);
   try {
-    const lookup = treeLookup(mnt);
-    const command = ctx.opts.nspawnCommand;
-    const machine = machineName();
-    const started = Date.now();
-    if (command?.length) {
-      const out = await runNspawn({ directory: mnt, machine, mode: 'exec', command }, ctx.opts.bootTimeoutMs);
-      const details = { mode: 'exec', command, exitCode: out.exitCode, timedOut: out.timedOut, runMs: Date.now() - started };
-      if (out.timedOut) {
-        return {
-          status: 'failed',
-          details,
-          findings: [
-            {
-              code: 'command-timeout',
-              path: command[0],
-              message: `the command ${command.join(' ')} did not end within ${Math.round(ctx.opts.bootTimeoutMs / 1000)} s; raise --boot-timeout or make it end`,
-              actual: tail(`${out.stdout}\n${out.stderr}`, 20),
-            },
-          ],
-        };
-      }
-      if (out.exitCode !== 0) {
-        const lines = tail(`${out.stdout}\n${out.stderr}`, 20);
-        return {
-          status: 'failed',
-          details,
-          findings: [
-            {
-              code: 'command-failed',
-              path: command[0],
-              message: `the command ${command.join(' ')} exited with status ${out.exitCode} in the container${lines.length ? `; last output: ${lines.at(-1)}` : ''}`,
-              expected: 0,
-              actual: { exitStatus: out.exitCode, output: lines },
-            },
-          ],
-        };
-      }
-      return { status: 'passed', findings: [], details };
-    }
-
-    if (!hasSystemdInit(lookup)) {
-      return {
-        status: 'failed',
-        details: { mode: 'none' },
-        findings: [
-          {
-            code: 'no-boot-command',
-            message: `the image has no systemd to boot (none of ${NSPAWN_INIT_PATHS.join(', ')} is systemd) and no command was given; pass --nspawn-command to run a program in it, or --skip nspawn`,
-          },
-        ],
-      };
-    }
-
-    const probe = await writeProbe(probeDir, ctx.opts.bootTimeoutMs);
-    const out = await runNspawn(
-      { directory: mnt, machine, mode: 'boot', bindRo: probe.bindRo, initArgs: probe.initArgs },
-      ctx.opts.bootTimeoutMs,
-    );
-    const judged = judgeBoot(out, ctx.opts);
-    return {
-      status: judged.findings.length ? 'failed' : 'passed',
-      findings: judged.findings,
-      details: { mode: 'boot', ...judged.details, runMs: Date.now() - started },
-    };
+    const out = await judgeRun(ctx, treeLookup(mnt), probeDir, (o) => runNspawn({ ...o, directory: mnt, machine }, ctx.opts.bootTimeoutMs));
+    return { ...out, details: { where, ...out.details } };
   } finally {
     await release();
   }
 }
 
+/** Exec or boot mode through `run`, judged the same wherever it runs. */
+async function judgeRun(ctx: StageContext, lookup: Lookup, probeDir: string, run: Runner): Promise<StageOutcome> {
+  const command = ctx.opts.nspawnCommand;
+  const started = Date.now();
+  if (command?.length) {
+    const out = await run({ mode: 'exec', command });
+    const details = { mode: 'exec', command, exitCode: out.exitCode, timedOut: out.timedOut, runMs: Date.now() - started };
+    if (out.timedOut) {
+      return {
+        status: 'failed',
+        details,
+        findings: [
+          {
+            code: 'command-timeout',
+            path: command[0],
+            message: `the command ${command.join(' ')} did not end within ${Math.round(ctx.opts.bootTimeoutMs / 1000)} s; raise --boot-timeout or make it end`,
+            actual: tail(`${out.stdout}\n${out.stderr}`, 20),
+          },
+        ],
+      };
+    }
+    if (out.exitCode !== 0) {
+      const lines = tail(`${out.stdout}\n${out.stderr}`, 20);
+      return {
+        status: 'failed',
+        details,
+        findings: [
+          {
+            code: 'command-failed',
+            path: command[0],
+            message: `the command ${command.join(' ')} exited with status ${out.exitCode} in the container${lines.length ? `; last output: ${lines.at(-1)}` : ''}`,
+            expected: 0,
+            actual: { exitStatus: out.exitCode, output: lines },
+          },
+        ],
+      };
+    }
+    return { status: 'passed', findings: [], details };
+  }
+
+  if (!hasSystemdInit(lookup)) {
+    return {
+      status: 'failed',
+      details: { mode: 'none' },
+      findings: [
+        {
+          code: 'no-boot-command',
+          message: `the image has no systemd to boot (none of ${NSPAWN_INIT_PATHS.join(', ')} is systemd) and no command was given; pass --nspawn-command to run a program in it, or --skip nspawn`,
+        },
+      ],
+    };
+  }
+
+  const probe = await writeProbe(probeDir, ctx.opts.bootTimeoutMs);
+  const out = await run({ mode: 'boot', bindRo: probe.bindRo, initArgs: probe.initArgs });
+  const judged = judgeBoot(out, ctx.opts);
+  return {
+    status: judged.findings.length ? 'failed' : 'passed',
+    findings: judged.findings,
+    details: { mode: 'boot', ...judged.details, runMs: Date.now() - started },
+  };
+}
+
 export const nspawnStage: Stage = {
   name: 'nspawn',
-  summary: 'boot the image under systemd-nspawn (root): systemd images to their default target with no failed unit, others run --nspawn-command',
+  summary: 'boot the image under systemd-nspawn (on the host as root, else in the VM): systemd images to their default target with no failed unit, others run --nspawn-command',
   run: runStage,
 };
