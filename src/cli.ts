@@ -5,7 +5,8 @@ import { EXIT, PartImageError } from './errors.js';
 import { shutdown } from './cleanup.js';
 import { log } from './log.js';
 import { VERSION } from './version.js';
-import { parse, type Command } from './commands/common.js';
+import { emitReport, parse, type Command } from './commands/common.js';
+import type { Report } from './types.js';
 import { COMMANDS } from './commands/index.js';
 
 function mainHelp(): string {
@@ -45,7 +46,15 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT.ok;
   }
   log.setVerbosity(values.verbose ? 'verbose' : values.quiet ? 'quiet' : 'normal');
-  return cmd.run(values, positionals);
+  try {
+    return await cmd.run(values, positionals);
+  } catch (err) {
+    // A step that threw (a tree too big for SIZE_MB, a missing tool) still gets
+    // its report, so that CI sees which stage stopped the run.
+    const partial = (err as { report?: Report }).report;
+    if (partial) await emitReport(partial, values).catch((e: Error) => log.warn(`could not write the report: ${e.message}`));
+    throw err;
+  }
 }
 
 function report(err: unknown): number {
@@ -62,7 +71,10 @@ function report(err: unknown): number {
 let interrupted = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
-    if (interrupted) return;
+    if (interrupted) {
+      process.stderr.write(`\npart-image: second ${signal}: exiting now; temporary files, mounts or a VM may be left behind\n`);
+      process.exit(EXIT.interrupted);
+    }
     interrupted = true;
     process.stderr.write(`\npart-image: ${signal}: cleaning up...\n`);
     void shutdown().finally(() => process.exit(EXIT.interrupted));

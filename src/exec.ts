@@ -5,7 +5,7 @@
 import { execa, type Options } from 'execa';
 import { EnvironmentError, ToolError } from './errors.js';
 import { packageFor } from './tools/packages.js';
-import { cancelSignal } from './cleanup.js';
+import { cancelSignal, checkNotInterrupted } from './cleanup.js';
 import { log } from './log.js';
 
 export interface RunOptions {
@@ -19,6 +19,8 @@ export interface RunOptions {
   cwd?: string;
   /** Kill the process (SIGTERM, then SIGKILL 5 s later) after this many ms. */
   timeoutMs?: number;
+  /** A timeout is an answer the caller judges (result.timedOut); otherwise it throws ToolError. */
+  allowTimeout?: boolean;
   /** Hint added to a ToolError when the call fails. */
   hint?: string;
   /** Keep stdout as a Buffer (binary output). */
@@ -50,6 +52,7 @@ export function formatCommand(cmd: string, args: readonly string[], env?: Record
 }
 
 export async function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  checkNotInterrupted();
   const okCodes = opts.okCodes ?? [0];
   const command = formatCommand(cmd, args, opts.env);
   log.command(command);
@@ -81,6 +84,9 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
   }
   if (result.isCanceled) throw new ToolError(command, undefined, 'canceled: part-image is shutting down');
   const exitCode = result.exitCode ?? -1;
+  if (result.timedOut && !opts.allowTimeout) {
+    throw new ToolError(command, undefined, `timed out after ${Math.round((opts.timeoutMs ?? 0) / 1000)} s and was killed\n${stderr}`, opts.hint);
+  }
   if (!result.timedOut && !okCodes.includes(exitCode)) {
     throw new ToolError(command, result.exitCode, stderr || stdout, opts.hint);
   }

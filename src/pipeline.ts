@@ -3,8 +3,9 @@
 import { basename, dirname, join, resolve } from 'node:path';
 import { rename, rm, stat } from 'node:fs/promises';
 import type { InputTree, Report, StageResult } from './types.js';
-import { withScope, type Scope } from './cleanup.js';
-import { InputError, UsageError } from './errors.js';
+import { checkNotInterrupted, withScope, type Scope } from './cleanup.js';
+import { EnvironmentError, InputError, PartImageError, UsageError } from './errors.js';
+import { hasTool } from './exec.js';
 import { readInput } from './input/index.js';
 import { buildRawImage, manifestUsedMb } from './build/index.js';
 import { resolveSizeInputs } from './build/size.js';
@@ -40,11 +41,45 @@ function newReport(command: string): Report {
   return { tool: 'part-image', version: VERSION, command, accepted: false, startedAt: new Date().toISOString(), durationMs: 0, stages: [] };
 }
 
+/** A pipeline step outside the verification stages (read, build), recorded in the report even when it throws. */
 async function timed<T>(results: StageResult[], name: string, fn: () => Promise<{ value: T; details?: Record<string, unknown> }>): Promise<T> {
   const start = performance.now();
-  const { value, details } = await log.step(name, fn);
-  results.push({ name, status: 'passed', durationMs: Math.round(performance.now() - start), findings: [], details });
-  return value;
+  try {
+    const { value, details } = await log.step(name, fn);
+    results.push({ name, status: 'passed', durationMs: Math.round(performance.now() - start), findings: [], details });
+    return value;
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    const hint = err instanceof PartImageError && err.hint ? ` (${err.hint})` : '';
+    results.push({ name, status: 'failed', durationMs: Math.round(performance.now() - start), findings: [{ code: 'error', message: message + hint }] });
+    throw err;
+  }
+}
+
+/** An error that stopped the pipeline, with the report of what ran until then (written by the CLI for CI). */
+export function attachReport(err: unknown, report: Report, t0: number): never {
+  report.durationMs = Math.round(performance.now() - t0);
+  if (err instanceof PartImageError) (err as PartImageError & { report?: Report }).report = report;
+  throw err;
+}
+
+/** Checks a build request before any work: every bad flag fails in the first second, not after a long read. */
+async function checkBuildRequest(req: BuildRequest, output: string): Promise<void> {
+  resolveSizeInputs(req, req.env, 0);
+  parseSourceDateEpoch(req.env);
+  const outStat = await stat(output).catch(() => undefined);
+  if (outStat?.isDirectory()) throw new UsageError(`--output ${req.output} is a directory`, 'Give the path of the image file to write.');
+  if (!(await stat(dirname(output)).catch(() => undefined))?.isDirectory()) {
+    throw new UsageError(`the folder of --output does not exist: ${dirname(output)}`, 'Create it first.');
+  }
+  const input = resolve(req.input);
+  if ((await stat(input).catch(() => undefined))?.isDirectory() && `${dirname(output)}/`.startsWith(`${input}/`)) {
+    throw new UsageError(`--output ${req.output} is inside the input tree ${req.input}`,
+      'Write the image outside the tree: it (and its temporary files) would end up in the next image.');
+  }
+  if (req.format !== 'raw' && !(await hasTool('qemu-img'))) {
+    throw new EnvironmentError(`tool missing: qemu-img (needed for --format ${req.format})`, 'Install it: apt-get install qemu-utils');
+  }
 }
 
 export function parseSourceDateEpoch(env: NodeJS.ProcessEnv): number | undefined {
@@ -60,14 +95,11 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
   const output = resolve(req.output);
   report.input = req.input;
   report.output = output;
-  const outStat = await stat(output).catch(() => undefined);
-  if (outStat?.isDirectory()) throw new UsageError(`--output ${req.output} is a directory`, 'Give the path of the image file to write.');
-  if (!(await stat(dirname(output)).catch(() => undefined))?.isDirectory()) {
-    throw new UsageError(`the folder of --output does not exist: ${dirname(output)}`, 'Create it first.');
-  }
+  await checkBuildRequest(req, output);
   const sourceDateEpoch = parseSourceDateEpoch(req.env);
 
   return withScope(async (scope) => {
+   try {
     const tree = await timed(report.stages, 'read', async () => {
       const t = await readInput(req.input, scope, { target: req.target });
       return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, usedMb: t.usedMb, summary: `${t.kind}, ${t.manifest.entries.length} entries, ${t.usedMb} MiB` } };
@@ -90,18 +122,24 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
         await buildRawImage(t, dest, { ...s, label: req.label, seed: req.seed, sourceDateEpoch }, again);
       }),
     };
-    const results = await runStages(stages, { image: tmp, imageName: basename(output), input: tree, opts: verify, scope, rebuild });
+    const onAccepted: (() => Promise<void>)[] = [];
+    const results = await runStages(stages, { image: tmp, imageName: basename(output), input: tree, opts: verify, scope, rebuild, onAccepted });
     report.stages.push(...results);
     report.accepted = isAccepted(results);
     let exitCode = exitCodeFor(results);
+    checkNotInterrupted();
     if (report.accepted) {
       exitCode = await accept(tmp, output, req.format, report, scope);
+      if (report.accepted) for (const fn of onAccepted) await fn();
     } else {
       await rename(tmp, `${output}.rejected`);
       report.image = `${output}.rejected`;
     }
     report.durationMs = Math.round(performance.now() - t0);
     return { report, exitCode };
+   } catch (err) {
+    return attachReport(err, report, t0);
+   }
   });
 }
 
@@ -115,7 +153,18 @@ async function accept(tmpRaw: string, output: string, format: OutputFormat, repo
   const tmpOut = `${tmpRaw}.${format}`;
   scope.defer(`remove ${tmpOut}`, () => rm(tmpOut, { force: true }));
   const start = performance.now();
-  const findings = await convertImage(tmpRaw, tmpOut, format);
+  let findings;
+  try {
+    findings = await convertImage(tmpRaw, tmpOut, format);
+  } catch (err) {
+    // The verified raw image is kept for the user, but never at the output path.
+    report.stages.push({ name: 'convert', status: 'failed', durationMs: Math.round(performance.now() - start),
+      findings: [{ code: 'error', message: err instanceof Error ? err.message : String(err) }] });
+    report.accepted = false;
+    await rename(tmpRaw, `${output}.rejected`);
+    report.image = `${output}.rejected`;
+    throw err;
+  }
   const result: StageResult = {
     name: 'convert', status: findings.length ? 'failed' : 'passed', durationMs: Math.round(performance.now() - start), findings,
     details: { summary: `${format}, checked with qemu-img compare` },
@@ -148,6 +197,7 @@ export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] =
   const st = await stat(report.image).catch(() => undefined);
   if (!st?.isFile()) throw new InputError(`image not found: ${req.image}`, 'Give the path of an ext4 image file (raw, qcow2 or vmdk).');
   return withScope(async (scope) => {
+   try {
     // Every stage works on raw bytes: a qcow2 or vmdk image is verified through a raw copy.
     const kind = await sniffFile(report.image!);
     if (kind !== 'image' && kind !== 'qcow2' && kind !== 'vmdk') {
@@ -161,10 +211,15 @@ export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] =
         return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, summary: `${t.kind}, ${t.manifest.entries.length} entries` } };
       });
     }
-    const results = await runStages(stages, { image, imageName: basename(report.image!), input: tree, opts: req.verify, scope });
+    const onAccepted: (() => Promise<void>)[] = [];
+    const results = await runStages(stages, { image, imageName: basename(report.image!), input: tree, opts: req.verify, scope, onAccepted });
     report.stages.push(...results);
     report.accepted = isAccepted(results);
+    if (report.accepted) for (const fn of onAccepted) await fn();
     report.durationMs = Math.round(performance.now() - t0);
     return { report, exitCode: exitCodeFor(results) };
+   } catch (err) {
+    return attachReport(err, report, t0);
+   }
   });
 }

@@ -167,3 +167,33 @@ describe('acceptance is atomic', () => {
     expect(r.stderr).toMatch(/apt-get install (e2fsprogs|attr)/);
   });
 });
+
+describe('inputs the builder must handle or refuse clearly', () => {
+  it('keeps an input /lost+found (a tree copied from an ext4 root), and refuses a newline in a name with exit 2', async () => {
+    const t = join(work, 'lf-tree');
+    await execa('mkdir', ['-p', join(t, 'lost+found'), join(t, 'etc')]);
+    await execa('chmod', ['0700', join(t, 'lost+found')]);
+    await writeFile(join(t, 'etc/x'), 'x\n');
+    const ok = await runCli(['build', ...skipBoot(), '--input', t, '--output', join(work, 'lf.img'), '--free-mb', '4']);
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    await writeFile(join(t, 'bad\nname'), 'x');
+    const bad = await runCli(['build', ...skipBoot(), '--input', t, '--output', join(work, 'nl.img'), '--free-mb', '4']);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toContain('"/bad\\nname": part-image cannot write a name');
+    expect(bad.stderr).toMatch(/^hint: Rename the entry/m);
+  });
+
+  it('writes the JSON report even when a step stops the run (a tree too big for SIZE_MB)', async () => {
+    const json = join(work, 'toobig.json');
+    const big = join(work, 'toobig-tree');
+    await execa('mkdir', ['-p', big]);
+    await execa('dd', ['if=/dev/urandom', `of=${join(big, 'blob')}`, 'bs=1M', 'count=6', 'status=none']);
+    const r = await runCli(['build', ...skipBoot(), '--input', big, '--output', join(work, 'toobig.img'), '--size-mb', '4', '--report-json', json]);
+    expect(r.exitCode).toBe(2);
+    const report = await readReport(json);
+    expect(report.accepted).toBe(false);
+    const build = report.stages.find((s: { name: string }) => s.name === 'build');
+    expect(build.status).toBe('failed');
+    expect(build.findings[0].message).toMatch(/does not fit/);
+  });
+});

@@ -1,4 +1,7 @@
 // The CLI contract: usage errors exit 2 with a hint; every command has help with examples.
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
 import { COMMANDS } from '../src/commands/index.js';
@@ -29,7 +32,11 @@ describe('cli', () => {
     [['build', '--input', '/nonexistent/tree', '--output', 'x.img'], /input not found: \/nonexistent\/tree/],
     [['build', '--input', '.', '--output', '/nonexistent/dir/x.img'], /folder of --output does not exist/],
     [['verify'], /expected 1 argument/],
-    [['verify', '/nonexistent.img'], /image not found/],
+    [['verify', '/nonexistent.img', '--input', '.'], /image not found/],
+    [['verify', 'x.img'], /verify needs --input PATH/],
+    [['build', '--input', '.', '--output', 'x.img', '--report-json', '/nonexistent/dir/r.json'], /--report-json \/nonexistent\/dir\/r.json: its folder does not exist/],
+    [['build', '--input', '.', '--output', './inside.img'], /is inside the input tree/],
+    [['build', '--input', '.', '--output', 'x.img', '--golden-allow', 'a.json'], /--golden-allow needs --golden FILE/],
     [['build', '--bogus'], /Unknown option '--bogus'/],
   ])('exits 2 with a hint for %j', async (args, message) => {
     const r = await runCli(args);
@@ -39,9 +46,12 @@ describe('cli', () => {
   });
 
   it('rejects a malformed SIZE_MB from the environment', async () => {
-    const r = await runCli(['build', '--input', 'test/fixtures', '--output', '/tmp/pi-never.img'], { env: { SIZE_MB: 'lots' } });
+    const out = join(tmpdir(), `pi-never-${process.pid}.img`);
+    const r = await runCli(['build', '--input', 'test/fixtures', '--output', out], { env: { SIZE_MB: 'lots' } });
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/SIZE_MB must be a whole number of MiB, got "lots"/);
+    // A usage error stops before anything is built.
+    expect(existsSync(out)).toBe(false);
   });
 
   it('prints its version', async () => {

@@ -31,7 +31,7 @@ describe('reports', () => {
   it('writes one JUnit testcase per stage, findings as failure text, XML-escaped', () => {
     const xml = reportToJunit(report);
     expect(xml.match(/<testcase /g)).toHaveLength(3);
-    expect(xml).toContain('failures="1" skipped="1"');
+    expect(xml).toContain('failures="1" errors="0" skipped="1"');
     expect(xml).toContain('[mode] /a &amp; &lt;b&gt;: mode differs');
     expect(xml).toContain('<skipped message="request: --skip"/>');
   });
@@ -48,6 +48,9 @@ describe('reports', () => {
     expect(exitCodeFor(report.stages)).toBe(1);
     const unavailable = [{ name: 'nspawn', status: 'skipped' as const, skippedBy: 'unavailable' as const, reason: 'no root', durationMs: 0, findings: [] }];
     expect(isAccepted(unavailable)).toBe(false);
+    const xml = reportToJunit({ ...report, stages: unavailable });
+    expect(xml).toContain('errors="1" skipped="0"');
+    expect(xml).toContain('<error message="could not run here: no root" type="unavailable"/>');
     expect(exitCodeFor(unavailable)).toBe(3);
     expect(isAccepted([report.stages[0], report.stages[2]])).toBe(true);
   });

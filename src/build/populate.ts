@@ -29,6 +29,8 @@ function stamp(epoch: number): string {
   return `${p(d.getUTCFullYear(), 4)}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}`;
 }
 
+const LOST_FOUND = '/lost+found';
+
 function baseName(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
 }
@@ -48,13 +50,23 @@ export async function buildPopulateScript(manifest: Manifest, content: ContentMa
   };
 
   for (const e of manifest.entries) {
+    if (/[\n\r]/.test(e.path) || /[\n\r]/.test(e.target ?? '')) {
+      throw new InputError(
+        `${JSON.stringify(e.path)}: part-image cannot write a name or symlink target containing a newline or carriage return (debugfs scripts cannot carry it)`,
+        'Rename the entry (or fix the symlink) in the input tree.',
+      );
+    }
     const name = baseName(e.path);
     // Relative names keep debugfs's lookups short; a name that getopt would
     // take for an option ("-x") or debugfs for an inode ("<12>") goes absolute.
     const risky = name.startsWith('-') || /^<\d+>$/.test(name);
     const self = e.path === '/' || risky ? q(e.path) : q(name);
-    if (e.path !== '/') {
+    if (e.path === LOST_FOUND && e.type === 'dir') {
+      // mke2fs made it already (with its preallocated blocks): keep it, set its fields.
+      cd('/');
+    } else if (e.path !== '/') {
       cd(parentPath(e.path));
+      if (e.path === LOST_FOUND) cmds.push(`rmdir ${LOST_FOUND}`);
       if (!createEntry(e, risky ? e.path : name, content, cmds)) continue;
     }
     if (e.hardlink) continue; // shares the inode of its group's first path

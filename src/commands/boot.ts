@@ -25,10 +25,8 @@ Examples:
   positionals: [1, 1],
   async run(v, [image]) {
     const verify = verifyOptions(v, ALL_STAGE_NAMES);
-    if (v.nspawn && !v.portable) {
-      for (const s of BOOT_STAGES) if (s.name.startsWith('portable')) (verify.skip as Set<string>).add(s.name);
-    }
-    const { report, exitCode } = await verifyImage({ image, verify }, BOOT_STAGES, 'boot');
+    const stages = v.nspawn && !v.portable ? BOOT_STAGES.filter((s) => !s.name.startsWith('portable')) : BOOT_STAGES;
+    const { report, exitCode } = await verifyImage({ image, verify }, stages, 'boot');
     report.cause = primaryCause(report.stages.flatMap((s) => s.findings));
     await emitReport(report, v);
     return exitCode;

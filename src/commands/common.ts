@@ -1,4 +1,6 @@
 // Flags and output shared by the commands that verify an image.
+import { accessSync, constants } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Report } from '../types.js';
 import type { VerifyOptions } from '../stages/context.js';
@@ -71,6 +73,17 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
     bootTimeoutMs = Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000);
   }
   if (v['update-golden'] && !v.golden) throw new UsageError('--update-golden needs --golden FILE');
+  if (v['golden-allow'] && !v.golden) throw new UsageError('--golden-allow needs --golden FILE');
+  for (const flag of ['report-json', 'junit']) {
+    const file = v[flag];
+    if (typeof file !== 'string') continue;
+    try {
+      accessSync(dirname(resolve(file)), constants.W_OK);
+    } catch {
+      throw new UsageError(`--${flag} ${file}: its folder does not exist or is not writable`, 'Create the folder first, or give another path.');
+    }
+  }
+  if (bootTimeoutMs <= 0) throw new UsageError('--boot-timeout must be more than 0');
   return {
     skip,
     compareMtime: Boolean(v['compare-mtime']),

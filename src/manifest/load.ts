@@ -2,7 +2,8 @@
 import { open } from 'node:fs/promises';
 import type { Manifest } from '../types.js';
 import type { Scope } from '../cleanup.js';
-import { InputError } from '../errors.js';
+import { InputError, PartImageError } from '../errors.js';
+import { readImageManifest } from '../image/debugfs-reader.js';
 import { readInput } from '../input/index.js';
 import { looksLikeManifest, readManifestFile } from './serialize.js';
 
@@ -32,22 +33,21 @@ export async function sniffFile(path: string): Promise<SourceKind> {
 
 export async function loadManifest(path: string, scope: Scope, opts: { hash?: boolean; target?: string } = {}): Promise<{ kind: string; manifest: Manifest }> {
   const kind = await sniffFile(path);
-  if (kind === 'qcow2' || kind === 'vmdk') {
-    const { readImageManifest } = await import('../image/debugfs-reader.js');
-    return { kind, manifest: await readImageManifest(await rawCopy(path, kind, scope), { hash: opts.hash ?? true }) };
-  }
-  if (kind === 'image') {
-    const { readImageManifest } = await import('../image/debugfs-reader.js');
-    return { kind, manifest: await readImageManifest(path, { hash: opts.hash ?? true }) };
-  }
-  if (kind === 'manifest') return { kind, manifest: await readManifestFile(path) };
   try {
+    if (kind === 'qcow2' || kind === 'vmdk' || kind === 'image') {
+      const raw = kind === 'image' ? path : await rawCopy(path, kind, scope);
+      return { kind, manifest: await readImageManifest(raw, { hash: opts.hash ?? true }) };
+    }
+    if (kind === 'manifest') return { kind, manifest: await readManifestFile(path) };
     const tree = await readInput(path, scope, { hash: opts.hash, target: opts.target });
     return { kind: tree.kind, manifest: tree.manifest };
   } catch (err) {
-    if (err instanceof InputError) throw err;
-    throw new InputError(`cannot read ${path}: ${(err as Error).message}`,
-      'Give an ext4 image, a manifest file, a directory, a tar archive or a Raptor layer stack.', err);
+    // Our own errors already say what to do (a missing tool is exit 3, not bad input).
+    if (err instanceof PartImageError) throw err;
+    const hint = kind === 'other'
+      ? 'Give an ext4 image, a manifest file, a directory, a tar archive or a Raptor layer stack.'
+      : `The ${kind} looks damaged: check it with \`e2fsck -fn\` (or \`part-image verify\`).`;
+    throw new InputError(`cannot read ${path}: ${(err as Error).message}`, hint, err);
   }
 }
 

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import type { Manifest, ManifestEntry } from '../types.js';
 import { makeManifest, normalizeEntry } from './entry.js';
 import { InputError } from '../errors.js';
+import { schemaCheck } from '../schema.js';
 
 export const MANIFEST_FORMAT = 'part-image-manifest/1';
 
@@ -34,7 +35,16 @@ export function parseManifest(text: string, source = 'manifest'): Manifest {
     throw new InputError(`${source} is not a part-image manifest (expected "format": "${MANIFEST_FORMAT}")`,
       'Regenerate it with `part-image manifest PATH > FILE`.');
   }
-  return makeManifest(d.entries);
+  const problems = schemaCheck('manifest')(data);
+  if (problems.length) {
+    throw new InputError(`${source} does not match schema/manifest.schema.json:\n  ${problems.join('\n  ')}`,
+      'Fix the entries named above, or regenerate the file with `part-image manifest PATH > FILE`.');
+  }
+  try {
+    return makeManifest(d.entries);
+  } catch (err) {
+    throw new InputError(`${source}: ${(err as Error).message}`, 'Each path may appear once; regenerate the file with `part-image manifest`.');
+  }
 }
 
 export async function readManifestFile(path: string): Promise<Manifest> {

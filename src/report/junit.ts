@@ -10,12 +10,17 @@ function esc(s: string): string {
 
 export function reportToJunit(report: Report): string {
   const failures = report.stages.filter((s) => s.status === 'failed').length;
-  const skips = report.stages.filter((s) => s.status === 'skipped').length;
+  const skips = report.stages.filter((s) => s.status === 'skipped' && s.skippedBy !== 'unavailable').length;
+  const errors = report.stages.filter((s) => s.status === 'skipped' && s.skippedBy === 'unavailable').length;
   const total = report.stages.reduce((t, s) => t + s.durationMs, 0) / 1000;
   const suite = esc(`part-image ${report.command}${report.output ? ` ${report.output}` : report.image ? ` ${report.image}` : ''}`);
   const cases = report.stages.map((s) => {
     const open = `    <testcase classname="part-image" name="${esc(s.name)}" time="${(s.durationMs / 1000).toFixed(3)}"`;
     if (s.status === 'passed') return `${open}/>`;
+    if (s.status === 'skipped' && s.skippedBy === 'unavailable') {
+      // It blocks acceptance (exit 3): CI views must not show it as a harmless skip.
+      return `${open}>\n      <error message="${esc(`could not run here: ${s.reason ?? ''}`)}" type="unavailable"/>\n    </testcase>`;
+    }
     if (s.status === 'skipped') return `${open}>\n      <skipped message="${esc(`${s.skippedBy}: ${s.reason ?? ''}`)}"/>\n    </testcase>`;
     const text = s.findings.map((f) => `[${f.code}] ${f.message}`).join('\n');
     const first = s.findings[0]?.message ?? 'failed';
@@ -23,8 +28,8 @@ export function reportToJunit(report: Report): string {
   });
   return [
     '<?xml version="1.0" encoding="UTF-8"?>',
-    `<testsuites name="part-image" tests="${report.stages.length}" failures="${failures}" skipped="${skips}" time="${total.toFixed(3)}">`,
-    `  <testsuite name="${suite}" tests="${report.stages.length}" failures="${failures}" skipped="${skips}" time="${total.toFixed(3)}" timestamp="${esc(report.startedAt)}">`,
+    `<testsuites name="part-image" tests="${report.stages.length}" failures="${failures}" errors="${errors}" skipped="${skips}" time="${total.toFixed(3)}">`,
+    `  <testsuite name="${suite}" tests="${report.stages.length}" failures="${failures}" errors="${errors}" skipped="${skips}" time="${total.toFixed(3)}" timestamp="${esc(report.startedAt)}">`,
     ...cases,
     '  </testsuite>',
     '</testsuites>',

@@ -17,7 +17,10 @@ function detail(s: StageResult): string {
   const d = s.details ?? {};
   switch (s.name) {
     case 'readback': return `${d.entries} entries, ${d.files} files`;
-    case 'diff': return `${d.compared} entries compared, ${d.differences} differences`;
+    case 'diff': {
+      const sockets = (d.socketsLeftOut as string[] | undefined)?.length;
+      return `${d.compared} entries compared, ${d.differences} differences${sockets ? `; ${sockets} socket(s) left out (an image cannot hold a live socket)` : ''}`;
+    }
     case 'freespace': return `${d.freeMb} MiB free of ${d.sizeMb} MiB`;
     case 'fsck': return String(d.summary ?? '');
     case 'diagnose': return d.mode === 'exec' ? `exec mode: ${d.command} (${d.machine})` : d.mode ? `${d.mode} (${d.machine ?? ''})` : '';

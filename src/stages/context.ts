@@ -1,6 +1,7 @@
 // What every verification stage receives, and the shape of a stage.
 import type { Finding, InputTree, Manifest, StageResult } from '../types.js';
 import type { Scope } from '../cleanup.js';
+import { readImageManifest } from '../image/debugfs-reader.js';
 
 export interface VerifyOptions {
   /** Stages the user asked to skip (--skip). */
@@ -41,6 +42,8 @@ export interface StageContext {
   };
   opts: VerifyOptions;
   scope: Scope;
+  /** Work that may only happen once every stage passed (writing a golden file); the pipeline runs it. */
+  onAccepted?: (() => Promise<void>)[];
 }
 
 /** What a stage's run() returns; the runner adds name and duration. */
@@ -65,4 +68,15 @@ export function passedOrFailed(findings: Finding[], details?: Record<string, unk
 
 export function skipped(reason: string, skippedBy: StageResult['skippedBy']): StageOutcome {
   return { status: 'skipped', reason, skippedBy, findings: [] };
+}
+
+/**
+ * The image's manifest: the readback stage's, or read now when readback was
+ * skipped. A read with hashes is kept for the stages after this one.
+ */
+export async function imageManifestOf(ctx: StageContext, opts: { hash: boolean }): Promise<Manifest> {
+  if (ctx.imageManifest) return ctx.imageManifest;
+  const manifest = await readImageManifest(ctx.image, { hash: opts.hash });
+  if (opts.hash) ctx.imageManifest = manifest;
+  return manifest;
 }

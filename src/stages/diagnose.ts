@@ -25,11 +25,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { withScope } from '../cleanup.js';
 import { quoteDebugfsArg, runDebugfs } from '../tools/debugfs.js';
-import { readImageManifest } from '../image/debugfs-reader.js';
 import type { Finding, Manifest } from '../types.js';
 import { hostElfClass, hostElfMachine, isElf, machineName, parseElf, parseShebang, type ElfInfo } from '../boot/elf.js';
 import { manifestLookup, resolvePath, type Lookup, type Resolved } from '../boot/resolve.js';
-import { passedOrFailed, type Stage } from './context.js';
+import { passedOrFailed, type Stage, imageManifestOf } from './context.js';
 
 export const INIT_PATHS = ['/sbin/init', '/usr/lib/systemd/systemd', '/lib/systemd/systemd'];
 /** The order systemd-nspawn -b tries them in. */
@@ -478,7 +477,7 @@ export const diagnoseStage: Stage = {
   name: 'diagnose',
   summary: 'rootless boot diagnosis from the image: os-release, init, ELF machine, loader and libraries, usr-merge links',
   async run(ctx) {
-    const manifest = ctx.imageManifest ?? (await readImageManifest(ctx.image, { hash: false }));
+    const manifest = await imageManifestOf(ctx, { hash: false });
     const { findings, details } = await diagnoseTree(manifest, (paths) => readImageFiles(ctx.image, paths), {
       command: ctx.opts.nspawnCommand,
       checkInit: !ctx.opts.skip.has('nspawn'),

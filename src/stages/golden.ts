@@ -9,7 +9,7 @@ import { diffManifests } from '../manifest/diff.js';
 import { compareWithGolden, goldenFinding, staleRuleFinding } from '../golden/compare.js';
 import { goldenView, readGoldenFile, writeGoldenFile } from '../golden/file.js';
 import { readAllowFile, type AllowRule } from '../golden/allow.js';
-import { passedOrFailed, skipped, type Stage, type StageContext, type StageOutcome } from './context.js';
+import { imageManifestOf, passedOrFailed, skipped, type Stage, type StageContext, type StageOutcome } from './context.js';
 
 export const goldenStage: Stage = {
   name: 'golden',
@@ -17,7 +17,7 @@ export const goldenStage: Stage = {
   async run(ctx) {
     const file = ctx.opts.golden;
     if (!file) return skipped('no golden manifest given (use --golden FILE)', 'not-applicable');
-    if (!ctx.imageManifest) return skipped('the readback stage did not produce a manifest', 'unavailable');
+    const imageManifest = await imageManifestOf(ctx, { hash: true });
     if (ctx.opts.updateGolden) return updateGolden(ctx, file);
 
     const findings: Finding[] = [];
@@ -35,7 +35,7 @@ export const goldenStage: Stage = {
         message: `${file} is not in canonical form (sorted, fixed key order, one entry per line, LF line ends): rewrite it with --update-golden`,
       });
     }
-    const cmp = compareWithGolden(golden.manifest, ctx.imageManifest, { compareMtime: ctx.opts.compareMtime, rules });
+    const cmp = compareWithGolden(golden.manifest, imageManifest, { compareMtime: ctx.opts.compareMtime, rules });
     findings.push(...cmp.kept.map(goldenFinding));
     findings.push(...cmp.stale.map((i) => staleRuleFinding(rules[i], i, ctx.opts.goldenAllow!)));
     const allowed = cmp.allowed.map(({ delta, rule }) => ({ path: delta.path, code: delta.code, field: delta.field, reason: rules[rule].reason }));
@@ -64,8 +64,14 @@ async function updateGolden(ctx: StageContext, file: string): Promise<StageOutco
   } else if (old.code === 'golden-invalid') {
     log.info(`golden: replacing ${file}, which could not be used: ${old.message.split('\n')[0]}`);
   }
-  await writeGoldenFile(file, fresh);
-  const action = old.ok ? (changes ? `refreshed (${plural(changes, 'difference')})` : 'unchanged') : 'written';
-  if (!old.ok) log.info(`golden: wrote ${file} (${fresh.entries.length} entries)`);
-  return passedOrFailed([], { golden: file, updated: true, changes, summary: `${file} ${action}, ${fresh.entries.length} entries` });
+  // A golden file records an accepted image only: write it once every stage passed.
+  (ctx.onAccepted ??= []).push(async () => {
+    await writeGoldenFile(file, fresh);
+    if (!old.ok) log.info(`golden: wrote ${file} (${fresh.entries.length} entries)`);
+  });
+  const action = old.ok ? (changes ? `to be refreshed (${plural(changes, 'difference')})` : 'unchanged') : 'to be written';
+  return passedOrFailed([], {
+    golden: file, updated: true, changes,
+    summary: `${file} ${action} once the image is accepted, ${fresh.entries.length} entries`,
+  });
 }

@@ -48,11 +48,10 @@ import { mount, umount } from '../tools/mount.js';
 import { buildNspawnArgs, isNspawnNoise, machineName, runNspawn, type NspawnOptions } from '../tools/nspawn.js';
 import type { Finding } from '../types.js';
 import { manifestLookup, resolvePath, treeLookup, type Lookup } from '../boot/resolve.js';
-import { readImageManifest } from '../image/debugfs-reader.js';
 import { cachedVmImage } from '../vm/image.js';
 import { runNspawnInVm, type NspawnInVmResult } from '../vm/nspawn-in-vm.js';
 import { consoleTail, type VmResult } from '../vm/run.js';
-import { skipped, type Stage, type StageContext, type StageOutcome } from './context.js';
+import { skipped, type Stage, type StageContext, type StageOutcome, imageManifestOf } from './context.js';
 
 export const PROBE_MARK = 'PART-IMAGE-PROBE';
 const PROBE_DIR = '/run/part-image-probe';
@@ -475,7 +474,7 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
 
   if (where === 'vm') {
     // nspawn --image in the VM: the image is a read-only virtio disk; the probe files are copied in.
-    const lookup = manifestLookup(ctx.imageManifest ?? (await readImageManifest(ctx.image, { hash: false })));
+    const lookup = manifestLookup(await imageManifestOf(ctx, { hash: false }));
     let vm: VmResult | undefined;
     const runner: Runner = async (o) => {
       const r = await runNspawnInVm({

@@ -13,10 +13,9 @@
 //   binds over them; they may be empty), the API mount points /proc /sys /dev
 //   /run /tmp /var/tmp, and an output name that ends in .raw.
 import { basename } from 'node:path';
-import { readImageManifest } from '../image/debugfs-reader.js';
 import type { Finding, Manifest } from '../types.js';
 import { manifestLookup, resolvePath } from '../boot/resolve.js';
-import { passedOrFailed, skipped, type Stage } from './context.js';
+import { passedOrFailed, skipped, type Stage, imageManifestOf } from './context.js';
 
 export const PORTABLE_UNIT_DIRS = ['/usr/lib/systemd/system', '/lib/systemd/system', '/etc/systemd/system'];
 /** Unit types portabled attaches. */
@@ -147,7 +146,7 @@ export const portableLintStage: Stage = {
   name: 'portable-lint',
   summary: 'rootless portable-service lint: unit files matching the name prefix, os-release, resolv.conf, machine-id, API dirs, .raw name',
   async run(ctx) {
-    const manifest = ctx.imageManifest ?? (await readImageManifest(ctx.image, { hash: false }));
+    const manifest = await imageManifestOf(ctx, { hash: false });
     const r = lintPortable(manifest, ctx.imageName, ctx.opts.portable);
     if (!r.applicable) {
       return {

@@ -2,13 +2,14 @@
 // cannot run here into `skipped (unavailable)` instead of a crash.
 import type { StageResult } from '../types.js';
 import { EnvironmentError, InterruptedError, PartImageError } from '../errors.js';
-import { isShuttingDown } from '../cleanup.js';
+import { checkNotInterrupted, isShuttingDown } from '../cleanup.js';
 import { log } from '../log.js';
 import type { Stage, StageContext, StageOutcome } from './context.js';
 
 export async function runStages(stages: readonly Stage[], ctx: StageContext): Promise<StageResult[]> {
   const results: StageResult[] = [];
   for (const stage of stages) {
+    checkNotInterrupted();
     const start = performance.now();
     let outcome: StageOutcome;
     if (ctx.opts.skip.has(stage.name)) {

@@ -142,6 +142,7 @@ export async function runDebugfs(image: string, commands: string[], opts: Debugf
       env: { TZ: 'UTC', LC_ALL: 'C' },
       okCodes: [0, 127],
       timeoutMs: opts.timeoutMs,
+      allowTimeout: true,
     });
     if (result.exitCode === 127) {
       throw new EnvironmentError('tool missing: debugfs', 'Install it: apt-get install e2fsprogs');

@@ -74,6 +74,7 @@ export async function runNspawn(o: NspawnOptions, timeoutMs: number): Promise<Ru
   return run('systemd-nspawn', buildNspawnArgs(o), {
     okCodes: ALL_EXIT_CODES,
     timeoutMs,
+    allowTimeout: true,
     env: { SYSTEMD_COLORS: '0', SYSTEMD_LOG_COLOR: '0', SYSTEMD_PAGER: '' },
   });
 }
