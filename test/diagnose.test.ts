@@ -86,11 +86,11 @@ describe('diagnose stage on real images', () => {
     const image = await imageWithout('good', []);
     const started = Date.now();
     const out = await diagnose(image);
-    const ms = Date.now() - started;
+    // Only what it found is asserted: speed is for benchmarks, not a timed unit test.
+    console.log(`diagnose stage on the Debian root: ${Date.now() - started} ms`);
     expect(out.findings).toEqual([]);
     expect(out.status).toBe('passed');
     expect(out.details).toMatchObject({ mode: 'boot', init: '/usr/lib/systemd/systemd', machine: 'x86_64' });
-    expect(ms).toBeLessThan(15_000);
   });
 
   it('reads file bytes out of the image rootless', async () => {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ElfError, hostElfMachine, isElf, parseElf, parseElfHeader, parseShebang } from '../src/boot/elf.js';
+import { hostBusybox } from './helpers/busybox.js';
 
 const tmp = await mkdtemp(join(tmpdir(), 'part-image-elf-'));
 afterAll(() => rm(tmp, { recursive: true, force: true }));
@@ -58,7 +59,7 @@ describe('parseElf on host binaries', () => {
   });
 
   it('sees a static binary (busybox-static) as static', async () => {
-    const info = parseElf(await readFile('/bin/busybox'));
+    const info = parseElf(await readFile(hostBusybox()));
     expect(info.isStatic).toBe(true);
     expect(info.interpreter).toBeUndefined();
     expect(info.needed).toEqual([]);

@@ -1,8 +1,9 @@
 // readMountedImage on a real ext4 image made with `mke2fs -d` from the sample
 // tree: the loop mount must show what the tree holds, and the mount and loop
 // device must be gone afterwards, also when reading fails. Needs root: fails
-// (does not skip) without it.
-import { mkdir, mkdtemp, rm, rmdir, writeFile } from 'node:fs/promises';
+// (does not skip) without it. The read interrupted by shutdown() is in
+// mount-reader-shutdown.test.ts, alone, since shutdown() is for good.
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -10,32 +11,21 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readMountedImage } from '../src/image/mount-reader.js';
 import { readDirTree } from '../src/input/dir.js';
 import { diffManifests } from '../src/manifest/diff.js';
-import { Scope, shutdown, withScope } from '../src/cleanup.js';
+import { isShuttingDown, Scope, withScope } from '../src/cleanup.js';
 import { EnvironmentError, InputError } from '../src/errors.js';
 import { buildMountArgs, buildUmountArgs } from '../src/tools/mount.js';
 import { isRoot, makeSampleTree } from './helpers/trees.js';
+import { forceRelease, loopLeftovers } from './helpers/mounts.js';
 
 let work: string;
 let tree: string;
 let image: string;
-/** Mount points the code under test failed to remove; removed once unmounted. */
-const strayDirs: string[] = [];
-
-/** Loop devices backed by `file`, and where they are mounted. */
-async function leftovers(file: string): Promise<string[]> {
-  const loops = (await execa('losetup', ['-j', file])).stdout.split('\n').filter(Boolean);
-  const found: string[] = [];
-  for (const line of loops) {
-    const dev = line.slice(0, line.indexOf(':'));
-    found.push(line);
-    const targets = (await execa('findmnt', ['-n', '-o', 'TARGET', '-S', dev], { reject: false })).stdout;
-    found.push(...targets.split('\n').filter(Boolean).map((t) => `${dev} mounted on ${t}`));
-  }
-  return found;
-}
 
 beforeAll(async () => {
   expect(isRoot, 'loop mounts need root').toBe(true);
+  // The shutdown test lives in mount-reader-shutdown.test.ts: its module-wide
+  // state must not reach this file.
+  expect(isShuttingDown()).toBe(false);
   work = await mkdtemp(join(tmpdir(), 'pi-mount-test-'));
   tree = join(work, 'tree');
   await mkdir(tree);
@@ -44,21 +34,9 @@ beforeAll(async () => {
   await execa('mke2fs', ['-q', '-t', 'ext4', '-d', tree, image, '64M']);
 });
 
-/** Safety net, so that a failing test does not leave the host with a mount: unmount what backs `file`. */
-async function forceRelease(file: string): Promise<void> {
-  const loops = (await execa('losetup', ['-j', file], { reject: false })).stdout.split('\n').filter(Boolean);
-  for (const line of loops) {
-    const dev = line.slice(0, line.indexOf(':'));
-    const targets = (await execa('findmnt', ['-n', '-o', 'TARGET', '-S', dev], { reject: false })).stdout.split('\n');
-    for (const t of targets.filter(Boolean)) await execa('umount', [t], { reject: false });
-    await execa('losetup', ['-d', dev], { reject: false });
-  }
-}
-
 afterAll(async () => {
   if (!work) return;
-  for (const img of [image, join(work, 'bad.img'), join(work, 'slow.img')]) if (img) await forceRelease(img);
-  for (const d of strayDirs) await rmdir(d).catch(() => undefined);
+  for (const img of [image, join(work, 'bad.img')]) if (img) await forceRelease(img);
   await rm(work, { recursive: true, force: true });
 });
 
@@ -83,53 +61,7 @@ describe('readMountedImage', () => {
     expect(ping?.xattrs?.['security.capability']).toBe('0100000200200000000000000000000000000000');
     expect(fromImage.entries.find((e) => e.path === '/dev/loop9')?.rdev).toBe('7,9');
     expect(fromImage.entries.find((e) => e.path === '/srv/hard-b')?.hardlink).toBe('/srv/hard-a');
-    expect(await leftovers(image)).toEqual([]);
-  });
-
-  it('releases the mount when part-image shuts down in the middle of a read', async () => {
-    // A 256 MiB sparse file: hashing it keeps the read busy for about a second.
-    const slowTree = join(work, 'slow-tree');
-    const slow = join(work, 'slow.img');
-    await mkdir(slowTree);
-    await execa('truncate', ['-s', '256M', join(slowTree, 'big')]);
-    await execa('mke2fs', ['-q', '-t', 'ext4', '-d', slowTree, slow, '16M']);
-    const scope = new Scope();
-    let settled = false;
-    const reading = readMountedImage(slow, scope).then(
-      () => 'done',
-      (e: unknown) => e,
-    ).finally(() => {
-      settled = true;
-    });
-    // Wait for the mount to appear, then shut down as the SIGINT handler does.
-    let mounted: string[] = [];
-    for (let i = 0; i < 2000 && !mounted.some((l) => l.includes(' mounted on ')); i++) {
-      await new Promise((r) => setTimeout(r, 5));
-      mounted = await leftovers(slow);
-    }
-    const mountDir = mounted.find((l) => l.includes(' mounted on '))?.split(' mounted on ')[1];
-    expect(mountDir, 'the image was never mounted').toBeDefined();
-    expect(settled, 'the read ended before shutdown: make the slow file bigger').toBe(false);
-    // Cleanup problems surface only as warnings on stderr: keep them.
-    const warnings: string[] = [];
-    const write = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
-      warnings.push(String(chunk));
-      return write(chunk, ...rest);
-    }) as typeof process.stderr.write;
-    try {
-      await shutdown();
-      // The CLI exits right after shutdown(): by then nothing may be mounted.
-      expect((await leftovers(slow)).filter((l) => l.includes(' mounted on '))).toEqual([]);
-      await reading;
-    } finally {
-      process.stderr.write = write;
-      await reading;
-      if (mountDir) strayDirs.push(mountDir);
-    }
-    expect(warnings.filter((w) => /unmount|umount/.test(w))).toEqual([]);
-    // Once the read's last file is closed, the loop device is gone too (autoclear).
-    expect(await leftovers(slow)).toEqual([]);
+    expect(await loopLeftovers(image)).toEqual([]);
   });
 
   it('unmounts when reading fails', async () => {
@@ -142,7 +74,7 @@ describe('readMountedImage', () => {
     const err = await withScope((scope) => readMountedImage(bad, scope)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
     expect((err as Error).message).toMatch(/not valid UTF-8/);
-    expect(await leftovers(bad)).toEqual([]);
+    expect(await loopLeftovers(bad)).toEqual([]);
   });
 
   it('refuses a missing image', async () => {

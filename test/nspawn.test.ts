@@ -81,8 +81,8 @@ describe('nspawn stage', () => {
     console.log(`nspawn stage on the Debian root: ${out.ms} ms (boot ${String(out.details?.runMs)} ms)`);
     expect(out.findings).toEqual([]);
     expect(out.status).toBe('passed');
+    // Reached its default target by itself, not by running into the boot timeout.
     expect(out.details).toMatchObject({ mode: 'boot', defaultTarget: 'graphical.target', defaultTargetState: 'active', timedOut: false });
-    expect(out.ms).toBeLessThan(30_000);
   });
 
   it('fails a boot with a failed unit, naming it with its journal lines', async () => {
@@ -108,8 +108,11 @@ describe('nspawn stage', () => {
     expect(t!.message).not.toContain('part-image-probe');
     expect(JSON.stringify(t!.actual)).toContain('hang-unit-starts');
     expect(out.details?.pendingJobs).toEqual(expect.arrayContaining(['hang.service start running', 'multi-user.target start waiting']));
-    // Bounded: the timeout plus the teardown.
-    expect(out.ms).toBeLessThan(20_000);
+    expect(out.details?.timedOut).toBe(true);
+    // Stopped at the timeout, not left waiting for the hung unit (which never
+    // finishes): a generous bound for the teardown on a loaded machine.
+    console.log(`nspawn stage with an 8 s boot timeout: ${out.ms} ms`);
+    expect(out.ms).toBeLessThan(8_000 + 60_000);
   });
 
   it('fails fast when the boot falls into emergency mode, naming the failed unit', async () => {
@@ -124,8 +127,9 @@ describe('nspawn stage', () => {
     expect(JSON.stringify(out.findings[1].actual)).toContain('special device none does not exist');
     expect(primaryCause(out.findings)).toMatch(/^unit srv-bad\.mount failed/);
     // Not the boot timeout: the jobs probe powers the container off at once.
+    console.log(`nspawn stage into emergency mode: ${out.ms} ms`);
     expect(out.details?.timedOut).toBe(false);
-    expect(out.ms).toBeLessThan(15_000);
+    expect(out.findings.map((f) => f.code)).not.toContain('boot-timeout');
   });
 
   it('runs a busybox image in exec mode: true passes', async () => {

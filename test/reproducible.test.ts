@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
 import { skipAllBut } from './helpers/stages.js';
-import { debianRootTar } from './helpers/debian-root.js';
+import { cacheDir, debianRootTar } from './helpers/debian-root.js';
 import { blocksOf, debugfsWrite, overwriteBlock } from './helpers/images.js';
 import { isRoot } from './helpers/trees.js';
 import { writeDemoTar } from '../src/demo/tree.js';
@@ -56,19 +56,22 @@ async function build(input: string, out: string, ...extra: string[]) {
 beforeAll(async () => {
   expect(isRoot, 'these tests mount a tmpfs: they need root').toBe(true);
   work = await mkdtemp(join(tmpdir(), 'pi-repro-test-'));
-  // A staging directory on a disk filesystem, whatever TMPDIR is.
-  diskWork = await mkdtemp('/var/tmp/pi-repro-disk-');
+  // A staging directory on a disk filesystem, whatever TMPDIR is: the cache
+  // directory lives in the home directory, on disk (checked below).
+  const staging = join(cacheDir(), 'test-staging');
+  await mkdir(staging, { recursive: true });
+  diskWork = await mkdtemp(join(staging, 'repro-disk-'));
   tmpfs = join(work, 'tmpfs');
   await mkdir(tmpfs);
   await execa('mount', ['-t', 'tmpfs', '-o', 'size=2g', 'tmpfs', tmpfs]);
   scope.defer('umount tmpfs', () => execa('umount', [tmpfs]).then(() => undefined));
   expect(await fsType(tmpfs)).toBe('tmpfs');
-  expect(await fsType(diskWork)).not.toBe('tmpfs');
+  expect(await fsType(diskWork), `${diskWork} must be on a disk filesystem, not tmpfs: point PART_IMAGE_CACHE at a disk`).not.toBe('tmpfs');
 });
 afterAll(async () => {
   await scope.close();
   await rm(work, { recursive: true, force: true });
-  await rm(diskWork, { recursive: true, force: true });
+  if (diskWork) await rm(diskWork, { recursive: true, force: true });
 });
 
 describe('naming blocks (captured dumpe2fs and debugfs output of a 747 MiB image)', () => {

@@ -1,0 +1,27 @@
+// What is left of a loop mount of an image file, and a safety net that
+// releases it, so that a failing test does not leave the host with a mount.
+import { execa } from 'execa';
+
+/** Loop devices backed by `file`, and where they are mounted. */
+export async function loopLeftovers(file: string): Promise<string[]> {
+  const loops = (await execa('losetup', ['-j', file])).stdout.split('\n').filter(Boolean);
+  const found: string[] = [];
+  for (const line of loops) {
+    const dev = line.slice(0, line.indexOf(':'));
+    found.push(line);
+    const targets = (await execa('findmnt', ['-n', '-o', 'TARGET', '-S', dev], { reject: false })).stdout;
+    found.push(...targets.split('\n').filter(Boolean).map((t) => `${dev} mounted on ${t}`));
+  }
+  return found;
+}
+
+/** Unmounts and detaches whatever loop device backs `file`. */
+export async function forceRelease(file: string): Promise<void> {
+  const loops = (await execa('losetup', ['-j', file], { reject: false })).stdout.split('\n').filter(Boolean);
+  for (const line of loops) {
+    const dev = line.slice(0, line.indexOf(':'));
+    const targets = (await execa('findmnt', ['-n', '-o', 'TARGET', '-S', dev], { reject: false })).stdout.split('\n');
+    for (const t of targets.filter(Boolean)) await execa('umount', [t], { reject: false });
+    await execa('losetup', ['-d', dev], { reject: false });
+  }
+}
