@@ -8,11 +8,13 @@ import { chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCli } from './helpers/cli.js';
 import { isRoot, makeSampleTree } from './helpers/trees.js';
 import { sniffFile } from '../src/manifest/load.js';
 import { ALL_STAGE_NAMES } from '../src/stages/index.js';
+import { Scope } from '../src/cleanup.js';
+import { copyAcceptedImage } from '../src/raptor/container.js';
 
 // The boot stages need an init in the tree; these tests are about the mounts.
 const BOOT_STAGES = ['nspawn', 'portable', 'diagnose'].filter((s) => ALL_STAGE_NAMES.includes(s));
@@ -113,6 +115,72 @@ describe('builder-container mode', () => {
     expect(await readFile(join(root, 'output/disk.img'), 'utf8')).toBe('previous content\n');
     expect(await sniffFile(join(root, 'output/disk.img.rejected'))).toBe('image');
     expect((await readdir(join(root, 'output'))).sort()).toEqual(['disk.img', 'disk.img.rejected']);
+  });
+
+  it('refuses an accepted image that cannot fit on the output filesystem before touching the output (exit 3)', async () => {
+    expect(isRoot, 'this test mounts a tmpfs: run it as root, as CI does').toBe(true);
+    const root = await builderRoot('tiny');
+    // The output file lives on a 256 KiB tmpfs and is bind-mounted as Raptor does.
+    const tiny = join(work, 'tiny-fs');
+    await mkdir(tiny, { recursive: true });
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', tiny]);
+    try {
+      await writeFile(join(tiny, 'part.img'), 'previous content\n');
+      await execa('mount', ['--bind', join(tiny, 'part.img'), join(root, 'output/disk.img')]);
+      try {
+        const r = await runCli(['build', ...SKIP], { env: { PART_IMAGE_BUILDER_ROOT: root, SIZE_MB: '40' } });
+        expect(r.exitCode).toBe(3);
+        expect(r.stderr).toMatch(/no room for the accepted image on the output's filesystem: it needs [\d.]+ MiB, .*disk\.img can get 0\.\d MiB; the output was left as it was/);
+        expect(r.stderr).not.toMatch(/internal error|was truncated/);
+        expect(await readFile(join(root, 'output/disk.img'), 'utf8')).toBe('previous content\n');
+      } finally {
+        await execa('umount', [join(root, 'output/disk.img')]);
+      }
+      expect(await readFile(join(tiny, 'part.img'), 'utf8')).toBe('previous content\n');
+    } finally {
+      await execa('umount', [tiny]);
+    }
+    // The staging folder is gone.
+    expect(await readdir(join(root, 'output'))).toEqual(['disk.img']);
+  });
+
+  it('truncates the output to 0 bytes, with a warning, when the copy of the accepted image does not finish (interrupt)', async () => {
+    const src = join(work, 'accepted.img');
+    await writeFile(src, Buffer.alloc(96 * 1024 * 1024, 0xab));
+    const dest = join(work, 'interrupted-out.img');
+    await writeFile(dest, 'previous content\n');
+    const warn = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      const scope = new Scope();
+      const copy = copyAcceptedImage(scope, src, dest);
+      copy.catch(() => undefined);
+      // Wait until some of the image has landed, then close the scope as shutdown() does on SIGINT/SIGTERM.
+      for (let i = 0; i < 10_000 && (await stat(dest)).size <= 'previous content\n'.length; i++) await new Promise((r) => setImmediate(r));
+      expect((await stat(dest)).size).toBeGreaterThan(0);
+      expect(await scope.close()).toEqual([]);
+      await expect(copy).rejects.toThrow(/cannot copy the accepted image to .*: the copy was stopped/);
+      expect((await stat(dest)).size).toBe(0);
+      const said = warn.mock.calls.map((c) => String(c[0])).join('');
+      expect(said).toContain(`warning: ${dest}: the output was truncated: the copy of the accepted image did not finish`);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  it('a finished copy is left alone when its scope closes', async () => {
+    const src = join(work, 'small-accepted.img');
+    const bytes = Buffer.alloc(3 * 1024 * 1024);
+    bytes.fill(7, 4096, 8192);
+    bytes.fill(9, 2 * 1024 * 1024 + 100, 2 * 1024 * 1024 + 200);
+    await writeFile(src, bytes);
+    const dest = join(work, 'small-out.img');
+    await writeFile(dest, 'x'.repeat(5 * 1024 * 1024));
+    const scope = new Scope();
+    await copyAcceptedImage(scope, src, dest);
+    expect(await scope.close()).toEqual([]);
+    expect((await readFile(dest)).equals(bytes)).toBe(true);
+    // Holes kept at 4 KiB: two data blocks.
+    expect((await stat(dest)).blocks * 512).toBeLessThanOrEqual(4 * 4096);
   });
 
   it('uses the mount only for the flag not given: --input elsewhere, output to /output/disk.img', async () => {

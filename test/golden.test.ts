@@ -11,7 +11,10 @@ import { runCli } from './helpers/cli.js';
 import { skipAllBut } from './helpers/stages.js';
 import { writeDemoTar } from '../src/demo/tree.js';
 import { applyAllowRules, globToRegExp, parseAllowText } from '../src/golden/allow.js';
-import { goldenText, parseGoldenText } from '../src/golden/file.js';
+import { goldenText, parseGoldenText, writeGoldenFile } from '../src/golden/file.js';
+import { readdir } from 'node:fs/promises';
+import { CLI } from './helpers/cli.js';
+import { dirname } from 'node:path';
 import { makeManifest } from '../src/manifest/entry.js';
 import type { Delta } from '../src/manifest/diff.js';
 
@@ -71,6 +74,40 @@ describe('golden file format', () => {
     const text = goldenText(makeManifest(entries)).replace(/\n/g, '\r\n');
     const back = parseGoldenText(text, 'x');
     expect(back.ok && back.canonical).toBe(false);
+  });
+
+  it('writes atomically and leaves no temporary file, when it succeeds or fails', async () => {
+    const dir = join(work, 'atomic');
+    await mkdir(dir);
+    const file = join(dir, 'g.manifest.json');
+    await writeFile(file, 'old\n');
+    const text = await writeGoldenFile(file, makeManifest(entries));
+    expect(await readFile(file, 'utf8')).toBe(text);
+    // The rename fails (a directory is in the way): the temporary file goes too.
+    const blocked = join(dir, 'blocked.manifest.json');
+    await mkdir(join(blocked, 'sub'), { recursive: true });
+    await expect(writeGoldenFile(blocked, makeManifest(entries))).rejects.toThrow();
+    expect((await readdir(dir)).sort()).toEqual(['blocked.manifest.json', 'g.manifest.json']);
+  });
+
+  it('an interrupt mid-write (shutdown() closing the live scopes) leaves neither a temporary file nor a half golden file', async () => {
+    const dir = join(work, 'interrupted');
+    await mkdir(dir);
+    const dist = dirname(CLI);
+    // In a child process: shutdown() is for good. It starts while the write is under way.
+    const script = [
+      `import { writeGoldenFile } from ${JSON.stringify(join(dist, 'golden/file.js'))};`,
+      `import { makeManifest } from ${JSON.stringify(join(dist, 'manifest/entry.js'))};`,
+      `import { shutdown } from ${JSON.stringify(join(dist, 'cleanup.js'))};`,
+      `const writing = writeGoldenFile(${JSON.stringify(join(dir, 'g.manifest.json'))}, makeManifest(${JSON.stringify(entries)}));`,
+      'const outcome = writing.then(() => "written", (e) => e.name);',
+      'await shutdown();',
+      'console.log(await outcome);',
+    ].join('\n');
+    const r = await execa('node', ['--input-type=module', '-e', script], { reject: false });
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('InterruptedError');
+    expect(await readdir(dir)).toEqual([]);
   });
 
   it('the repo golden file and allow file are valid and canonical', async () => {

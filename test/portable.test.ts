@@ -4,12 +4,13 @@
 // One VM boot checks two images at once (a good one and one whose service
 // exits 1); one more runs the stage end to end. Nothing is skipped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmod, copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { Scope } from '../src/cleanup.js';
 import { readInput } from '../src/input/index.js';
 import { buildRawImage } from '../src/build/index.js';
+import { hostBusybox } from './helpers/busybox.js';
 import { ensureVmImage } from '../src/vm/image.js';
 import type { StageContext, VerifyOptions } from '../src/stages/context.js';
 import {
@@ -17,12 +18,17 @@ import {
   checkPortable,
   isStartable,
   judgePortable,
+  parseProgress,
   parsePortableResults,
+  portableOutcome,
   portableStage,
   unitOk,
+  whereJobStopped,
+  type CheckPortableResult,
   type PortableImage,
   type UnitCheck,
 } from '../src/stages/portable.js';
+import type { VmResult } from '../src/vm/run.js';
 
 const VM_TEST_MS = 400_000;
 
@@ -56,7 +62,7 @@ async function portableRaw(name: string, units: Record<string, string>): Promise
   for (const d of ['usr/bin', 'etc', 'proc', 'sys', 'dev', 'run', 'tmp', 'var/tmp', 'usr/lib/systemd/system']) {
     await mkdir(join(root, d), { recursive: true });
   }
-  await copyFile('/usr/bin/busybox', join(root, 'usr/bin/busybox'));
+  await copyFile(hostBusybox(), join(root, 'usr/bin/busybox'));
   await chmod(join(root, 'usr/bin/busybox'), 0o755);
   await writeFile(join(root, 'etc/os-release'), 'ID=demo\nNAME="Demo"\nVERSION_ID=1.0\n');
   await writeFile(join(root, 'etc/resolv.conf'), '');
@@ -109,6 +115,32 @@ describe('the portable job (pure)', () => {
   it('is valid sh', async () => {
     const { run } = await import('../src/exec.js');
     await run('sh', ['-n', '-c', job]);
+    await run('sh', ['-n', '-c', buildPortableJob(images, ['/a', '/b'], { console: '/dev/console' })]);
+  });
+
+  it('marks each step it begins, so that a job cut short says where it was', () => {
+    const marks = [...job.matchAll(/^\s*mark (.+)$/gm)].map((m) => m[1]);
+    expect(marks).toEqual([
+      'i0 copy', 'i0 attach', 'i1 copy', 'i1 attach',
+      'i0 u0 start', 'i0 u2 start', 'i1 u0 start',
+      'settle',
+      'i0 show', 'i0 stop', 'i0 detach', 'i1 show', 'i1 stop', 'i1 detach',
+      'end',
+    ]);
+    expect(job).toContain("C=''");
+    expect(buildPortableJob(images, ['/a', '/b'], { console: '/dev/console' })).toContain('C=/dev/console');
+  });
+
+  it('reads the marks back from the progress file or the console, and names the step and unit of the last one', () => {
+    expect(parseProgress('i0 copy\ni0 attach\n')).toEqual(['i0 copy', 'i0 attach']);
+    const console = '[  OK  ] Reached target multi-user.target\r\nPART-IMAGE-PORTABLE i0 copy\r\nsome noise PART-IMAGE-PORTABLE i0 attach\n[   30.1] systemd[1]: Starting demo.service...\nPART-IMAGE-PORTABLE i0 u2 start\n';
+    const progress = parseProgress(console, true);
+    expect(progress).toEqual(['i0 copy', 'i0 attach', 'i0 u2 start']);
+    expect(whereJobStopped(progress, images)).toEqual({ step: 'start', image: 0, units: ['demo-x.socket'] });
+    expect(whereJobStopped([...progress, 'settle', 'i0 show', 'i0 stop'], images)).toEqual({ step: 'stop', image: 0, units: ['demo.service', 'demo-x.socket'] });
+    expect(whereJobStopped(['i1 copy'], images)).toEqual({ step: 'copy', image: 1, units: [] });
+    expect(whereJobStopped([], images)).toEqual({ step: 'unknown', units: [] });
+    expect(whereJobStopped(['garbage here'], images)).toEqual({ step: 'unknown', units: [] });
   });
 });
 
@@ -180,6 +212,84 @@ describe('parsing and judging (pure)', () => {
   });
 });
 
+describe('whose fault: the verdict on a check (pure)', () => {
+  const image: PortableImage = { path: '/a', name: 'demo_1.0.raw', units: ['demo.service'] };
+  const vm = (over: Partial<VmResult>): VmResult => ({
+    started: true, files: new Map(), errors: [], accel: 'tcg', timedOut: false, qemuExitCode: 0, qemuStderr: '', console: '', jobLog: '', durationMs: 1, ...over,
+  });
+  const checks = (files: Map<string, Buffer>) => parsePortableResults(files, [image]);
+
+  it('a VM that did not come up in time is the environment: skipped, unavailable', () => {
+    const r: CheckPortableResult = {
+      where: 'vm', timedOut: true, progress: [], durationMs: 1,
+      vm: vm({ started: false, timedOut: true, console: 'Booting the kernel\n' }),
+      vmError: 'the VM (tcg) was killed after 300 s: the VM had not finished booting; last console line: Booting the kernel',
+    };
+    const out = portableOutcome(r, image, 300_000);
+    expect(out).toMatchObject({ status: 'skipped', skippedBy: 'unavailable', findings: [] });
+    expect(out.reason).toMatch(/the part-image VM failed \(the VM \(tcg\) was killed after 300 s: the VM had not finished booting/);
+    expect(out.details?.console).toEqual(['Booting the kernel']);
+  });
+
+  it('a VM that came up, killed while a unit of the image was starting, is a finding about the image naming the unit', () => {
+    const r: CheckPortableResult = {
+      where: 'vm', timedOut: true, durationMs: 1,
+      progress: parseProgress('PART-IMAGE-PORTABLE i0 copy\nPART-IMAGE-PORTABLE i0 attach\nPART-IMAGE-PORTABLE i0 u0 start\n', true),
+      vm: vm({ started: true, timedOut: true }),
+      vmError: 'the VM (tcg) was killed after 300 s: the job was still running; last console line: x',
+    };
+    const out = portableOutcome(r, image, 300_000);
+    expect(out.status).toBe('failed');
+    expect(out.findings).toEqual([
+      expect.objectContaining({
+        code: 'portable-service-timeout',
+        path: 'demo.service',
+        message: expect.stringMatching(/^demo\.service of the attached image demo_1\.0\.raw did not finish starting: `systemctl start demo\.service` had not returned when the portable check ran out of time \(300 s, VM boot included\)/),
+      }),
+    ]);
+    expect(out.details?.timedOutIn).toBe('start');
+  });
+
+  it("the same from the job's own files when the in-guest limit stopped it (exit 124): the hung start left no exit status", () => {
+    const files = captured();
+    for (const k of [...files.keys()]) if (k.startsWith('i1.') || k.startsWith('i0.u0.show') || k.startsWith('i0.u0.journal') || k.startsWith('i0.detach') || k === 'i0.u0.start.rc') files.delete(k);
+    files.set('progress', Buffer.from('i0 copy\ni0 attach\ni0 u0 start\n'));
+    const r: CheckPortableResult = { where: 'vm', timedOut: true, progress: parseProgress(files.get('progress')!.toString()), checks: checks(files), vm: vm({ exitCode: 124 }), durationMs: 1 };
+    const out = portableOutcome(r, image, 300_000);
+    expect(out.findings.map((f) => [f.code, f.path])).toEqual([['portable-service-timeout', 'demo.service']]);
+  });
+
+  it('out of time anywhere else (copy, attach, reading states) is the environment', () => {
+    for (const progress of [['i0 copy'], ['i0 copy', 'i0 attach'], ['i0 copy', 'i0 attach', 'i0 u0 start', 'settle', 'i0 show'], []]) {
+      const r: CheckPortableResult = { where: 'vm', timedOut: true, progress, vm: vm({ timedOut: true }), vmError: 'killed', durationMs: 1 };
+      const out = portableOutcome(r, image, 300_000);
+      expect(out, progress.join(',')).toMatchObject({ status: 'skipped', skippedBy: 'unavailable', findings: [] });
+      expect(out.reason).toMatch(/ran out of time \(300 s\) in the part-image VM, which did come up, during .*not while a unit of the image was starting or stopping/);
+    }
+  });
+
+  it("a unit whose own 90 s start limit ran out is a portable-service-timeout too", () => {
+    const files = captured();
+    files.set('i0.u0.start.rc', Buffer.from('124\n'));
+    files.set('i0.u0.show', Buffer.from('Id=demo.service\nLoadState=loaded\nActiveState=activating\nSubState=start\n'));
+    const [c] = checks(files);
+    expect(judgePortable(c)).toEqual([expect.objectContaining({ code: 'portable-service-timeout', path: 'demo.service', message: expect.stringMatching(/systemctl start timed out after 90 s/) })]);
+  });
+
+  it("on the host, a /var/tmp/NAME.raw that is not ours is the host's problem: skipped (unavailable), saying what to remove", () => {
+    const files = new Map([
+      ['i0.attach', Buffer.from('/var/tmp/demo_1.0.raw already exists: another image of that name is in the way\n')],
+      ['i0.attach.rc', Buffer.from('125\n')],
+      ['progress', Buffer.from('i0 copy\nsettle\nend\n')],
+    ]);
+    const r: CheckPortableResult = { where: 'host', timedOut: false, progress: ['i0 copy', 'settle', 'end'], checks: checks(files), durationMs: 1 };
+    const out = portableOutcome(r, image, 300_000);
+    expect(out).toMatchObject({ status: 'skipped', skippedBy: 'unavailable', findings: [] });
+    expect(out.reason).toContain('/var/tmp/demo_1.0.raw already exists on this host and is not part-image\'s');
+    expect(out.reason).toContain('`rm /var/tmp/demo_1.0.raw`');
+  });
+});
+
 describe('the host path, with fake portablectl/systemctl/journalctl on PATH', () => {
   it('runs the same job on the host, collects its files, and cleans /var/tmp up', async () => {
     const bin = join(work, 'fakebin');
@@ -225,6 +335,78 @@ describe('the host path, with fake portablectl/systemctl/journalctl on PATH', ()
       process.env.PATH = savedPath;
     }
   });
+
+  /** Fake tools in their own folder; `systemctl start` runs `startBody`. */
+  async function fakeTools(dirName: string, startBody: string): Promise<string> {
+    const bin = join(work, dirName);
+    await mkdir(bin, { recursive: true });
+    const tool = async (name: string, body: string) => {
+      await writeFile(join(bin, name), `#!/bin/sh\n${body}\n`);
+      await chmod(join(bin, name), 0o755);
+    };
+    await tool('portablectl', 'exit 0');
+    await tool('systemctl', `case "$1" in start) ${startBody} ;; show) printf "Id=x\\nLoadState=loaded\\nActiveState=active\\n" ;; esac`);
+    await tool('journalctl', 'exit 0');
+    return bin;
+  }
+
+  async function withPath<T>(bin: string, fn: () => Promise<T>): Promise<T> {
+    const savedPath = process.env.PATH;
+    process.env.PATH = `${bin}:${savedPath}`;
+    try {
+      return await fn();
+    } finally {
+      process.env.PATH = savedPath;
+    }
+  }
+
+  it("leaves alone a /var/tmp/NAME.raw that is not ours, and the stage's verdict is 'unavailable' (host), not a finding", async () => {
+    const bin = await fakeTools('fakebin-inway', 'exit 0');
+    const name = `inway_${process.pid}.raw`;
+    const theirs = `/var/tmp/${name}`;
+    await writeFile(theirs, 'somebody else\'s image\n');
+    const image = join(work, 'inway.raw');
+    await writeFile(image, 'not really an image');
+    const s = new Scope();
+    try {
+      const img: PortableImage = { path: image, name, units: ['inway.service'] };
+      const r = await withPath(bin, async () => {
+        const res = await checkPortable([img], { scope: s, timeoutMs: 30_000, where: 'host' });
+        await s.close();
+        return res;
+      });
+      expect(r.checks![0].attachExit).toBe(125);
+      const out = portableOutcome(r, img, 30_000);
+      expect(out).toMatchObject({ status: 'skipped', skippedBy: 'unavailable' });
+      expect(out.reason).toContain(`rm ${theirs}`);
+      expect(await readFile(theirs, 'utf8')).toBe('somebody else\'s image\n');
+    } finally {
+      await rm(theirs, { force: true });
+    }
+  });
+
+  it('a job that runs out of time while a unit of the image is starting names that unit (portable-service-timeout)', async () => {
+    const bin = await fakeTools('fakebin-hang', 'exec /bin/sleep 10');
+    const name = `hang_${process.pid}.raw`;
+    const image = join(work, 'hang.raw');
+    await writeFile(image, 'not really an image');
+    const img: PortableImage = { path: image, name, units: ['hang.service'] };
+    const s = new Scope();
+    const t = Date.now();
+    const r = await withPath(bin, async () => {
+      const res = await checkPortable([img], { scope: s, timeoutMs: 3_000, where: 'host' });
+      await s.close();
+      return res;
+    });
+    expect(Date.now() - t).toBeLessThan(15_000);
+    expect(r.timedOut).toBe(true);
+    expect(r.progress.at(-1)).toBe('i0 u0 start');
+    const out = portableOutcome(r, img, 3_000);
+    expect(out.status).toBe('failed');
+    expect(out.findings).toEqual([expect.objectContaining({ code: 'portable-service-timeout', path: 'hang.service', message: expect.stringMatching(/on the host/) })]);
+    // Detached and removed by the scope.
+    expect(existsSync(`/var/tmp/${name}`)).toBe(false);
+  }, 30_000);
 });
 
 describe('portablectl in the VM', () => {
@@ -249,6 +431,11 @@ describe('portablectl in the VM', () => {
     );
     console.log(`portable check of 2 images in one VM run (${r.vm?.accel}): ${r.durationMs} ms`);
     expect(r.vmError).toBeUndefined();
+    expect(r.timedOut).toBe(false);
+    // The progress marks reach the host twice: in the job's files, and on the
+    // console, which is all there is when the host has to kill the VM.
+    expect(r.progress.at(-1)).toBe('end');
+    expect(parseProgress(r.vm!.console, true)).toEqual(r.progress);
     const [good, failing] = r.checks!;
     expect(good.attachExit).toBe(0);
     expect(good.list).toMatch(/demo_1\.0\s.*attached-runtime/);
@@ -282,8 +469,12 @@ describe('portablectl in the VM', () => {
   it('the stage does not apply when no unit matches the prefix, without booting anything', async () => {
     const t = Date.now();
     const out = await portableStage.run({ image: notPortable, imageName: 'other_1.0.raw', opts: opts(), scope });
+    console.log(`portable stage, not applicable: ${Date.now() - t} ms`);
     expect(out).toMatchObject({ status: 'skipped', skippedBy: 'not-applicable' });
     expect(out.reason).toMatch(/prefix 'other'/);
-    expect(Date.now() - t).toBeLessThan(10_000);
+    // Nothing ran: a check on the host or in a VM would say where, and a VM run its accelerator.
+    expect(out.details?.prefix).toBe('other');
+    expect(out.details?.where).toBeUndefined();
+    expect(out.details?.vm).toBeUndefined();
   });
 });

@@ -4,15 +4,22 @@
 // limit is killed. Nothing here is skipped: without qemu, mmdebstrap or a
 // Debian mirror these tests fail.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmod, copyFile, mkdir, readdir, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Scope } from '../src/cleanup.js';
 import { readInput } from '../src/input/index.js';
 import { buildRawImage } from '../src/build/index.js';
-import { ensureVmImage, vmCacheRoot, type VmImage } from '../src/vm/image.js';
+import { acquireVmLock, ensureVmImage, HEARTBEAT_STALE_MS, lockOwnerSelf, vmCacheRoot, type LockOwner, type VmImage } from '../src/vm/image.js';
+import { loadRecipe, recipeHash } from '../src/vm/recipe.js';
+import { CLI } from './helpers/cli.js';
+import { execa } from 'execa';
+import { existsSync } from 'node:fs';
+import { readFile, utimes } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { detectAccel, probeBootSector, probeKernel, resetAccelMemo } from '../src/vm/kvm.js';
 import { runVm, vmFailure } from '../src/vm/run.js';
 import { runNspawnInVm } from '../src/vm/nspawn-in-vm.js';
+import { hostBusybox } from './helpers/busybox.js';
 
 const VM_TEST_MS = 400_000;
 
@@ -25,13 +32,25 @@ let busyboxImage: string;
 async function busyboxRaw(dir: string, name: string): Promise<string> {
   const root = join(dir, `${name}.d`);
   for (const d of ['usr/bin', 'etc', 'proc', 'sys', 'dev', 'run', 'tmp', 'var/tmp']) await mkdir(join(root, d), { recursive: true });
-  await copyFile('/usr/bin/busybox', join(root, 'usr/bin/busybox'));
+  await copyFile(hostBusybox(), join(root, 'usr/bin/busybox'));
   await chmod(join(root, 'usr/bin/busybox'), 0o755);
   await writeFile(join(root, 'etc/os-release'), 'ID=vmtest\nNAME="VM test"\n');
   const tree = await readInput(root, scope);
   const out = join(dir, `${name}.raw`);
   await buildRawImage(tree, out, { label: name, freeMb: 4, usedMb: tree.usedMb }, scope);
   return out;
+}
+
+/** Identity and last change of a file: equal snapshots mean the file was not rewritten. */
+async function fileId(path: string): Promise<{ ino: number; mtimeMs: number; size: number }> {
+  const s = await stat(path);
+  return { ino: s.ino, mtimeMs: s.mtimeMs, size: s.size };
+}
+
+/** The stored accelerator verdicts, each with its identity: a new probe rewrites (renames over) its file. */
+async function accelVerdicts(): Promise<Record<string, { ino: number; mtimeMs: number; size: number }>> {
+  const names = (await readdir(vmCacheRoot()).catch(() => [] as string[])).filter((f) => /^accel-[0-9a-f]{16}\.json$/.test(f)).sort();
+  return Object.fromEntries(await Promise.all(names.map(async (n) => [n, await fileId(join(vmCacheRoot(), n))] as const)));
 }
 
 function gone(pid: number | undefined): boolean {
@@ -58,14 +77,15 @@ afterAll(async () => {
 });
 
 describe('VM root image', () => {
-  it('is cached: a second call costs nothing', async () => {
+  it('is cached: a second call builds nothing', async () => {
+    const before = await Promise.all([image.root, image.kernel, image.initrd].map(fileId));
     const t = performance.now();
     const again = await ensureVmImage();
-    const ms = performance.now() - t;
-    console.log(`VM image cache hit: ${ms.toFixed(1)} ms`);
+    console.log(`VM image cache hit: ${(performance.now() - t).toFixed(1)} ms`);
     expect(again.built).toBe(false);
     expect(again.root).toBe(image.root);
-    expect(ms).toBeLessThan(200);
+    // The cached files are the same files, untouched: not rebuilt, not rewritten.
+    expect(await Promise.all([again.root, again.kernel, again.initrd].map(fileId))).toEqual(before);
     expect(image.kernelVersion).toMatch(/cloud-amd64$/);
   });
 });
@@ -76,15 +96,19 @@ describe('accelerator', () => {
     const first = await detectAccel(image.kernel);
     expect(['kvm', 'tcg']).toContain(first.accel);
     expect(first.reason).not.toBe('');
-    const t = performance.now();
     const second = await detectAccel(image.kernel);
     expect(second).toEqual(first);
-    expect(performance.now() - t).toBeLessThan(50);
-    // Stored on disk as well: a fresh process (a cleared memo) does not probe again.
+    // Remembered in memory: the very same verdict object, not a new decision.
+    if (!process.env.PART_IMAGE_ACCEL) expect(second).toBe(first);
+    // Stored on disk as well: a fresh process (a cleared memo) does not probe
+    // again. A probe would store its verdict anew (a new file renamed over the
+    // old one); the stored verdicts stay the same files.
+    const stored = await accelVerdicts();
     resetAccelMemo();
-    const t2 = performance.now();
+    const t = performance.now();
     expect((await detectAccel(image.kernel)).accel).toBe(first.accel);
-    expect(performance.now() - t2).toBeLessThan(1000);
+    console.log(`accelerator verdict after a cleared memo: ${(performance.now() - t).toFixed(1)} ms`);
+    expect(await accelVerdicts()).toEqual(stored);
     if (!process.env.PART_IMAGE_ACCEL && !first.reason.startsWith('/dev/kvm')) {
       expect((await readdir(vmCacheRoot())).some((f) => /^accel-[0-9a-f]{16}\.json$/.test(f))).toBe(true);
     }
@@ -149,7 +173,9 @@ describe('runVm', () => {
     expect(r.timedOut).toBe(true);
     expect(r.exitCode).toBeUndefined();
     expect(vmFailure(r, 8_000)).toMatch(/killed after 8 s/);
-    expect(ms).toBeLessThan(20_000);
+    // Killed at its limit, not left running until the job ends (600 s): a
+    // generous bound for the boot and teardown on a loaded machine.
+    expect(ms).toBeLessThan(8_000 + 60_000);
     expect(gone(r.qemuPid)).toBe(true);
   }, VM_TEST_MS);
 });
@@ -176,4 +202,152 @@ describe('systemd-nspawn in the VM', () => {
     expect(r.timedOut).toBe(false);
     expect(r.stdout).toBe('probe-file-seen\nid=vmtest\n');
   }, VM_TEST_MS);
+});
+
+describe('the VM image build lock', () => {
+  /** A lock directory as a part-image with `owner` leaves it. */
+  async function fakeLock(lock: string, owner: LockOwner): Promise<void> {
+    await mkdir(lock, { recursive: true });
+    await writeFile(join(lock, 'owner.json'), `${JSON.stringify(owner)}\n`);
+  }
+
+  async function deadPid(): Promise<number> {
+    const child = execa('true');
+    await child;
+    expect(gone(child.pid)).toBe(true);
+    return child.pid!;
+  }
+
+  it('takes over at once a lock whose owner no longer exists, or whose pid was reused', async () => {
+    const dir = join(work, 'locks-dead');
+    await mkdir(dir, { recursive: true });
+    const self = await lockOwnerSelf();
+    for (const [name, owner] of [
+      ['dead', { ...self, pid: await deadPid(), token: 'dead' }],
+      // A live pid (ours) that started at another time: a killed owner's pid, reused.
+      ['reused', { ...self, token: 'reused', startTime: '1' }],
+      // An older part-image's lock: a bare pid file.
+      ['legacy', undefined],
+    ] as const) {
+      const lock = join(dir, `${name}.lock`);
+      if (owner) await fakeLock(lock, owner);
+      else {
+        await mkdir(lock);
+        await writeFile(join(lock, 'pid'), String(await deadPid()));
+      }
+      const s = new Scope();
+      const t = Date.now();
+      const got = await acquireVmLock(lock, s, async () => false, 5_000);
+      // Under the 5 s wait limit given above: a takeover, not a wait that ran out.
+      expect(Date.now() - t, name).toBeLessThan(4_500);
+      expect(got?.owner.pid).toBe(process.pid);
+      expect(JSON.parse(await readFile(join(lock, 'owner.json'), 'utf8'))).toMatchObject({ pid: process.pid, token: got!.owner.token });
+      await s.close();
+      expect(existsSync(lock), `${name}: released when its scope closed`).toBe(false);
+    }
+    // Nothing left beside the locks: no half-made or broken lock directories.
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('waits for a live owner it cannot check (another PID namespace) while it touches the lock, and takes over when it stops', async () => {
+    const dir = join(work, 'locks-foreign');
+    await mkdir(dir, { recursive: true });
+    const self = await lockOwnerSelf();
+    const lock = join(dir, 'vm.lock');
+    const foreign: LockOwner = { ...self, pid: 1, token: 'foreign', host: 'other-container', pidNs: 'pid:[1]' };
+    await fakeLock(lock, foreign);
+    // Fresh heartbeat: waited for, until the image is there (done() says so); the lock is not ours to remove.
+    const s = new Scope();
+    let asked = 0;
+    expect(await acquireVmLock(lock, s, async () => ++asked >= 2, 60_000)).toBeUndefined();
+    expect(asked).toBe(2);
+    await s.close();
+    expect(JSON.parse(await readFile(join(lock, 'owner.json'), 'utf8')).token).toBe('foreign');
+    // Fresh heartbeat and no image: the wait ends with a clear error after its limit.
+    const s2 = new Scope();
+    await expect(acquireVmLock(lock, s2, async () => false, 1_500)).rejects.toThrow(/waited 0 min for another part-image \(pid 1 on other-container\) to build the VM image/);
+    await s2.close();
+    expect(existsSync(lock)).toBe(true);
+    // The heartbeat stopped long ago: taken over.
+    const old = new Date(Date.now() - HEARTBEAT_STALE_MS - 60_000);
+    await utimes(join(lock, 'owner.json'), old, old);
+    const s3 = new Scope();
+    const got = await acquireVmLock(lock, s3, async () => false, 5_000);
+    expect(got?.owner.pid).toBe(process.pid);
+    await s3.close();
+    expect(await readdir(dir)).toEqual([]);
+  }, 30_000);
+
+  it('a failed VM image build after a killed one: the stale lock is taken over, and no build directory or lock is left', async () => {
+    const cache = join(work, 'cache-failed');
+    const bin = join(work, 'bin-failing-mmdebstrap');
+    await mkdir(cache, { recursive: true });
+    await mkdir(bin, { recursive: true });
+    await writeFile(join(bin, 'mmdebstrap'), '#!/bin/sh\necho "E: no mirror in this test" >&2\nexit 1\n');
+    await chmod(join(bin, 'mmdebstrap'), 0o755);
+    const hash = recipeHash(await loadRecipe());
+    // What a SIGKILLed build leaves: its build directory and its lock.
+    await mkdir(join(cache, `vm-${hash}.build-${await deadPid()}`, 'overlay'), { recursive: true });
+    await fakeLock(join(cache, `vm-${hash}.lock`), { ...(await lockOwnerSelf()), pid: await deadPid() });
+    const saved = { cache: process.env.PART_IMAGE_CACHE, path: process.env.PATH };
+    process.env.PART_IMAGE_CACHE = cache;
+    process.env.PATH = `${bin}:${saved.path}`;
+    try {
+      const t = Date.now();
+      await expect(ensureVmImage()).rejects.toThrow(/cannot build the VM root image: .*no mirror in this test/s);
+      // Far under the lock wait limit: the stale lock did not make it wait.
+      expect(Date.now() - t).toBeLessThan(60_000);
+    } finally {
+      process.env.PATH = saved.path;
+      if (saved.cache === undefined) delete process.env.PART_IMAGE_CACHE;
+      else process.env.PART_IMAGE_CACHE = saved.cache;
+    }
+    expect(await readdir(cache)).toEqual([]);
+  }, 60_000);
+
+  it('an interrupted VM image build (SIGTERM) leaves no build directory, no lock and no mmdebstrap behind', async () => {
+    const cache = join(work, 'cache-interrupted');
+    const bin = join(work, 'bin-slow-mmdebstrap');
+    await mkdir(cache, { recursive: true });
+    await mkdir(bin, { recursive: true });
+    // Writes part of its tar, notes its pid, then takes its time.
+    await writeFile(join(bin, 'mmdebstrap'), [
+      '#!/bin/sh',
+      'for a; do case "$a" in */root.tar) head -c 1048576 /dev/zero > "$a" ;; esac; done',
+      'echo $$ > "$PI_TEST_PIDFILE"',
+      'exec sleep 600',
+      '',
+    ].join('\n'));
+    await chmod(join(bin, 'mmdebstrap'), 0o755);
+    const pidFile = join(work, 'slow-mmdebstrap.pid');
+    // The CLI's signal handling, around ensureVmImage() alone.
+    const dist = dirname(CLI);
+    const script = [
+      `import { ensureVmImage } from ${JSON.stringify(join(dist, 'vm/image.js'))};`,
+      `import { shutdown } from ${JSON.stringify(join(dist, 'cleanup.js'))};`,
+      'let interrupted = false;',
+      "process.on('SIGTERM', () => { interrupted = true; void shutdown().finally(() => process.exit(130)); });",
+      // As cli.ts: the work cut short settles, and does not exit before the cleanup is done.
+      'ensureVmImage().then(() => interrupted || process.exit(0), (e) => interrupted || (console.error(e), process.exit(1)));',
+    ].join('\n');
+    const child = execa('node', ['--input-type=module', '-e', script], {
+      reject: false,
+      env: { PART_IMAGE_CACHE: cache, PATH: `${bin}:${process.env.PATH}`, PI_TEST_PIDFILE: pidFile },
+    });
+    let mmdebstrapPid = 0;
+    for (let i = 0; i < 600 && !mmdebstrapPid; i++) {
+      mmdebstrapPid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+      if (!mmdebstrapPid) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(mmdebstrapPid, 'the fake mmdebstrap never started').toBeGreaterThan(0);
+    const during = await readdir(cache);
+    expect(during.some((n) => /^vm-[0-9a-f]+\.build-\d+$/.test(n))).toBe(true);
+    expect(during.some((n) => /^vm-[0-9a-f]+\.lock$/.test(n))).toBe(true);
+    child.kill('SIGTERM');
+    const r = await child;
+    expect(r.exitCode, r.stderr).toBe(130);
+    expect(await readdir(cache)).toEqual([]);
+    for (let i = 0; i < 100 && !gone(mmdebstrapPid); i++) await new Promise((res) => setTimeout(res, 100));
+    expect(gone(mmdebstrapPid)).toBe(true);
+  }, 60_000);
 });

@@ -1,7 +1,9 @@
 // Golden manifest files: the serialized manifest of an accepted image, kept in
 // git. They are byte-stable (sorted, fixed key order, one entry per line) and
 // leave out what changes from build to build without a change of the tree.
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { open, readFile, rename, rm } from 'node:fs/promises';
+import { isShuttingDown, withScope } from '../cleanup.js';
+import { InterruptedError } from '../errors.js';
 import type { Manifest, ManifestEntry } from '../types.js';
 import { makeManifest } from '../manifest/entry.js';
 import { serializeManifest } from '../manifest/serialize.js';
@@ -70,13 +72,37 @@ export function parseGoldenText(text: string, path: string): GoldenRead {
   return { ok: true, manifest, text, canonical: serializeManifest(manifest) === text };
 }
 
-/** Writes atomically: a crash never leaves half a golden file in git's way. */
+/**
+ * Writes atomically: a temporary file beside `path`, synced, then renamed
+ * over it, so that a crash never leaves half a golden file in git's way. The
+ * temporary file is removed by a Scope: an interrupt (SIGINT/SIGTERM, which
+ * closes every live scope) mid-write leaves nothing behind either.
+ */
 export async function writeGoldenFile(path: string, manifest: Manifest): Promise<string> {
   const text = goldenText(manifest);
   const problems = schemaCheck('manifest')(JSON.parse(text));
   if (problems.length) throw new Error(`internal error: the golden manifest does not match its schema: ${problems.join('; ')}`);
   const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text);
-  await rename(tmp, path);
-  return text;
+  return withScope(async (scope) => {
+    let writing: Promise<void> | undefined;
+    // Waits for a write in flight: removing the file before it is created would leave it behind.
+    scope.defer(`remove ${tmp}`, async () => {
+      await writing?.catch(() => undefined);
+      await rm(tmp, { force: true });
+    });
+    writing = (async () => {
+      if (isShuttingDown()) throw new InterruptedError('signal');
+      const fh = await open(tmp, 'w');
+      try {
+        await fh.writeFile(text);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      if (isShuttingDown()) throw new InterruptedError('signal');
+      await rename(tmp, path);
+    })();
+    await writing;
+    return text;
+  });
 }

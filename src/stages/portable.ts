@@ -14,6 +14,18 @@
 // A service passes when it is active, or finished with exit status 0 (a
 // oneshot); other unit types pass when active.
 //
+// Whose fault is what (portableOutcome):
+// - the VM did not come up, or the check could not start (a /var/tmp/NAME.raw
+//   that is not ours is in the way on the host): the environment's, the stage
+//   is skipped (unavailable, exit 3) with what to do;
+// - the check ran out of time: the job marks each step it begins (a progress
+//   file, and in the VM the console too, which the host keeps even when it has
+//   to kill the VM). Out of time while a unit of the image was starting or
+//   stopping: a finding about the image (portable-service-timeout, naming the
+//   unit). Out of time anywhere else (copying, attaching, reading states):
+//   the environment's;
+// - otherwise the units' states are judged (judgePortable).
+//
 // The job can take several images at once (one VM boot for all), see
 // checkPortable().
 import { access, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -59,6 +71,10 @@ export interface PortableCheck {
 }
 
 const STARTABLE_TYPES = ['service', 'socket', 'timer', 'path', 'target'];
+/** The job's exit code for "/var/tmp/NAME.raw is already there, and not ours". */
+export const IN_THE_WAY = 125;
+/** Prefix of the job's progress marks on the VM console. */
+export const PROGRESS_MARK = 'PART-IMAGE-PORTABLE';
 /** How long started units get to fail before their state is read. */
 export const SETTLE_SECONDS = 3;
 const UNIT_START_TIMEOUT_S = 90;
@@ -72,23 +88,30 @@ export function isStartable(unit: string): boolean {
 /**
  * The shell job (POSIX sh, run as root) that checks `images`; `sources[i]` is
  * where image i can be read (a host file, or the VM's disk). Results go to
- * files in $PI_OUT named i<N>.*. Pure.
+ * files in $PI_OUT named i<N>.*. Before each step the job appends a mark
+ * ("i0 copy", "i0 u1 start", "settle", ..., "end") to $PI_OUT/progress and,
+ * with `console`, writes it to that device too ("PART-IMAGE-PORTABLE i0 u1
+ * start"): if time runs out, the last mark says where. Pure.
  */
-export function buildPortableJob(images: readonly PortableImage[], sources: readonly string[]): string {
+export function buildPortableJob(images: readonly PortableImage[], sources: readonly string[], opts: { console?: string } = {}): string {
   const q = shellQuote;
   const lines = [
     'export SYSTEMD_PAGER= SYSTEMD_COLORS=0 LC_ALL=C',
     'O="$PI_OUT"',
     'PCTL="portablectl --no-pager --no-legend --no-ask-password"',
+    `C=${q(opts.console ?? '')}`,
+    `mark() { echo "$*" >> "$O/progress"; if [ -n "$C" ]; then echo "${PROGRESS_MARK} $*" 2>/dev/null > "$C" || :; fi; }`,
   ];
   images.forEach((img, i) => {
     const f = `/var/tmp/${img.name}`;
     lines.push(
       `# image ${i}: ${img.name}`,
+      `mark i${i} copy`,
       `f=${q(f)}`,
-      `if [ -e "$f" ]; then echo "$f already exists: another image of that name is in the way" > "$O/i${i}.attach"; echo 125 > "$O/i${i}.attach.rc"`,
+      `if [ -e "$f" ]; then echo "$f already exists: another image of that name is in the way" > "$O/i${i}.attach"; echo ${IN_THE_WAY} > "$O/i${i}.attach.rc"`,
       `elif ! cp --sparse=always ${q(sources[i])} "$f" > "$O/i${i}.attach" 2>&1; then echo 126 > "$O/i${i}.attach.rc"`,
       'else',
+      `  mark i${i} attach`,
       `  $PCTL inspect "$f" > "$O/i${i}.inspect" 2>&1`,
       `  $PCTL attach --runtime "$f" > "$O/i${i}.attach" 2>&1; echo $? > "$O/i${i}.attach.rc"`,
       `  $PCTL list > "$O/i${i}.list" 2>&1`,
@@ -99,14 +122,17 @@ export function buildPortableJob(images: readonly PortableImage[], sources: read
     lines.push(`if [ "$(cat "$O/i${i}.attach.rc")" = 0 ]; then`);
     img.units.forEach((u, j) => {
       if (!isStartable(u)) return;
-      lines.push(`  timeout ${UNIT_START_TIMEOUT_S} systemctl start ${q(u)} > "$O/i${i}.u${j}.start" 2>&1; echo $? > "$O/i${i}.u${j}.start.rc"`);
+      lines.push(
+        `  mark i${i} u${j} start`,
+        `  timeout ${UNIT_START_TIMEOUT_S} systemctl start ${q(u)} > "$O/i${i}.u${j}.start" 2>&1; echo $? > "$O/i${i}.u${j}.start.rc"`,
+      );
     });
     lines.push('fi');
   });
-  lines.push(`sleep ${SETTLE_SECONDS}`);
+  lines.push('mark settle', `sleep ${SETTLE_SECONDS}`);
   images.forEach((img, i) => {
     const startable = img.units.filter(isStartable);
-    lines.push(`if [ "$(cat "$O/i${i}.attach.rc")" = 0 ]; then`);
+    lines.push(`if [ "$(cat "$O/i${i}.attach.rc")" = 0 ]; then`, `  mark i${i} show`);
     img.units.forEach((u, j) => {
       if (!isStartable(u)) return;
       lines.push(
@@ -114,17 +140,74 @@ export function buildPortableJob(images: readonly PortableImage[], sources: read
         `  journalctl -b -u ${q(u)} --no-pager --no-hostname -o short-monotonic -n 50 > "$O/i${i}.u${j}.journal" 2>&1`,
       );
     });
-    if (startable.length) lines.push(`  timeout ${UNIT_START_TIMEOUT_S} systemctl stop ${startable.map(q).join(' ')} > "$O/i${i}.stop" 2>&1`);
+    if (startable.length) lines.push(`  mark i${i} stop`, `  timeout ${UNIT_START_TIMEOUT_S} systemctl stop ${startable.map(q).join(' ')} > "$O/i${i}.stop" 2>&1`);
     lines.push(
+      `  mark i${i} detach`,
       `  $PCTL detach --runtime ${q(`/var/tmp/${img.name}`)} > "$O/i${i}.detach" 2>&1; echo $? > "$O/i${i}.detach.rc"`,
       `  rm -f ${q(`/var/tmp/${img.name}`)}`,
-      `elif [ "$(cat "$O/i${i}.attach.rc")" != 125 ]; then`,
+      `elif [ "$(cat "$O/i${i}.attach.rc")" != ${IN_THE_WAY} ]; then`,
       `  rm -f ${q(`/var/tmp/${img.name}`)}`,
       'fi',
     );
   });
+  lines.push('mark end');
   return `${lines.join('\n')}\n`;
 }
+
+/** The job's progress marks, oldest first: from its progress file, or (with `fromConsole`) from console text. Pure. */
+export function parseProgress(text: string, fromConsole = false): string[] {
+  const out: string[] = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.replace(/\r/g, '').trim();
+    if (!fromConsole) {
+      if (line) out.push(line);
+      continue;
+    }
+    const at = line.indexOf(`${PROGRESS_MARK} `);
+    if (at >= 0) out.push(line.slice(at + PROGRESS_MARK.length + 1).trim());
+  }
+  return out;
+}
+
+export type PortableStep = 'copy' | 'attach' | 'start' | 'settle' | 'show' | 'stop' | 'detach' | 'end' | 'unknown';
+
+/** Where a job that ran out of time was: the step of its last mark. */
+export interface PortableHang {
+  step: PortableStep;
+  /** Index of the image it was at. */
+  image?: number;
+  /** For `start`: the unit being started; for `stop`: the units being stopped. */
+  units: string[];
+}
+
+/** The step the job was in when it stopped: its last progress mark. Pure. */
+export function whereJobStopped(progress: readonly string[], images: readonly PortableImage[]): PortableHang {
+  const last = progress.at(-1);
+  const m = last === undefined ? null : /^(?:i(\d+) )?(?:u(\d+) )?([a-z]+)$/.exec(last);
+  if (!m) return { step: 'unknown', units: [] };
+  const image = m[1] === undefined ? undefined : Number(m[1]);
+  const img = image === undefined ? undefined : images[image];
+  const step = m[3] as PortableStep;
+  if (!['copy', 'attach', 'start', 'settle', 'show', 'stop', 'detach', 'end'].includes(step)) return { step: 'unknown', units: [] };
+  if (step === 'start' && img && m[2] !== undefined) {
+    const unit = img.units[Number(m[2])];
+    return { step, image, units: unit ? [unit] : [] };
+  }
+  if (step === 'stop' && img) return { step, image, units: img.units.filter(isStartable) };
+  return { step, image, units: [] };
+}
+
+const STEP_WORDS: Record<PortableStep, string> = {
+  copy: 'copying the image to /var/tmp',
+  attach: 'portablectl inspect/attach',
+  start: 'starting a unit',
+  settle: `the ${SETTLE_SECONDS} s pause after the starts`,
+  show: "reading the units' states and journals",
+  stop: 'stopping the units',
+  detach: 'portablectl detach',
+  end: 'the end of the job',
+  unknown: 'an unknown step (the job left no progress mark)',
+};
 
 function text(files: Map<string, Buffer>, name: string): string {
   return files.get(name)?.toString('utf8') ?? '';
@@ -209,7 +292,7 @@ export function judgePortable(c: PortableCheck): Finding[] {
     const lines = u.journal.map((l) => l.replace(/^\[[^\]]*\]\s*/, ''));
     const last = [...lines].reverse().find((l) => !l.startsWith('systemd[')) ?? lines.at(-1);
     findings.push({
-      code: 'portable-service-failed',
+      code: u.startExit === 124 ? 'portable-service-timeout' : 'portable-service-failed',
       path: u.unit,
       message: `${u.unit} of the attached image ${c.name} did not come up: ${state}${last ? `; last journal line: ${last}` : ''}`,
       expected: u.unit.endsWith('.service') ? 'active, or exited with status 0' : 'active',
@@ -240,6 +323,10 @@ export interface CheckPortableResult {
   where: 'host' | 'vm';
   /** One per image, when the job ran. */
   checks?: PortableCheck[];
+  /** The job ran out of time before its end (killed on the host, or in the VM, or the VM was killed). */
+  timedOut: boolean;
+  /** The job's progress marks (parseProgress); empty when it never started. */
+  progress: string[];
   /** Why the VM did not deliver results (then `checks` is undefined). */
   vmError?: string;
   vm?: VmResult;
@@ -270,28 +357,39 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
         const f = `/var/tmp/${img.name}`;
         if (!(await exists(f))) continue;
         const units = img.units.filter(isStartable);
-        if (units.length) await run('systemctl', ['stop', ...units], { okCodes: ANY_EXIT, timeoutMs: 60_000 });
-        await run('portablectl', ['--no-ask-password', 'detach', '--runtime', f], { okCodes: ANY_EXIT, timeoutMs: 60_000 });
+        if (units.length) await run('systemctl', ['stop', ...units], { okCodes: ANY_EXIT, timeoutMs: 60_000, allowTimeout: true });
+        await run('portablectl', ['--no-ask-password', 'detach', '--runtime', f], { okCodes: ANY_EXIT, timeoutMs: 60_000, allowTimeout: true });
         await rm(f, { force: true });
       }
     });
-    await run('sh', [jobFile], { env: { PI_OUT: out }, timeoutMs: o.timeoutMs, okCodes: ANY_EXIT });
+    const res = await run('sh', [jobFile], { env: { PI_OUT: out }, timeoutMs: o.timeoutMs, okCodes: ANY_EXIT, allowTimeout: true });
     const files = new Map<string, Buffer>();
     for (const name of await readdir(out)) files.set(name, await readFile(join(out, name)));
-    return { where, checks: parsePortableResults(files, images), durationMs: Date.now() - started };
+    const progress = parseProgress(text(files, 'progress'));
+    return {
+      where,
+      checks: parsePortableResults(files, images),
+      timedOut: res.timedOut && progress.at(-1) !== 'end',
+      progress,
+      durationMs: Date.now() - started,
+    };
   }
   let totalMb = 0;
   for (const img of images) totalMb += Math.ceil((await stat(img.path)).size / MiB);
   const vm = await runVm({
-    script: buildPortableJob(images, images.map((_, i) => `/dev/disk/by-id/virtio-pi-img-${i}`)),
+    // The console is kept even when the VM has to be killed: the marks there say how far the job got.
+    script: buildPortableJob(images, images.map((_, i) => `/dev/disk/by-id/virtio-pi-img-${i}`), { console: '/dev/console' }),
     disks: images.map((img, i) => ({ path: img.path, serial: `pi-img-${i}` })),
     scratchMb: Math.ceil(totalMb * 1.1) + 128,
     timeoutMs: o.timeoutMs,
     scope: o.scope,
   });
+  const progress = vm.files.has('progress') ? parseProgress(text(vm.files, 'progress')) : parseProgress(vm.console, true);
+  // Killed by the host (VM timeout) or by the runner's in-guest limit (exit 124).
+  const timedOut = (vm.timedOut || vm.exitCode === 124) && progress.at(-1) !== 'end';
   const vmError = vmFailure(vm, o.timeoutMs);
-  if (vmError) return { where, vmError, vm, durationMs: Date.now() - started };
-  return { where, checks: parsePortableResults(vm.files, images), vm, durationMs: Date.now() - started };
+  if (vmError) return { where, vmError, vm, timedOut, progress, durationMs: Date.now() - started };
+  return { where, checks: parsePortableResults(vm.files, images), vm, timedOut, progress, durationMs: Date.now() - started };
 }
 
 /** The time limit of one check: TCG boots take ~30 s on an idle machine; copying the image takes its share. */
@@ -312,27 +410,85 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
   }
   const image: PortableImage = { path: ctx.image, name, units };
   const size = (await stat(ctx.image)).size;
-  const r = await checkPortable([image], { scope: ctx.scope, timeoutMs: portableTimeoutMs(size, ctx.opts.bootTimeoutMs) });
-  const details: Record<string, unknown> = { where: r.where, prefix, units };
-  if (r.vm) {
-    details.vm = { accel: r.vm.accel, durationMs: r.vm.durationMs };
+  const timeoutMs = portableTimeoutMs(size, ctx.opts.bootTimeoutMs);
+  const r = await checkPortable([image], { scope: ctx.scope, timeoutMs });
+  return portableOutcome(r, image, timeoutMs, { prefix, units });
+}
+
+const unavailable = (reason: string, details: Record<string, unknown>): StageOutcome => ({
+  status: 'skipped', skippedBy: 'unavailable', findings: [], reason, details,
+});
+
+/**
+ * The stage's verdict on one image's check (see the top of this file for
+ * whose fault is what). Pure.
+ */
+export function portableOutcome(r: CheckPortableResult, image: PortableImage, timeoutMs: number, base: Record<string, unknown> = {}): StageOutcome {
+  const details: Record<string, unknown> = { where: r.where, ...base };
+  if (r.vm) details.vm = { accel: r.vm.accel, durationMs: r.vm.durationMs };
+  const c = r.checks?.[0];
+  if (c) {
+    details.inspect = c.inspect;
+    details.attach = c.attachOutput;
+    details.unitStates = Object.fromEntries(
+      c.units.map((u) => [u.unit, u.started ? { active: u.props.ActiveState, sub: u.props.SubState, result: u.props.Result, status: u.props.ExecMainStatus } : 'not started (template or unit type not started)']),
+    );
+    if (c.detachExit !== undefined) details.detach = { exitCode: c.detachExit, output: c.detachOutput };
   }
-  if (!r.checks) {
-    // design.md: a VM that cannot start is the environment's fault (exit 3), not the image's.
-    return {
-      status: 'skipped', skippedBy: 'unavailable', findings: [],
-      reason: `the part-image VM failed (${r.vmError}); the portable check did not run. See details.console; \`part-image doctor\` checks the VM`,
-      details: { ...details, console: r.vm ? consoleTail(r.vm.console, 30) : undefined },
-    };
+  const consoleDetails = () => (r.vm ? { console: consoleTail(r.vm.console, 30) } : {});
+
+  // The VM never came up (or failed before the job reported): the environment.
+  // design.md: a VM that cannot start is the environment's fault (exit 3), not the image's.
+  const cameUp = r.where === 'host' || r.vm?.started === true;
+  if (!cameUp || (!r.timedOut && !c)) {
+    return unavailable(
+      `the part-image VM failed (${r.vmError ?? 'no results'}); the portable check did not run. See details.console; \`part-image doctor\` checks the VM`,
+      { ...details, ...consoleDetails() },
+    );
   }
-  const c = r.checks[0];
-  details.inspect = c.inspect;
-  details.attach = c.attachOutput;
-  details.unitStates = Object.fromEntries(
-    c.units.map((u) => [u.unit, u.started ? { active: u.props.ActiveState, sub: u.props.SubState, result: u.props.Result, status: u.props.ExecMainStatus } : 'not started (template or unit type not started)']),
-  );
-  if (c.detachExit !== undefined) details.detach = { exitCode: c.detachExit, output: c.detachOutput };
-  return passedOrFailed(judgePortable(c), details);
+
+  if (r.timedOut) {
+    // The host or the VM came up and the job began: where did the time run out?
+    const hang = whereJobStopped(r.progress, [image]);
+    details.timedOutIn = hang.step;
+    const limit = `${Math.round(timeoutMs / 1000)} s`;
+    if ((hang.step === 'start' || hang.step === 'stop') && hang.image === 0 && hang.units.length) {
+      // A unit of the image hung: a finding about the image. Stopping comes
+      // after the states were read, so those are judged as well.
+      const what = hang.step === 'start' ? 'did not finish starting' : 'did not stop';
+      const cmd = hang.step === 'start' ? `systemctl start ${hang.units[0]}` : `systemctl stop ${hang.units.join(' ')}`;
+      const earlier = hang.step === 'stop' && c ? judgePortable(c) : [];
+      const timeout: Finding = {
+        code: 'portable-service-timeout',
+        path: hang.units[0],
+        message: `${hang.units.length > 1 ? `one of ${hang.units.join(', ')}` : hang.units[0]} of the attached image ${image.name} ${what}: \`${cmd}\` had not returned when the portable check ran out of time (${limit}, ${r.where === 'vm' ? 'VM boot included' : 'on the host'})`,
+        expected: hang.step === 'start' ? 'the start to finish (active, or exited with status 0)' : 'the units to stop',
+        actual: `${r.where === 'vm' ? 'the VM was up' : 'on the host'}; the job was still in: ${cmd}`,
+      };
+      return { status: 'failed', findings: [...earlier.filter((f) => f.path !== hang.units[0]), timeout], details: { ...details, ...consoleDetails() } };
+    }
+    // Every state was read before the detach: findings about the units still count.
+    if (hang.step === 'detach' && c) {
+      const findings = judgePortable(c);
+      if (findings.length) return passedOrFailed(findings, details);
+    }
+    return unavailable(
+      `the portable check ran out of time (${limit}) ${r.where === 'vm' ? 'in the part-image VM, which did come up,' : 'on the host'} during ${STEP_WORDS[hang.step]}, not while a unit of the image was starting or stopping; the check did not finish. See details${r.vm ? '.console' : ''}`,
+      { ...details, ...consoleDetails() },
+    );
+  }
+
+  if (c && c.attachExit === IN_THE_WAY) {
+    // Not the image's problem: a file of that name is in the way.
+    const f = `/var/tmp/${image.name}`;
+    return unavailable(
+      r.where === 'host'
+        ? `${f} already exists on this host and is not part-image's (an image of that name is attached or was left behind); the portable check did not run. Remove it: \`portablectl detach --runtime ${f}\` if it is attached, then \`rm ${f}\``
+        : `${f} already exists in the part-image VM (two images of the same name in one check); the portable check did not run`,
+      details,
+    );
+  }
+  return passedOrFailed(judgePortable(c!), details);
 }
 
 export const portableStage: Stage = {

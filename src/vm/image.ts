@@ -10,11 +10,18 @@
 // image behind a valid name. A lock directory makes concurrent callers (two
 // test files, two CI jobs on one cache) wait for one build instead of
 // running two. A cache hit is a stat and a small JSON read.
-import { copyFile, mkdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { cancelSignal, withScope, type Scope } from '../cleanup.js';
-import { EnvironmentError, ToolError } from '../errors.js';
+//
+// The build directory and the lock are released by a Scope, so that an
+// interrupt (SIGINT/SIGTERM: cli.ts closes every live scope, then exits)
+// leaves neither behind. A process killed outright (SIGKILL, a crash) leaves
+// them; the next builder takes such a lock over (see lockIsStale) and removes
+// the build directories left beside it.
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { homedir, hostname } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { isShuttingDown, withScope, type Scope } from '../cleanup.js';
+import { EnvironmentError, InterruptedError, ToolError } from '../errors.js';
 import { run, shellQuote } from '../exec.js';
 import { log } from '../log.js';
 import { readTarTree } from '../input/tar.js';
@@ -84,18 +91,75 @@ export async function ensureVmImage(recipePath?: string): Promise<VmImage> {
   if (hit) return hit;
 
   await mkdir(cacheRoot, { recursive: true });
-  const lock = `${dir}.lock`;
-  await acquireLock(lock, () => readCached(dir, hash, recipe).then(Boolean));
-  try {
+  // The scope is live while the lock is held: an interrupt closes it, which
+  // removes the build directory, then the lock.
+  const other = await withScope(async (scope) => {
+    const lock = await acquireVmLock(`${dir}.lock`, scope, () => readCached(dir, hash, recipe).then(Boolean));
+    // Built by another part-image while this one waited for the lock.
     const again = await readCached(dir, hash, recipe);
-    if (again) return again;
-    await build(recipe, hash, dir);
-  } finally {
-    await rm(lock, { recursive: true, force: true });
-  }
+    if (!lock || again) return again;
+    await removeLeftovers(dir);
+    await build(recipe, hash, dir, scope);
+    return undefined;
+  });
+  if (other) return other;
   const built = await readCached(dir, hash, recipe);
   if (!built) throw new EnvironmentError(`the VM image in ${dir} is incomplete right after its build`);
   return { ...built, built: true };
+}
+
+// ---- the build lock ---------------------------------------------------------
+//
+// The lock is a directory holding owner.json; it is created complete (a
+// directory prepared under a unique name, then renamed onto the lock name,
+// which fails while a lock exists), so there is never a lock without an owner.
+// The owner touches owner.json every HEARTBEAT_MS while it holds the lock.
+
+const HEARTBEAT_MS = 10_000;
+/** A lock whose owner cannot be checked (another host or PID namespace) is stale once its heartbeat is this old. */
+export const HEARTBEAT_STALE_MS = 120_000;
+/** A lock directory without owner.json (an older part-image, or one being removed) is stale after this. */
+const OWNERLESS_STALE_MS = 10_000;
+const OWNER = 'owner.json';
+
+export interface LockOwner {
+  pid: number;
+  /** Unique per acquisition: tells this lock from a later one of the same process. */
+  token: string;
+  host: string;
+  /** /proc/sys/kernel/random/boot_id: the pid means nothing after a reboot. */
+  bootId: string;
+  /** /proc/self/ns/pid: the pid means nothing in another PID namespace (another container). */
+  pidNs: string;
+  /** The owner's start time (/proc/PID/stat field 22): a reused pid has another one. */
+  startTime: string;
+}
+
+export interface VmLock {
+  path: string;
+  owner: LockOwner;
+}
+
+const readText = (p: string) => readFile(p, 'utf8').then((t) => t.trim(), () => '');
+
+/** Start time of a process in clock ticks since boot, or '' when it does not exist (or /proc is not there). */
+export async function processStartTime(pid: number): Promise<string> {
+  const st = await readText(`/proc/${pid}/stat`);
+  // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+  const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
+  return rest[19] ?? '';
+}
+
+/** Who this process is, for a lock it takes. */
+export async function lockOwnerSelf(): Promise<LockOwner> {
+  return {
+    pid: process.pid,
+    token: randomBytes(8).toString('hex'),
+    host: hostname(),
+    bootId: await readText('/proc/sys/kernel/random/boot_id'),
+    pidNs: await readlink('/proc/self/ns/pid').catch(() => ''),
+    startTime: await processStartTime(process.pid),
+  };
 }
 
 function alive(pid: number): boolean {
@@ -107,34 +171,154 @@ function alive(pid: number): boolean {
   }
 }
 
-/** mkdir is atomic: whoever creates the lock directory builds; the others wait for it to go. */
-async function acquireLock(lock: string, done: () => Promise<boolean>): Promise<void> {
+async function readOwner(lock: string): Promise<{ owner?: LockOwner; ageMs: number } | undefined> {
+  const ownerFile = join(lock, OWNER);
+  const st = await stat(ownerFile).catch(() => stat(lock).catch(() => undefined));
+  if (!st) return undefined; // no lock
+  let owner: LockOwner | undefined;
+  try {
+    owner = JSON.parse(await readFile(ownerFile, 'utf8')) as LockOwner;
+    if (typeof owner.pid !== 'number' || typeof owner.token !== 'string') owner = undefined;
+  } catch {
+    owner = undefined;
+  }
+  if (!owner) {
+    // An older part-image's lock: a bare pid, of this host and namespace.
+    const pid = Number(await readText(join(lock, 'pid')));
+    if (Number.isInteger(pid) && pid > 0) {
+      const self = await lockOwnerSelf();
+      owner = { ...self, pid, token: `legacy-${pid}-${st.mtimeMs}`, startTime: '' };
+    }
+  }
+  return { owner, ageMs: Date.now() - st.mtimeMs };
+}
+
+/**
+ * Why the lock's owner is gone, or undefined while it may still be building.
+ * Where the owner's pid can be checked (same boot, same PID namespace): gone
+ * when no process has that pid, or the one that has it started at another
+ * time (the pid was reused). Elsewhere: gone when it stopped touching the
+ * lock for HEARTBEAT_STALE_MS.
+ */
+export async function lockIsStale(info: { owner?: LockOwner; ageMs: number }, self: LockOwner): Promise<string | undefined> {
+  const { owner, ageMs } = info;
+  if (!owner) return ageMs > OWNERLESS_STALE_MS ? `it names no owner and is ${Math.round(ageMs / 1000)} s old` : undefined;
+  if (owner.bootId && owner.bootId === self.bootId && owner.pidNs && owner.pidNs === self.pidNs) {
+    if (!alive(owner.pid)) return `its owner, pid ${owner.pid}, no longer exists`;
+    const started = await processStartTime(owner.pid);
+    if (owner.startTime && started && started !== owner.startTime) return `its owner, pid ${owner.pid}, no longer exists (the pid was reused)`;
+    return undefined;
+  }
+  if (owner.host === self.host && owner.bootId && self.bootId && owner.bootId !== self.bootId) {
+    return `its owner, pid ${owner.pid}, ran before this host rebooted`;
+  }
+  if (ageMs > HEARTBEAT_STALE_MS) {
+    return `its owner, pid ${owner.pid} on ${owner.host}, stopped touching it ${Math.round(ageMs / 1000)} s ago`;
+  }
+  return undefined;
+}
+
+/** Removes a stale lock, unless it changed hands since it was judged (then it is left to its new owner). */
+async function breakLock(lock: string, judged: LockOwner | undefined, self: LockOwner): Promise<void> {
+  const grave = `${lock}.stale-${self.pid}-${self.token}`;
+  try {
+    await rename(lock, grave);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return; // someone else removed it
+    throw err;
+  }
+  const moved = (await readOwner(grave))?.owner;
+  if (moved?.token !== judged?.token) {
+    // It was replaced between the judgement and the rename: put it back.
+    await rename(grave, lock).catch(() => undefined);
+  }
+  await rm(grave, { recursive: true, force: true });
+}
+
+/**
+ * Takes the build lock, or returns undefined once `done()` says the image was
+ * built by the process that holds it. The lock is released when `scope`
+ * closes (normally, or on an interrupt). A lock whose owner is gone
+ * (lockIsStale) is taken over at once; a live owner is waited for, up to
+ * LOCK_WAIT_MS.
+ */
+export async function acquireVmLock(lock: string, scope: Scope, done: () => Promise<boolean>, waitMs = LOCK_WAIT_MS): Promise<VmLock | undefined> {
+  const self = await lockOwnerSelf();
+  let heartbeat: NodeJS.Timeout | undefined;
+  // Registered before the lock can exist, so that no interrupt falls between
+  // taking it and being able to release it. It only ever removes our own lock.
+  scope.defer(`release the lock ${lock}`, async () => {
+    clearInterval(heartbeat);
+    if ((await readOwner(lock))?.owner?.token === self.token) await rm(lock, { recursive: true, force: true });
+  });
   const start = Date.now();
   let told = false;
   for (;;) {
-    try {
-      await mkdir(lock);
-      await writeFile(join(lock, 'pid'), String(process.pid));
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    if (isShuttingDown()) throw new InterruptedError('signal');
+    if (await tryCreateLock(lock, self)) {
+      heartbeat = setInterval(() => {
+        const now = new Date();
+        void utimes(join(lock, OWNER), now, now).catch(() => undefined);
+      }, HEARTBEAT_MS);
+      heartbeat.unref();
+      return { path: lock, owner: self };
     }
-    const pid = Number(await readFile(join(lock, 'pid'), 'utf8').catch(() => ''));
-    const age = Date.now() - (await stat(lock).then((s) => s.mtimeMs, () => Date.now()));
-    // A lock without a pid is only being created; give its owner a moment.
-    if ((pid && !alive(pid)) || (!pid && age > 10_000)) {
-      await rm(lock, { recursive: true, force: true });
+    const info = await readOwner(lock);
+    if (!info) continue; // released meanwhile: try again
+    const stale = await lockIsStale(info, self);
+    if (stale) {
+      log.info(`VM: taking over the lock ${lock}: ${stale}`);
+      await breakLock(lock, info.owner, self);
       continue;
     }
-    if (await done()) return;
-    if (Date.now() - start > LOCK_WAIT_MS) {
-      throw new EnvironmentError(`waited ${LOCK_WAIT_MS / 60_000} min for another part-image (pid ${pid}) to build the VM image`, `Remove ${lock} if that process is gone.`);
+    if (await done()) return undefined;
+    const who = info.owner ? `pid ${info.owner.pid}${info.owner.host !== self.host ? ` on ${info.owner.host}` : ''}` : 'unknown';
+    if (Date.now() - start > waitMs) {
+      throw new EnvironmentError(
+        `waited ${Math.round(waitMs / 60_000)} min for another part-image (${who}) to build the VM image`,
+        `Remove ${lock} if that process is gone.`,
+      );
     }
     if (!told) {
       told = true;
-      log.info(`VM: waiting for another part-image (pid ${pid}) to finish building the VM image`);
+      log.info(`VM: waiting for another part-image (${who}) to finish building the VM image`);
     }
     await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+/** Creates the lock complete with its owner file: true when this call made it. */
+async function tryCreateLock(lock: string, self: LockOwner): Promise<boolean> {
+  const fresh = `${lock}.new-${self.pid}-${self.token}`;
+  await rm(fresh, { recursive: true, force: true });
+  await mkdir(fresh);
+  try {
+    await writeFile(join(fresh, OWNER), `${JSON.stringify(self)}\n`);
+    await rename(fresh, lock);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTEMPTY' || code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    await rm(fresh, { recursive: true, force: true });
+  }
+}
+
+/** With the lock held: build directories and broken locks that killed processes left beside `dir`. */
+async function removeLeftovers(dir: string): Promise<void> {
+  const base = basename(dir);
+  const names = await readdir(dirname(dir)).catch(() => [] as string[]);
+  for (const name of names) {
+    const path = join(dirname(dir), name);
+    if (name.startsWith(`${base}.build-`) || name.startsWith(`${base}.lock.stale-`)) {
+      log.info(`VM: removing ${path}, left by an interrupted build`);
+      await rm(path, { recursive: true, force: true });
+    } else if (name.startsWith(`${base}.lock.new-`)) {
+      // Another process may be about to rename it into place: only old ones.
+      const age = Date.now() - (await stat(path).then((s) => s.mtimeMs, () => Date.now()));
+      if (age > OWNERLESS_STALE_MS) await rm(path, { recursive: true, force: true });
+    }
   }
 }
 
@@ -169,10 +353,14 @@ export function buildMmdebstrapArgs(recipe: VmRecipe, overlay: string, tar: stri
   ];
 }
 
-async function build(recipe: VmRecipe, hash: string, dir: string): Promise<void> {
+async function build(recipe: VmRecipe, hash: string, dir: string, outer: Scope): Promise<void> {
   const started = Date.now();
   log.info(`VM: building the VM root image ${hash} (Debian ${recipe.suite}; once per recipe, about a minute)`);
   const work = `${dir}.build-${process.pid}`;
+  // Registered before it exists: an interrupt at any point removes it
+  // (after a complete build it has been renamed to `dir`, and this is a no-op).
+  // Retries: on an interrupt, mmdebstrap may still be writing into it for a moment.
+  outer.defer(`remove ${work}`, () => rm(work, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }));
   await rm(work, { recursive: true, force: true });
   await mkdir(work, { recursive: true });
   try {
@@ -198,7 +386,7 @@ async function build(recipe: VmRecipe, hash: string, dir: string): Promise<void>
     await rm(work, { recursive: true, force: true });
     // The VM is part of the host's equipment: a failed build means the boot
     // stages cannot run here (exit 3), not that the image under test is bad.
-    if (err instanceof EnvironmentError || cancelSignal().aborted) throw err;
+    if (err instanceof EnvironmentError || isShuttingDown()) throw err;
     const why = err instanceof ToolError ? err.message : (err as Error).message;
     throw new EnvironmentError(
       `cannot build the VM root image: ${why}`,
