@@ -171,11 +171,16 @@ describe('readDirTree errors', () => {
   /** Run `fn` with the effective uid of nobody (the worker is a forked process). */
   async function asNobody<T>(fn: () => Promise<T>): Promise<T> {
     expect(typeof process.seteuid, 'vitest must run this file in a forked process').toBe('function');
+    // Tools are spawned in the current folder: it must be one nobody can enter
+    // (a checkout in a 0700 temp folder is not).
+    const cwd = process.cwd();
+    process.chdir(dir);
     process.seteuid!(65534);
     try {
       return await fn();
     } finally {
       process.seteuid!(0);
+      process.chdir(cwd);
     }
   }
 
