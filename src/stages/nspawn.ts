@@ -44,7 +44,7 @@
 import { access, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hasTool, type RunResult } from '../exec.js';
-import { mount, umount } from '../tools/mount.js';
+import { loopMountReadOnly } from '../image/loop-mount.js';
 import { buildNspawnArgs, isNspawnNoise, machineName, runNspawn, type NspawnOptions } from '../tools/nspawn.js';
 import type { Finding } from '../types.js';
 import { manifestLookup, resolvePath, treeLookup, type Lookup } from '../boot/resolve.js';
@@ -502,17 +502,7 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
     }
   }
 
-  const mnt = join(work, 'root');
-  await mkdir(mnt);
-  let mounted = false;
-  const release = async () => {
-    if (!mounted) return;
-    mounted = false;
-    await umount(mnt);
-  };
-  await mount(ctx.image, mnt);
-  mounted = true;
-  ctx.scope.defer(`unmount ${mnt}`, release);
+  const { dir: mnt, release } = await loopMountReadOnly(ctx.image, ctx.scope);
   try {
     const out = await judgeRun(ctx, treeLookup(mnt), probeDir, (o) => runNspawn({ ...o, directory: mnt, machine }, ctx.opts.bootTimeoutMs));
     return { ...out, details: { where, ...out.details } };
