@@ -23,7 +23,10 @@ function detail(s: StageResult): string {
     }
     case 'freespace': return `${d.freeMb} MiB free of ${d.sizeMb} MiB`;
     case 'fsck': return String(d.summary ?? '');
-    case 'diagnose': return d.mode === 'exec' ? `exec mode: ${d.command} (${d.machine})` : d.mode ? `${d.mode} (${d.machine ?? ''})` : '';
+    case 'diagnose':
+      if (d.mode === 'exec') return `exec mode: ${d.command} (${d.machine})`;
+      if (d.mode === 'boot') return `boot: init ${d.init ?? ''} (${d.machine ?? ''})`.replace(' ()', '');
+      return 'os-release and usr-merge links (no init in the image, nspawn skipped)';
     case 'nspawn': {
       const vm = d.where === 'vm' ? ' (in the VM)' : '';
       if (d.mode === 'exec') return `exec: ${(d.command as string[]).join(' ')} -> exit ${d.exitCode}${vm}`;

@@ -478,9 +478,13 @@ export const diagnoseStage: Stage = {
   summary: 'rootless boot diagnosis from the image: os-release, init, ELF machine, loader and libraries, usr-merge links',
   async run(ctx) {
     const manifest = await imageManifestOf(ctx, { hash: false });
+    // With --skip nspawn the image may be one that never boots (a portable
+    // service, a data partition): its init is checked only when it has one.
+    const lookup = manifestLookup(manifest);
+    const hasInit = INIT_PATHS.some((p) => { const r = resolvePath(lookup, p); return r.ok || r.reason !== 'missing'; });
     const { findings, details } = await diagnoseTree(manifest, (paths) => readImageFiles(ctx.image, paths), {
       command: ctx.opts.nspawnCommand,
-      checkInit: !ctx.opts.skip.has('nspawn'),
+      checkInit: !ctx.opts.skip.has('nspawn') || hasInit,
     });
     return passedOrFailed(findings, details);
   },
