@@ -484,7 +484,7 @@ describe('pax records', () => {
       s.resume();
     });
     ex.end(rawTar([{ name: 'f', pax: [['SCHILY.xattr.user.bin', binary]] }]));
-    await new Promise((r) => ex.on('finish', r));
+    await new Promise<void>((r) => ex.on('finish', () => r()));
     expect(Buffer.from(seen[0] as string, 'utf8').equals(binary)).toBe(false);
   });
 
