@@ -67,6 +67,17 @@ describe('part-image diff', () => {
     }
   });
 
+  it('reads an image the same way rootless (debugfs) and through a loop mount (--mounted, root): byte-identical manifests', async () => {
+    const viaDebugfs = await runCli(['manifest', image]);
+    const viaMount = await runCli(['manifest', image, '--mounted']);
+    expect(viaMount.exitCode, viaMount.stderr).toBe(0);
+    expect(viaMount.stdout).toContain('"path":"/usr/bin/pinglike"');
+    expect(viaMount.stdout).toBe(viaDebugfs.stdout);
+    const onTree = await runCli(['manifest', tree, '--mounted']);
+    expect(onTree.exitCode).toBe(2);
+    expect(onTree.stderr).toMatch(/--mounted reads images only/);
+  });
+
   it('reports what changed between a tree and an image, readable and exit 1', async () => {
     const changed = join(work, 'changed');
     await execa('cp', ['-a', tree, changed]);

@@ -9,7 +9,7 @@ import { UsageError } from '../errors.js';
 export const manifestCommand: Command = {
   name: 'manifest',
   summary: 'print the manifest of an image, a directory, a tar or a layer stack (JSON or mtree)',
-  usage: `part-image manifest PATH [--format json|mtree] [--json] [--no-hash] [--no-xattrs] [--target NAME]
+  usage: `part-image manifest PATH [--format json|mtree] [--json] [--no-hash] [--no-xattrs] [--mounted] [--target NAME]
 
   PATH is an ext4 image (raw, qcow2 or vmdk; read rootless), a directory, a .tar/.tar.gz, a Raptor
   layer stack, or a manifest file.
@@ -21,6 +21,8 @@ export const manifestCommand: Command = {
     vis(3)-encoded in octal (\\040 for a space). NetBSD mtree and bsdtar do not know the xattr.*
     keyword and stop on it: add --no-xattrs for them.
   --no-hash leaves file hashes out (faster; sizes are still listed).
+  --mounted reads an image through a read-only loop mount (root) instead of debugfs: the
+    kernel's view, to cross-check the rootless reader. Both give the same manifest.
 
 Examples:
   part-image manifest part.img > part.manifest.json
@@ -33,6 +35,7 @@ Examples:
     json: { type: 'boolean' },
     'no-hash': { type: 'boolean' },
     'no-xattrs': { type: 'boolean' },
+    mounted: { type: 'boolean' },
     target: { type: 'string' },
   },
   positionals: [1, 1],
@@ -41,7 +44,7 @@ Examples:
     if (format !== 'json' && format !== 'mtree') throw new UsageError(`unknown manifest format "${format}"`, 'Use --format json or --format mtree.');
     if (v['no-xattrs'] && format !== 'mtree') throw new UsageError('--no-xattrs applies to --format mtree only', 'The JSON manifest always carries xattrs.');
     const hash = !v['no-hash'];
-    const { manifest } = await withScope((scope) => loadManifest(path, scope, { hash, target: v.target as string | undefined }));
+    const { manifest } = await withScope((scope) => loadManifest(path, scope, { hash, target: v.target as string | undefined, mounted: Boolean(v.mounted) }));
     if (format === 'mtree') {
       process.stdout.write(toMtree(manifest, { hash, xattrs: !v['no-xattrs'] }));
       return 0;

@@ -2,8 +2,9 @@
 import { open } from 'node:fs/promises';
 import type { Manifest } from '../types.js';
 import type { Scope } from '../cleanup.js';
-import { InputError, PartImageError } from '../errors.js';
+import { InputError, PartImageError, UsageError } from '../errors.js';
 import { readImageManifest } from '../image/debugfs-reader.js';
+import { readMountedImage } from '../image/mount-reader.js';
 import { readInput } from '../input/index.js';
 import { looksLikeManifest, readManifestFile } from './serialize.js';
 
@@ -31,13 +32,16 @@ export async function sniffFile(path: string): Promise<SourceKind> {
   }
 }
 
-export async function loadManifest(path: string, scope: Scope, opts: { hash?: boolean; target?: string } = {}): Promise<{ kind: string; manifest: Manifest }> {
+export async function loadManifest(path: string, scope: Scope, opts: { hash?: boolean; target?: string; mounted?: boolean } = {}): Promise<{ kind: string; manifest: Manifest }> {
   const kind = await sniffFile(path);
   try {
     if (kind === 'qcow2' || kind === 'vmdk' || kind === 'image') {
       const raw = kind === 'image' ? path : await rawCopy(path, kind, scope);
-      return { kind, manifest: await readImageManifest(raw, { hash: opts.hash ?? true }) };
+      const hash = opts.hash ?? true;
+      if (opts.mounted) return { kind, manifest: await readMountedImage(raw, scope, { hash }) };
+      return { kind, manifest: await readImageManifest(raw, { hash }) };
     }
+    if (opts.mounted) throw new UsageError(`--mounted reads images only, and ${path} is not an ext4 image`, 'Leave --mounted out for trees, tars and manifests.');
     if (kind === 'manifest') return { kind, manifest: await readManifestFile(path) };
     const tree = await readInput(path, scope, { hash: opts.hash, target: opts.target });
     return { kind: tree.kind, manifest: tree.manifest };
