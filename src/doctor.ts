@@ -6,6 +6,10 @@ import { access, readFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { hasTool } from './exec.js';
 import { packageFor } from './tools/packages.js';
+import { VERIFY_STAGES } from './stages/index.js';
+import type { Stage } from './stages/context.js';
+import { cachedVmImage } from './vm/image.js';
+import { detectAccel } from './vm/kvm.js';
 
 export type StageHow = 'rootless' | 'host' | 'vm';
 
@@ -47,20 +51,14 @@ export interface DoctorResult {
   stages: DoctorStage[];
 }
 
-/** Every stage, in pipeline order, with the host tools it needs. */
-export const STAGE_TOOLS: { name: string; tools: string[]; kind: 'rootless' | 'boot' | 'portable' }[] = [
+/**
+ * Every step, in pipeline order, with the host tools it needs: read and build,
+ * then each verification stage as it declares itself, then the conversion.
+ */
+export const STAGE_TOOLS: { name: string; tools: readonly string[]; kind: Stage['runs'] }[] = [
   { name: 'read', tools: ['getfattr'], kind: 'rootless' },
   { name: 'build', tools: ['mke2fs', 'debugfs', 'dumpe2fs'], kind: 'rootless' },
-  { name: 'fsck', tools: ['e2fsck'], kind: 'rootless' },
-  { name: 'readback', tools: ['debugfs'], kind: 'rootless' },
-  { name: 'diff', tools: [], kind: 'rootless' },
-  { name: 'freespace', tools: ['dumpe2fs'], kind: 'rootless' },
-  { name: 'golden', tools: [], kind: 'rootless' },
-  { name: 'diagnose', tools: ['debugfs'], kind: 'rootless' },
-  { name: 'nspawn', tools: ['systemd-nspawn', 'mount', 'umount'], kind: 'boot' },
-  { name: 'portable-lint', tools: ['debugfs'], kind: 'rootless' },
-  { name: 'portable', tools: ['portablectl'], kind: 'portable' },
-  { name: 'reproducible', tools: ['mke2fs', 'debugfs'], kind: 'rootless' },
+  ...VERIFY_STAGES.map((s) => ({ name: s.name, tools: s.tools, kind: s.runs })),
   { name: 'convert', tools: ['qemu-img'], kind: 'rootless' },
 ];
 
@@ -74,32 +72,14 @@ function installHint(tools: readonly string[]): string | undefined {
   return pkgs.length ? `apt-get install ${pkgs.join(' ')}` : undefined;
 }
 
-type AccelFn = (kernel?: string) => Promise<{ accel: string; reason: string; confirmed?: boolean }>;
-type CachedVmFn = () => Promise<{ kernel: string; root: string } | undefined>;
-
-/** Optional modules of the VM support, loaded only if present (src/vm/). */
-async function optionalImport<T>(spec: string): Promise<T | undefined> {
-  try {
-    return (await import(spec)) as T;
-  } catch {
-    return undefined;
-  }
-}
 
 async function detectVm(qemuPresent: boolean): Promise<Pick<DoctorResult, 'kvm' | 'vmImage'>> {
-  const images = await optionalImport<{ cachedVmImage?: CachedVmFn }>('./vm/image.js');
-  let cached: { kernel: string; root: string } | undefined;
-  let vmImage: DoctorResult['vmImage'] = 'unknown';
-  if (typeof images?.cachedVmImage === 'function') {
-    cached = await images.cachedVmImage().catch(() => undefined);
-    vmImage = cached ? 'cached' : 'not-built';
-  }
+  const cached = await cachedVmImage().catch(() => undefined);
+  const vmImage: DoctorResult['vmImage'] = cached ? 'cached' : 'not-built';
   if (!qemuPresent) return { vmImage, kvm: { status: 'unknown', reason: 'qemu-system-x86_64 is not installed' } };
-  const kvm = await optionalImport<{ detectAccel?: AccelFn }>('./vm/kvm.js');
-  if (typeof kvm?.detectAccel !== 'function') return { vmImage, kvm: { status: 'unknown', reason: 'the VM support (src/vm/kvm.ts) is not available' } };
   try {
     // With the VM's kernel the probe boots it once under KVM (cached per machine); without, only a boot sector.
-    const v = await kvm.detectAccel(cached?.kernel);
+    const v = await detectAccel(cached?.kernel);
     const status = v.accel !== 'kvm' ? 'unusable' : v.confirmed === false ? 'unknown' : 'usable';
     return { vmImage, kvm: { status, accel: v.accel, reason: v.reason } };
   } catch (err) {

@@ -9,7 +9,7 @@ import { doctor, formatDoctor } from '../src/doctor.js';
 const tmp = await mkdtemp(join(tmpdir(), 'part-image-doctor-'));
 afterAll(() => rm(tmp, { recursive: true, force: true }));
 
-const STAGES = ['read', 'build', 'fsck', 'readback', 'diff', 'freespace', 'golden', 'diagnose', 'nspawn', 'portable-lint', 'portable', 'reproducible', 'convert'];
+const STAGES = ['read', 'build', 'fsck', 'readback', 'diff', 'golden', 'freespace', 'diagnose', 'nspawn', 'portable-lint', 'portable', 'reproducible', 'convert'];
 
 describe('doctor', () => {
   it('lists every stage with how it runs here, privileges, PID 1 and KVM', async () => {

@@ -59,6 +59,10 @@ export interface Stage {
   name: string;
   /** One line for doctor and --help. */
   summary: string;
+  /** The host tools it runs (doctor checks them). */
+  tools: readonly string[];
+  /** Where it runs: anywhere rootless, a boot (host root or the VM), a portable attach (systemd PID 1 or the VM). */
+  runs: 'rootless' | 'boot' | 'portable';
   run(ctx: StageContext): Promise<StageOutcome>;
 }
 

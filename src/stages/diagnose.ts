@@ -475,6 +475,8 @@ export function primaryCause(findings: readonly Finding[]): string | undefined {
 
 export const diagnoseStage: Stage = {
   name: 'diagnose',
+  tools: ['debugfs'],
+  runs: 'rootless',
   summary: 'rootless boot diagnosis from the image: os-release, init, ELF machine, loader and libraries, usr-merge links',
   async run(ctx) {
     const manifest = await imageManifestOf(ctx, { hash: false });

@@ -7,6 +7,8 @@ export const isLostFound = (path: string) => path === '/lost+found';
 
 export const diffStage: Stage = {
   name: 'diff',
+  tools: [],
+  runs: 'rootless',
   summary: 'compare the image with its input: ownership, modes, xattrs, content, links, devices',
   async run(ctx) {
     if (!ctx.input) return skipped('no input given to compare with (use --input)', 'not-applicable');

@@ -4,6 +4,8 @@ import type { Stage } from './context.js';
 
 export const freespaceStage: Stage = {
   name: 'freespace',
+  tools: ['dumpe2fs'],
+  runs: 'rootless',
   summary: 'free space left in the filesystem, against FREE_MB',
   async run(ctx) {
     const sb = await readSuperblock(ctx.image);

@@ -5,6 +5,8 @@ import type { Stage } from './context.js';
 
 export const fsckStage: Stage = {
   name: 'fsck',
+  tools: ['e2fsck'],
+  runs: 'rootless',
   summary: 'e2fsck -fn: forced read-only filesystem check',
   async run(ctx) {
     const r = await e2fsck(ctx.image);

@@ -13,6 +13,8 @@ import { imageManifestOf, passedOrFailed, skipped, type Stage, type StageContext
 
 export const goldenStage: Stage = {
   name: 'golden',
+  tools: [],
+  runs: 'rootless',
   summary: 'compare the image with a golden manifest kept in git (--golden FILE, --update-golden, --golden-allow FILE)',
   async run(ctx) {
     const file = ctx.opts.golden;

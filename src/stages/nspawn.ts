@@ -576,6 +576,8 @@ async function judgeRun(ctx: StageContext, lookup: Lookup, probeDir: string, run
 
 export const nspawnStage: Stage = {
   name: 'nspawn',
+  tools: ['systemd-nspawn', 'mount', 'umount'],
+  runs: 'boot',
   summary: 'boot the image under systemd-nspawn (on the host as root, else in the VM): systemd images to their default target with no failed unit, others run --nspawn-command',
   run: runStage,
 };

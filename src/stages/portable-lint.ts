@@ -144,6 +144,8 @@ export function lintPortable(manifest: Manifest, imageName: string, portable: bo
 
 export const portableLintStage: Stage = {
   name: 'portable-lint',
+  tools: ['debugfs'],
+  runs: 'rootless',
   summary: 'rootless portable-service lint: unit files matching the name prefix, os-release, resolv.conf, machine-id, API dirs, .raw name',
   async run(ctx) {
     const manifest = await imageManifestOf(ctx, { hash: false });

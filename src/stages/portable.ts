@@ -493,6 +493,8 @@ export function portableOutcome(r: CheckPortableResult, image: PortableImage, ti
 
 export const portableStage: Stage = {
   name: 'portable',
+  tools: ['portablectl'],
+  runs: 'portable',
   summary: 'attach the image with portablectl --runtime (on the host when systemd is PID 1, else in the VM) and start its units',
   run: runStage,
 };

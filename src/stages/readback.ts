@@ -4,6 +4,8 @@ import type { Stage } from './context.js';
 
 export const readbackStage: Stage = {
   name: 'readback',
+  tools: ['debugfs'],
+  runs: 'rootless',
   summary: 'read the whole image back rootless (debugfs): types, modes, owners, xattrs, content hashes',
   async run(ctx) {
     const manifest = await readImageManifest(ctx.image, { hash: true });
