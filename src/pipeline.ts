@@ -16,6 +16,7 @@ import { convertImage, type OutputFormat } from './build/convert.js';
 import { log } from './log.js';
 import { rawCopy, sniffFile } from './manifest/load.js';
 import { VERSION } from './version.js';
+import { primaryCause } from './stages/diagnose.js';
 
 export interface BuildRequest {
   input: string;
@@ -82,6 +83,11 @@ async function checkBuildRequest(req: BuildRequest, output: string): Promise<voi
   }
 }
 
+/** The one line a person reads first when an image is rejected: boot causes rank first (diagnose.ts). */
+function causeOf(results: readonly StageResult[]): string | undefined {
+  return primaryCause(results.filter((r) => r.status === 'failed').flatMap((r) => r.findings));
+}
+
 export function parseSourceDateEpoch(env: NodeJS.ProcessEnv): number | undefined {
   const v = env.SOURCE_DATE_EPOCH;
   if (v === undefined || v === '') return undefined;
@@ -126,6 +132,7 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
     const results = await runStages(stages, { image: tmp, imageName: basename(output), input: tree, opts: verify, scope, rebuild, onAccepted });
     report.stages.push(...results);
     report.accepted = isAccepted(results);
+    report.cause = causeOf(results);
     let exitCode = exitCodeFor(results);
     checkNotInterrupted();
     if (report.accepted) {
@@ -215,6 +222,7 @@ export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] =
     const results = await runStages(stages, { image, imageName: basename(report.image!), input: tree, opts: req.verify, scope, onAccepted });
     report.stages.push(...results);
     report.accepted = isAccepted(results);
+    report.cause = causeOf(results);
     if (report.accepted) for (const fn of onAccepted) await fn();
     report.durationMs = Math.round(performance.now() - t0);
     return { report, exitCode: exitCodeFor(results) };

@@ -2,7 +2,6 @@ import type { Command } from './common.js';
 import { VERIFY_OPTIONS, emitReport, verifyOptions } from './common.js';
 import { verifyImage } from '../pipeline.js';
 import { ALL_STAGE_NAMES, BOOT_STAGES } from '../stages/index.js';
-import { primaryCause } from '../stages/diagnose.js';
 
 export const bootCommand: Command = {
   name: 'boot',
@@ -27,7 +26,6 @@ Examples:
     const verify = verifyOptions(v, ALL_STAGE_NAMES);
     const stages = v.nspawn && !v.portable ? BOOT_STAGES.filter((s) => !s.name.startsWith('portable')) : BOOT_STAGES;
     const { report, exitCode } = await verifyImage({ image, verify }, stages, 'boot');
-    report.cause = primaryCause(report.stages.flatMap((s) => s.findings));
     await emitReport(report, v);
     return exitCode;
   },

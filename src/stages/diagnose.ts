@@ -255,7 +255,7 @@ export async function diagnoseTree(manifest: Manifest, read: FileReader, opts: D
       findings.push({
         code: 'no-init',
         path: '/sbin/init',
-        message: `no init: none of ${INIT_PATHS.join(', ')} exists in the image${tried.length ? ` (${tried.join('; ')})` : ''}; install systemd-sysv in the root tree, or pass --nspawn-command for an image without init`,
+        message: `no init: none of ${INIT_PATHS.join(', ')} exists in the image${tried.length ? ` (${tried.join('; ')})` : ''}; install systemd-sysv in the root tree, pass --nspawn-command for an image without init, or --skip diagnose,nspawn for an image that is never booted`,
       });
     }
   } else {
