@@ -197,3 +197,17 @@ describe('inputs the builder must handle or refuse clearly', () => {
     expect(build.findings[0].message).toMatch(/does not fit/);
   });
 });
+
+describe('a rejected build names its cause first', () => {
+  it('puts the boot diagnosis first for a tree that cannot boot, in the text and the JSON report', async () => {
+    const t = join(work, 'noboot');
+    await execa('mkdir', ['-p', join(t, 'srv')]);
+    await writeFile(join(t, 'srv/data'), 'data\n');
+    const json = join(work, 'noboot.json');
+    const r = await runCli(['build', '--input', t, '--output', join(work, 'noboot.img'), '--free-mb', '4', '--report-json', json]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout.split('\n')[0]).toMatch(/^cause: no os-release: /);
+    expect((await readReport(json)).cause).toMatch(/^no os-release/);
+    expect(r.stdout).toContain('--skip diagnose,nspawn for an image that is never booted');
+  });
+});
