@@ -1,0 +1,165 @@
+// The tree a tar archive describes, built entry by entry: every member name is
+// resolved against the entries seen so far, and a name that would leave the
+// root is refused.
+import { join } from 'node:path';
+import type { ManifestEntry } from '../types.js';
+import { InputError } from '../errors.js';
+import type { AclKind } from '../manifest/acl.js';
+
+export const BLOCK = 512;
+export const UNSAFE_HINT =
+  'The archive would write outside the tree. Re-create it from inside the root (tar -C ROOT -cf ARCHIVE .), or find out where it came from.';
+
+// ---------------------------------------------------------------------------
+// The tree being read
+
+export interface Inode {
+  id: number;
+  blob: string;
+  size: number;
+  sha256?: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime?: number;
+  xattrs: Record<string, string>;
+  /** ACL texts to convert at the end (see Node.aclText). */
+  aclText?: Partial<Record<AclKind, string>>;
+  /** Paths that currently name this inode; the blob is dropped when it reaches 0. */
+  refs: number;
+}
+
+export interface Node {
+  /** For everything but regular files: the whole entry. For files: path and type only. */
+  entry: ManifestEntry;
+  inode?: Inode;
+  implicit?: boolean;
+  /** ACL texts whose names must be resolved once /etc/passwd and /etc/group are read. */
+  aclText?: Partial<Record<AclKind, string>>;
+  /** The member name as written in the archive, for messages. */
+  member: string;
+}
+
+export class TarTree {
+  readonly nodes = new Map<string, Node>();
+  private children = new Map<string, Set<string>>();
+  private blobsToDrop: string[] = [];
+
+  constructor() {
+    // Archives without a "./" entry still have a root.
+    this.nodes.set('/', { entry: dirEntry('/'), implicit: true, member: '.' });
+  }
+
+  /**
+   * Resolves a member name to its manifest path. A leading "/" is taken as
+   * relative to the root, as GNU tar does. Refuses a ".." above the root and
+   * any path whose traversal passes through a symlink or a non-directory that
+   * the archive defined earlier (e.g. "link -> /etc" then "link/passwd").
+   */
+  resolve(member: string, label = `tar entry ${JSON.stringify(member)}`): string {
+    if (member.includes('\0')) throw new InputError(`${label} has a NUL byte in its name`, 'The archive is corrupt or hostile; re-create it.');
+    if (member.includes('\n')) {
+      throw new InputError(`${label} has a newline in its name`, 'Rename the file in the source tree and re-create the archive; part-image refuses such names.');
+    }
+    if (member.includes('\uFFFD')) {
+      throw new InputError(`${label} has a name that is not valid UTF-8`, 'Rename the file to a UTF-8 name and re-create the archive.');
+    }
+    const stack: string[] = [];
+    const parts = member.split('/').filter((p) => p !== '' && p !== '.');
+    for (const [i, part] of parts.entries()) {
+      if (part === '..') {
+        if (stack.length === 0) {
+          throw new InputError(`unsafe ${label}: its ".." leads outside the root`, UNSAFE_HINT);
+        }
+        stack.pop();
+        continue;
+      }
+      stack.push(part);
+      // Every component but the last is traversed: it must be a directory (or not exist yet).
+      const traversed = i < parts.length - 1;
+      if (!traversed) break;
+      const here = '/' + stack.join('/');
+      const node = this.nodes.get(here);
+      if (node?.entry.type === 'symlink') {
+        throw new InputError(
+          `unsafe ${label}: it goes through the symlink ${here} -> ${node.entry.target} defined earlier in the archive`,
+          UNSAFE_HINT,
+        );
+      }
+      if (node && node.entry.type !== 'dir') {
+        throw new InputError(`${label}: ${here} is a ${node.entry.type}, not a directory, earlier in the archive`, 'The archive is inconsistent; re-create it.');
+      }
+    }
+    return stack.length === 0 ? '/' : '/' + stack.join('/');
+  }
+
+  /** Creates missing parents of `path` implicitly, as directories 0755 0:0 (tar does the same on extraction). */
+  private ensureParents(path: string): void {
+    const parts = path.split('/').filter(Boolean);
+    let cur = '';
+    for (let i = 0; i < parts.length - 1; i++) {
+      const parent = cur === '' ? '/' : cur;
+      cur = `${cur}/${parts[i]}`;
+      if (!this.nodes.has(cur)) {
+        this.nodes.set(cur, { entry: dirEntry(cur), implicit: true, member: cur });
+        this.link(parent, cur);
+      }
+    }
+  }
+
+  private link(parent: string, path: string): void {
+    let set = this.children.get(parent);
+    if (!set) this.children.set(parent, (set = new Set()));
+    set.add(path);
+  }
+
+  private parentOf(path: string): string {
+    const i = path.lastIndexOf('/');
+    return i <= 0 ? '/' : path.slice(0, i);
+  }
+
+  /** Drops `path` (and, for a directory, everything below it). */
+  private remove(path: string): void {
+    const node = this.nodes.get(path);
+    if (!node) return;
+    const kids = this.children.get(path);
+    if (kids) {
+      for (const kid of [...kids]) this.remove(kid);
+      this.children.delete(path);
+    }
+    if (node.inode && --node.inode.refs === 0) this.blobsToDrop.push(node.inode.blob);
+    this.nodes.delete(path);
+    this.children.get(this.parentOf(path))?.delete(path);
+  }
+
+  /** Adds or replaces `path`: the later entry wins, as on extraction. */
+  put(path: string, node: Node): void {
+    const old = this.nodes.get(path);
+    if (path === '/') {
+      if (node.entry.type !== 'dir') {
+        throw new InputError(`tar entry ${JSON.stringify(node.member)} is the root but is a ${node.entry.type}`, 'The root of the archive must be a directory.');
+      }
+      this.nodes.set('/', node);
+      return;
+    }
+    if (old && old.entry.type === 'dir' && node.entry.type === 'dir') {
+      this.nodes.set(path, node); // a directory listed twice keeps its children
+      return;
+    }
+    if (old) this.remove(path);
+    this.ensureParents(path);
+    this.nodes.set(path, node);
+    this.link(this.parentOf(path), path);
+  }
+
+  takeBlobsToDrop(): string[] {
+    const b = this.blobsToDrop;
+    this.blobsToDrop = [];
+    return b;
+  }
+}
+
+export function dirEntry(path: string): ManifestEntry {
+  return { path, type: 'dir', mode: '0755', uid: 0, gid: 0 };
+}
+
