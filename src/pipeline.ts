@@ -57,11 +57,18 @@ async function timed<T>(results: StageResult[], name: string, fn: () => Promise<
   }
 }
 
-/** An error that stopped the pipeline, with the report of what ran until then (written by the CLI for CI). */
-export function attachReport(err: unknown, report: Report, t0: number): never {
-  report.durationMs = Math.round(performance.now() - t0);
-  if (err instanceof PartImageError) (err as PartImageError & { report?: Report }).report = report;
-  throw err;
+/**
+ * Runs `fn`; an error that stops it leaves with the report of what ran until
+ * then, which the CLI still writes (--report-json, --junit) for CI.
+ */
+async function reportingErrors<T>(report: Report, t0: number, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    report.durationMs = Math.round(performance.now() - t0);
+    if (err instanceof PartImageError) (err as PartImageError & { report?: Report }).report = report;
+    throw err;
+  }
 }
 
 /** Checks a build request before any work: every bad flag fails in the first second, not after a long read. */
@@ -104,8 +111,7 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
   await checkBuildRequest(req, output);
   const sourceDateEpoch = parseSourceDateEpoch(req.env);
 
-  return withScope(async (scope) => {
-   try {
+  return withScope((scope) => reportingErrors(report, t0, async () => {
     const tree = await timed(report.stages, 'read', async () => {
       const t = await readInput(req.input, scope, { target: req.target });
       return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, usedMb: t.usedMb, summary: `${t.kind}, ${t.manifest.entries.length} entries, ${t.usedMb} MiB` } };
@@ -144,10 +150,7 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
     }
     report.durationMs = Math.round(performance.now() - t0);
     return { report, exitCode };
-   } catch (err) {
-    return attachReport(err, report, t0);
-   }
-  });
+  }));
 }
 
 /** Converts when asked, then renames onto the output path: the only write to it. */
@@ -203,8 +206,7 @@ export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] =
   report.input = req.input;
   const st = await stat(report.image).catch(() => undefined);
   if (!st?.isFile()) throw new InputError(`image not found: ${req.image}`, 'Give the path of an ext4 image file (raw, qcow2 or vmdk).');
-  return withScope(async (scope) => {
-   try {
+  return withScope((scope) => reportingErrors(report, t0, async () => {
     // Every stage works on raw bytes: a qcow2 or vmdk image is verified through a raw copy.
     const kind = await sniffFile(report.image!);
     if (kind !== 'image' && kind !== 'qcow2' && kind !== 'vmdk') {
@@ -226,8 +228,5 @@ export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] =
     if (report.accepted) for (const fn of onAccepted) await fn();
     report.durationMs = Math.round(performance.now() - t0);
     return { report, exitCode: exitCodeFor(results) };
-   } catch (err) {
-    return attachReport(err, report, t0);
-   }
-  });
+  }));
 }
