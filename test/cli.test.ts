@@ -54,6 +54,12 @@ describe('cli', () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it('rejects a bad PART_IMAGE_NSPAWN before any work, exit 2', async () => {
+    const r = await runCli(['boot', 'nothing.img'], { env: { PART_IMAGE_NSPAWN: 'cloud' } });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/PART_IMAGE_NSPAWN must be 'host' or 'vm' \(or unset\), not 'cloud'/);
+  });
+
   it('prints its version', async () => {
     const r = await runCli(['--version']);
     expect(r.exitCode).toBe(0);

@@ -15,6 +15,9 @@ export const bootCommand: Command = {
   --nspawn     only the systemd-nspawn boot (leave out the portable stages)
   --portable   the image must be a portable service: a unit matching its name prefix is required
   An image with systemd boots with -b and a probe; one without is run with --nspawn-command.
+  systemd-nspawn runs on the host when it can (root, systemd-container), else inside the
+  part-image VM (--image=); PART_IMAGE_NSPAWN=host|vm forces one. The portable attach needs
+  systemd as PID 1, so it runs in the VM on hosts without it.
 
 Examples:
   part-image boot root.img

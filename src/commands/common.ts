@@ -84,6 +84,10 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
     }
   }
   if (bootTimeoutMs <= 0) throw new UsageError('--boot-timeout must be more than 0');
+  const where = process.env.PART_IMAGE_NSPAWN;
+  if (where && where !== 'host' && where !== 'vm') {
+    throw new UsageError(`PART_IMAGE_NSPAWN must be 'host' or 'vm' (or unset), not '${where}'`, 'Unset it to let part-image choose: the host when it can, else the VM.');
+  }
   return {
     skip,
     compareMtime: Boolean(v['compare-mtime']),
