@@ -9,8 +9,8 @@ import { cancelSignal, checkNotInterrupted } from './cleanup.js';
 import { log } from './log.js';
 
 export interface RunOptions {
-  /** Exit codes that count as success. Default [0]. */
-  okCodes?: number[];
+  /** Exit codes that count as success. Default [0]. 'any': every exit, a signal too; the caller judges it. */
+  okCodes?: number[] | 'any';
   /** Text fed to stdin. */
   input?: string;
   /** A file fed to stdin. */
@@ -87,7 +87,7 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
   if (result.timedOut && !opts.allowTimeout) {
     throw new ToolError(command, undefined, `timed out after ${Math.round((opts.timeoutMs ?? 0) / 1000)} s and was killed\n${stderr}`, opts.hint);
   }
-  if (!result.timedOut && !okCodes.includes(exitCode)) {
+  if (!result.timedOut && okCodes !== 'any' && !okCodes.includes(exitCode)) {
     throw new ToolError(command, result.exitCode, stderr || stdout, opts.hint);
   }
   return { command, exitCode, stdout, stderr, timedOut: result.timedOut ?? false };

@@ -5,6 +5,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isNspawnNoise } from '../tools/nspawn.js';
+import { ANSI, consoleTail } from '../vm/run.js';
 import type { Finding } from '../types.js';
 import { resolvePath, type Lookup } from './resolve.js';
 
@@ -179,7 +180,6 @@ export interface ProbeReport {
   emergency: boolean;
 }
 
-const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
 function fields(s: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -259,12 +259,7 @@ export function isAllowed(unit: string, allow: readonly string[]): boolean {
 
 /** The last `n` lines of container output, without colours and nspawn's farewell line. */
 export function outputTail(text: string, n: number): string[] {
-  return text
-    .replace(ANSI, '')
-    .replace(/\r/g, '')
-    .split('\n')
-    .filter((l) => l.trim() !== '' && !isNspawnNoise(l))
-    .slice(-n);
+  return consoleTail(text, Infinity).filter((l) => !isNspawnNoise(l)).slice(-n);
 }
 
 function unitFinding(u: FailedUnit): Finding {

@@ -11,7 +11,7 @@ import { join, normalize } from 'node:path';
 import type { ContentMap, InputTree, ManifestEntry } from '../types.js';
 import { InputError } from '../errors.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
-import { readXattrTree } from '../tools/getfattr.js';
+import { READ_HINT, readXattrTree } from '../tools/getfattr.js';
 
 export interface ReadDirOptions {
   /** Hash file contents (default true). */
@@ -37,9 +37,6 @@ export interface ScannedDir {
   entries: ScannedEntry[];
 }
 
-const READ_HINT =
-  'Run part-image as root (sudo) so that it can read every file and directory of the input; ' +
-  'changing the modes instead would change the image.';
 
 /** A failed fs call turned into an InputError naming the path and what to do. */
 export function inputIoError(err: unknown, path: string, host: string, action: string): InputError {

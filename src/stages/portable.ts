@@ -334,7 +334,6 @@ export interface CheckPortableResult {
 }
 
 const MiB = 1024 * 1024;
-const ANY_EXIT = [-1, ...Array.from({ length: 256 }, (_, i) => i)];
 const exists = (p: string) => access(p).then(() => true, () => false);
 
 /** Attach and run several images in one go (one VM boot). */
@@ -357,12 +356,12 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
         const f = `/var/tmp/${img.name}`;
         if (!(await exists(f))) continue;
         const units = img.units.filter(isStartable);
-        if (units.length) await run('systemctl', ['stop', ...units], { okCodes: ANY_EXIT, timeoutMs: 60_000, allowTimeout: true });
-        await run('portablectl', ['--no-ask-password', 'detach', '--runtime', f], { okCodes: ANY_EXIT, timeoutMs: 60_000, allowTimeout: true });
+        if (units.length) await run('systemctl', ['stop', ...units], { okCodes: 'any', timeoutMs: 60_000, allowTimeout: true });
+        await run('portablectl', ['--no-ask-password', 'detach', '--runtime', f], { okCodes: 'any', timeoutMs: 60_000, allowTimeout: true });
         await rm(f, { force: true });
       }
     });
-    const res = await run('sh', [jobFile], { env: { PI_OUT: out }, timeoutMs: o.timeoutMs, okCodes: ANY_EXIT, allowTimeout: true });
+    const res = await run('sh', [jobFile], { env: { PI_OUT: out }, timeoutMs: o.timeoutMs, okCodes: 'any', allowTimeout: true });
     const files = new Map<string, Buffer>();
     for (const name of await readdir(out)) files.set(name, await readFile(join(out, name)));
     const progress = parseProgress(text(files, 'progress'));

@@ -87,7 +87,7 @@ export function parseGetfattrDump(text: string): XattrDump {
   return out;
 }
 
-const READ_HINT =
+export const READ_HINT =
   'Run part-image as root (sudo) so that it can read every file and directory of the input; ' +
   'changing the modes instead would change the image.';
 

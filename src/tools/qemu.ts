@@ -89,7 +89,6 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
 }
 
 /** Any exit status is the caller's to judge (a guest poweroff and a panic both end qemu with 0). */
-const ANY_EXIT = [-1, ...Array.from({ length: 256 }, (_, i) => i)];
 
 /**
  * Run qemu until the guest powers off or `timeoutMs` passes (then SIGTERM,
@@ -97,7 +96,7 @@ const ANY_EXIT = [-1, ...Array.from({ length: 256 }, (_, i) => i)];
  * (qemu's default is /var/tmp, where a killed qemu would leave them).
  */
 export async function runQemu(spec: QemuSpec, timeoutMs: number, tmpDir?: string): Promise<RunResult> {
-  return run('qemu-system-x86_64', buildQemuArgs(spec), { okCodes: ANY_EXIT, timeoutMs, allowTimeout: true, env: tmpDir ? { TMPDIR: tmpDir } : undefined });
+  return run('qemu-system-x86_64', buildQemuArgs(spec), { okCodes: 'any', timeoutMs, allowTimeout: true, env: tmpDir ? { TMPDIR: tmpDir } : undefined });
 }
 
 /** "7.2.22", or undefined when qemu is missing. */

@@ -226,7 +226,8 @@ export async function runVm(job: VmJob): Promise<VmResult> {
 }
 
 // eslint-disable-next-line no-control-regex
-const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
+/** Terminal colour and cursor codes, as systemd prints them on a console. */
+export const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
 /** The last `n` non-empty console lines, without colour codes. */
 export function consoleTail(text: string, n = 25): string[] {
