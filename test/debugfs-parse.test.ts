@@ -6,6 +6,7 @@
 // newline in the target, a sparse file, an extent tree with an index block,
 // unwritten extents (fallocate through a mount); plus the same tree as ext3
 // (block-mapped) and with inline_data.
+import { parseDumpe2fsHeader } from '../src/tools/dumpe2fs.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -20,7 +21,6 @@ import {
   parseLsPSections,
   parseStat,
   parseStatSections,
-  parseStats,
   parseXattrLine,
   quoteDebugfsArg,
   splitDebugfsOutput,
@@ -245,7 +245,7 @@ describe('parseXattrLine / decodeCString / parseBlockList', () => {
   });
 });
 
-describe('parseEaGetHex / parseStats / splitDebugfsOutput', () => {
+describe('parseEaGetHex / superblock listing / splitDebugfsOutput', () => {
   const cmds = [
     `ea_get -r -x <${ino('plain')}> user.long`,
     `ea_get -r -x <${ino('plain')}> system.posix_acl_access`,
@@ -266,12 +266,12 @@ describe('parseEaGetHex / parseStats / splitDebugfsOutput', () => {
     expect(converted).toBe(getfattr.get('/plain')!['system.posix_acl_access'].replace(/ffffffff/g, '00000000'));
   });
 
-  it('reads block size and features from stats -h', () => {
-    const sb = parseStats(fixture('stats-h.out'));
+  it('reads block size and features from stats -h with the one superblock parser (tools/dumpe2fs.ts)', () => {
+    const sb = parseDumpe2fsHeader(fixture('stats-h.out').toString('utf8'));
     expect(sb.blockSize).toBe(1024);
     expect(sb.features).toContain('extent');
     expect(sb.inodeCount).toBeGreaterThan(0);
-    expect(() => parseStats('nothing')).toThrow(/Block size/);
+    expect(() => parseDumpe2fsHeader('nothing')).toThrow(/Block size/);
   });
 
   it('gives an empty section to a command that left no echo line', () => {

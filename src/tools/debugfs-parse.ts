@@ -381,28 +381,7 @@ export function parseStat(text: string | Buffer): InodeStat {
 }
 
 // ---------------------------------------------------------------------------
-// Parsing `stats -h` and `ea_get -x`
-
-export interface SuperblockInfo {
-  blockSize: number;
-  features: string[];
-  inodeCount: number;
-  blockCount: number;
-}
-
-/** The few superblock fields the readers need, from `stats` or `dumpe2fs -h` output. */
-export function parseStats(text: string | Buffer): SuperblockInfo {
-  const s = typeof text === 'string' ? text : text.toString('utf8');
-  const field = (name: string): string | undefined => new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(s)?.[1]?.trim();
-  const blockSize = Number(field('Block size'));
-  if (!Number.isInteger(blockSize) || blockSize <= 0) throw new Error('no "Block size:" in the superblock listing');
-  return {
-    blockSize,
-    features: (field('Filesystem features') ?? '').split(/\s+/).filter(Boolean),
-    inodeCount: Number(field('Inode count') ?? 0),
-    blockCount: Number(field('Block count') ?? 0),
-  };
-}
+// Parsing `ea_get -x` (superblock listings: tools/dumpe2fs.ts)
 
 /** Parses `ea_get -x` (or -r -x) output: "name (len) = 01 02 ... \n". */
 export function parseEaGetHex(text: string | Buffer): { name: string; value: Buffer } | undefined {
