@@ -23,8 +23,6 @@ export interface RunOptions {
   allowTimeout?: boolean;
   /** Hint added to a ToolError when the call fails. */
   hint?: string;
-  /** Keep stdout as a Buffer (binary output). */
-  binary?: boolean;
 }
 
 export interface RunResult {
