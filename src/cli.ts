@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The entry point: parses arguments, calls the library, maps errors to exit
 // codes. It is the only place that exits the process.
-import { EXIT, PartImageError } from './errors.js';
+import { EXIT, InternalError, PartImageError, asPartImageError } from './errors.js';
 import { shutdown } from './cleanup.js';
 import { log } from './log.js';
 import { VERSION } from './version.js';
@@ -20,7 +20,8 @@ ${COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`).join('\n')}
 
 Global options: --help, --version, --quiet, --verbose (prints every host command)
 Exit codes: 0 accepted / same, 1 rejected / differ, 2 usage or bad input,
-            3 environment (missing tool, privilege or VM), 130 interrupted.
+            3 environment (missing tool, privilege or VM), 4 internal error (a bug in
+            part-image, never a verdict on the image), 130 interrupted.
 Run \`part-image COMMAND --help\` for a command's options and examples.
 `;
 }
@@ -58,14 +59,18 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 function report(err: unknown): number {
+  if (err instanceof InternalError) {
+    process.stderr.write(`part-image: ${err.message}\n${err.where ? `  ${err.where.split('\n').join('\n  ')}\n` : ''}hint: ${err.hint}\n`);
+    return err.exitCode;
+  }
   if (err instanceof PartImageError) {
     process.stderr.write(`part-image: ${err.message}\n`);
     if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
     return err.exitCode;
   }
-  process.stderr.write(`part-image: internal error: ${(err as Error)?.stack ?? String(err)}\n`);
-  process.stderr.write('hint: this is a bug in part-image; please report it with the command you ran.\n');
-  return EXIT.environment;
+  const bug = asPartImageError(err);
+  process.stderr.write(`part-image: ${bug.message}\n${(err as Error)?.stack ?? ''}\nhint: ${bug.hint}\n`);
+  return EXIT.internal;
 }
 
 let interrupted = false;

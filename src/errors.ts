@@ -1,13 +1,26 @@
 // The few error classes of part-image. Each carries the process exit code it
 // maps to and a hint that tells the user what to do next. Only cli.ts exits.
+//
+// One hierarchy, one meaning per exit code:
+// - a verdict about the image is never an error: it is a finding of a stage
+//   (exit 1 when a stage fails);
+// - UsageError, InputError: the user's flags or input are bad (exit 2);
+// - EnvironmentError, ToolError: this host cannot do it (exit 3);
+// - InterruptedError: a signal arrived, cleanup ran (exit 130);
+// - InternalError, and anything that is not a PartImageError: a bug in
+//   part-image (exit 4), never a verdict on the image.
 
 export const EXIT = {
   ok: 0,
   rejected: 1,
   usage: 2,
   environment: 3,
+  internal: 4,
   interrupted: 130,
 } as const;
+
+/** What kind of error ended a run, as the JSON report names it. */
+export type ErrorKind = 'input' | 'environment' | 'interrupted' | 'internal';
 
 export class PartImageError extends Error {
   readonly exitCode: number;
@@ -55,6 +68,47 @@ export class ToolError extends PartImageError {
     this.toolExitCode = toolExitCode;
     this.stderr = stderr;
   }
+}
+
+/**
+ * A bug in part-image: an exception it did not expect (a TypeError, a broken
+ * invariant). Exit 4; the report says in which stage and where in the code.
+ */
+export class InternalError extends PartImageError {
+  /** The stage (or pipeline step) that was running. */
+  readonly stage?: string;
+  /** The top frames of the original stack: where in part-image it broke. */
+  readonly where?: string;
+  constructor(message: string, options: { stage?: string; cause?: unknown } = {}) {
+    super(message, EXIT.internal, {
+      hint: 'This is a bug in part-image, not a verdict on the image; please report it with the command you ran and the JSON report (--report-json).',
+      cause: options.cause,
+    });
+    this.stage = options.stage;
+    this.where = stackWhere(options.cause) ?? stackWhere(this);
+  }
+}
+
+/** Wraps anything that is not one of ours as an InternalError; ours pass unchanged. */
+export function asPartImageError(err: unknown, stage?: string): PartImageError {
+  if (err instanceof PartImageError) return err;
+  const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  return new InternalError(`internal error${stage ? ` in the ${stage} stage` : ''}: ${message}`, { stage, cause: err });
+}
+
+export function errorKind(err: PartImageError): ErrorKind {
+  if (err instanceof InterruptedError) return 'interrupted';
+  if (err.exitCode === EXIT.usage) return 'input';
+  if (err.exitCode === EXIT.environment) return 'environment';
+  return 'internal';
+}
+
+/** The first frames of a stack, without the message line: "at fn (src/x.ts:12:3)". */
+function stackWhere(err: unknown): string | undefined {
+  const stack = err instanceof Error ? err.stack : undefined;
+  if (!stack) return undefined;
+  const frames = stack.split('\n').filter((l) => /^\s+at /.test(l)).slice(0, 4).map((l) => l.trim());
+  return frames.length ? frames.join('\n') : undefined;
 }
 
 /** SIGINT/SIGTERM arrived; cleanup has run. Exit 130. */

@@ -49,16 +49,25 @@ export function formatCommand(cmd: string, args: readonly string[], env?: Record
   return envPart + [cmd, ...args].map(shellQuote).join(' ');
 }
 
+/**
+ * Every tool runs in one fixed locale, whatever the user's: parsers read
+ * e2fsck's, mke2fs's and qemu-img's English words, and numbers, dates and
+ * sorting must not change with LANG. C.UTF-8 keeps UTF-8 names intact.
+ * LANGUAGE would override the messages' language in GNU gettext: cleared.
+ */
+export const TOOL_LOCALE: Readonly<Record<string, string>> = { LC_ALL: 'C.UTF-8', LANGUAGE: '' };
+
 export async function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   checkNotInterrupted();
   const okCodes = opts.okCodes ?? [0];
   const command = formatCommand(cmd, args, opts.env);
+  const env = { ...TOOL_LOCALE, ...opts.env };
   log.command(command);
   const execaOpts: Options = {
     reject: false,
     all: false,
     stripFinalNewline: false,
-    env: opts.env,
+    env,
     extendEnv: true,
     cwd: opts.cwd,
     input: opts.input,

@@ -4,11 +4,13 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { rename, rm, stat } from 'node:fs/promises';
 import type { InputTree, Report, StageResult } from './types.js';
 import { checkNotInterrupted, withScope, type Scope } from './cleanup.js';
-import { EnvironmentError, InputError, PartImageError, UsageError } from './errors.js';
+import { EnvironmentError, InputError, InternalError, InterruptedError, PartImageError, UsageError, asPartImageError, errorKind } from './errors.js';
 import { hasTool } from './exec.js';
 import { readInput } from './input/index.js';
 import { buildRawImage, manifestUsedMb } from './build/index.js';
-import { resolveSizeInputs } from './build/size.js';
+import { onDiskMb, resolveSizeInputs } from './build/size.js';
+import { checkRoom, checkWritableFolder } from './build/output-folder.js';
+import { checkLabel } from './tools/mke2fs.js';
 import { runStages, isAccepted, exitCodeFor } from './stages/run.js';
 import { VERIFY_STAGES } from './stages/index.js';
 import type { Stage, VerifyOptions } from './stages/context.js';
@@ -42,31 +44,48 @@ function newReport(command: string): Report {
   return { tool: 'part-image', version: VERSION, command, accepted: false, startedAt: new Date().toISOString(), durationMs: 0, stages: [] };
 }
 
-/** A pipeline step outside the verification stages (read, build), recorded in the report even when it throws. */
+/**
+ * A pipeline step outside the verification stages (read, build), recorded in
+ * the report even when it throws: `failed` for bad input or a host problem,
+ * `error` for a bug in part-image.
+ */
 async function timed<T>(results: StageResult[], name: string, fn: () => Promise<{ value: T; details?: Record<string, unknown> }>): Promise<T> {
   const start = performance.now();
   try {
     const { value, details } = await log.step(name, fn);
     results.push({ name, status: 'passed', durationMs: Math.round(performance.now() - start), findings: [], details });
     return value;
-  } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    const hint = err instanceof PartImageError && err.hint ? ` (${err.hint})` : '';
-    results.push({ name, status: 'failed', durationMs: Math.round(performance.now() - start), findings: [{ code: 'error', message: message + hint }] });
+  } catch (raw) {
+    const err = asPartImageError(raw, name);
+    const durationMs = Math.round(performance.now() - start);
+    if (err instanceof InternalError || err instanceof InterruptedError) {
+      results.push({ name, status: 'error', reason: err.message, durationMs, findings: [] });
+    } else {
+      results.push({ name, status: 'failed', durationMs, findings: [{ code: 'error', message: err.message + (err.hint ? ` (${err.hint})` : '') }] });
+    }
     throw err;
   }
 }
 
 /**
  * Runs `fn`; an error that stops it leaves with the report of what ran until
- * then, which the CLI still writes (--report-json, --junit) for CI.
+ * then, which the CLI still writes (--report-json, --junit) for CI. Anything
+ * that is not one of part-image's errors is a bug (exit 4).
  */
 async function reportingErrors<T>(report: Report, t0: number, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
-  } catch (err) {
+  } catch (raw) {
+    const err = asPartImageError(raw);
     report.durationMs = Math.round(performance.now() - t0);
-    if (err instanceof PartImageError) (err as PartImageError & { report?: Report }).report = report;
+    report.accepted = false;
+    report.error = {
+      kind: errorKind(err), exitCode: err.exitCode, message: err.message,
+      ...(err.hint ? { hint: err.hint } : {}),
+      ...(err instanceof InternalError && err.stage ? { stage: err.stage } : {}),
+      ...(err instanceof InternalError && err.where ? { where: err.where } : {}),
+    };
+    (err as PartImageError & { report?: Report }).report = report;
     throw err;
   }
 }
@@ -80,6 +99,8 @@ async function checkBuildRequest(req: BuildRequest, output: string): Promise<voi
   if (!(await stat(dirname(output)).catch(() => undefined))?.isDirectory()) {
     throw new UsageError(`the folder of --output does not exist: ${dirname(output)}`, 'Create it first.');
   }
+  await checkWritableFolder(dirname(output), `.${basename(output)}.part-image-${process.pid}.probe`);
+  checkLabel(req.label);
   const input = resolve(req.input);
   if ((await stat(input).catch(() => undefined))?.isDirectory() && `${dirname(output)}/`.startsWith(`${input}/`)) {
     throw new UsageError(`--output ${req.output} is inside the input tree ${req.input}`,
@@ -118,6 +139,8 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
     });
     // Seeded builds size from the manifest: du -sm differs between staging filesystems.
     const size = resolveSizeInputs(req, req.env, req.seed ? manifestUsedMb(tree.manifest) : tree.usedMb);
+    // The raw image is sparse: only the tree, metadata and journal take room (twice, to convert it).
+    await checkRoom(dirname(output), onDiskMb(size.usedMb, size.freeMb) * (req.format === 'raw' ? 1 : 2));
     const tmp = join(dirname(output), `.${basename(output)}.part-image-${process.pid}.tmp`);
     scope.defer(`remove ${tmp}`, () => rm(tmp, { force: true }));
     const built = await timed(report.stages, 'build', async () => {
@@ -135,8 +158,7 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
       }),
     };
     const onAccepted: (() => Promise<void>)[] = [];
-    const results = await runStages(stages, { image: tmp, imageName: basename(output), input: tree, opts: verify, scope, rebuild, onAccepted });
-    report.stages.push(...results);
+    const results = await runStages(stages, { image: tmp, imageName: basename(output), input: tree, opts: verify, scope, rebuild, onAccepted }, report.stages);
     report.accepted = isAccepted(results);
     report.cause = causeOf(results);
     let exitCode = exitCodeFor(results);
@@ -221,8 +243,7 @@ export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] =
       });
     }
     const onAccepted: (() => Promise<void>)[] = [];
-    const results = await runStages(stages, { image, imageName: basename(report.image!), input: tree, opts: req.verify, scope, onAccepted });
-    report.stages.push(...results);
+    const results = await runStages(stages, { image, imageName: basename(report.image!), input: tree, opts: req.verify, scope, onAccepted }, report.stages);
     report.accepted = isAccepted(results);
     report.cause = causeOf(results);
     if (report.accepted) for (const fn of onAccepted) await fn();

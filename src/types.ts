@@ -48,7 +48,12 @@ export interface InputTree {
   usedMb: number;
 }
 
-export type StageStatus = 'passed' | 'failed' | 'skipped';
+/**
+ * passed/failed: the stage's verdict. skipped: it did not run (see skippedBy).
+ * error: it stopped without a verdict, because the input was bad or because
+ * of a bug in part-image; the report's `error` says which.
+ */
+export type StageStatus = 'passed' | 'failed' | 'skipped' | 'error';
 
 export interface Finding {
   code: string;
@@ -82,7 +87,21 @@ export interface Report {
   input?: string;
   /** The one-line cause of a rejection, when a stage can name it (boot diagnosis). */
   cause?: string;
+  /** Set when the run ended with an error instead of a verdict (exit 2, 3, 4 or 130). */
+  error?: ReportError;
   startedAt: string;
   durationMs: number;
   stages: StageResult[];
+}
+
+export interface ReportError {
+  /** input: bad flags or input (exit 2); environment (3); internal: a bug in part-image (4); interrupted (130). */
+  kind: 'input' | 'environment' | 'internal' | 'interrupted';
+  exitCode: number;
+  message: string;
+  hint?: string;
+  /** The stage that was running, when one was. */
+  stage?: string;
+  /** For internal errors: where in part-image's code it broke (stack frames). */
+  where?: string;
 }

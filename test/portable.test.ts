@@ -92,30 +92,38 @@ describe('the portable job (pure)', () => {
     { path: '/h/demo.raw', name: 'demo_1.0.raw', units: ['demo.service', 'demo@.service', 'demo-x.socket'] },
     { path: "/h/it's.raw", name: 'odd_2.raw', units: ['odd.service'] },
   ];
-  const job = buildPortableJob(images, ['/dev/disk/by-id/virtio-pi-img-0', "/h/it's.raw"]);
+  const { script: job, data } = buildPortableJob(images, ['/dev/disk/by-id/virtio-pi-img-0', "/h/it's.raw"]);
 
   it('copies each image to /var/tmp/NAME.raw, inspects and attaches it at runtime', () => {
-    expect(job).toContain("cp --sparse=always /dev/disk/by-id/virtio-pi-img-0 \"$f\"");
-    expect(job).toContain(`cp --sparse=always '/h/it'\\''s.raw' "$f"`);
-    expect(job).toContain('f=/var/tmp/demo_1.0.raw');
+    expect(job).toContain('cp --sparse=always "$(v i0.src)" "$f"');
+    expect(data['i0.src']).toBe('/dev/disk/by-id/virtio-pi-img-0');
+    expect(data['i1.src']).toBe("/h/it's.raw");
+    expect(job).toContain('f="/var/tmp/$(v i0.name)"');
+    expect(data['i0.name']).toBe('demo_1.0.raw');
     expect(job).toContain('$PCTL inspect "$f"');
     expect(job).toContain('$PCTL attach --runtime "$f"');
   });
 
   it('starts the startable units, then stops them before detaching', () => {
-    expect(job).toContain('systemctl start demo.service');
-    expect(job).toContain('systemctl start demo-x.socket');
-    expect(job).not.toContain('systemctl start demo@.service');
-    expect(job.indexOf('systemctl stop demo.service demo-x.socket')).toBeLessThan(job.indexOf('detach --runtime /var/tmp/demo_1.0.raw'));
+    expect(data['i0.u0']).toBe('demo.service');
+    expect(data['i0.u2']).toBe('demo-x.socket');
+    expect(job).toContain('systemctl start "$(v i0.u0)"');
+    expect(job).toContain('systemctl start "$(v i0.u2)"');
+    expect(job).not.toContain('systemctl start "$(v i0.u1)"');
+    expect(job.indexOf('systemctl stop "$(v i0.u0)" "$(v i0.u2)"')).toBeLessThan(job.indexOf('detach --runtime "/var/tmp/$(v i0.name)"'));
     expect(isStartable('demo@.service')).toBe(false);
     expect(isStartable('demo@one.service')).toBe(true);
     expect(isStartable('demo.mount')).toBe(false);
   });
 
+  it('holds no name of an image, a source or a unit: they are data', () => {
+    for (const value of Object.values(data)) expect(job).not.toContain(value);
+  });
+
   it('is valid sh', async () => {
     const { run } = await import('../src/exec.js');
     await run('sh', ['-n', '-c', job]);
-    await run('sh', ['-n', '-c', buildPortableJob(images, ['/a', '/b'], { console: '/dev/console' })]);
+    await run('sh', ['-n', '-c', buildPortableJob(images, ['/a', '/b'], { console: '/dev/console' }).script]);
   });
 
   it('marks each step it begins, so that a job cut short says where it was', () => {
@@ -127,8 +135,8 @@ describe('the portable job (pure)', () => {
       'i0 show', 'i0 stop', 'i0 detach', 'i1 show', 'i1 stop', 'i1 detach',
       'end',
     ]);
-    expect(job).toContain("C=''");
-    expect(buildPortableJob(images, ['/a', '/b'], { console: '/dev/console' })).toContain('C=/dev/console');
+    expect(job).toMatch(/^C=$/m);
+    expect(buildPortableJob(images, ['/a', '/b'], { console: '/dev/console' }).script).toContain('C=/dev/console');
   });
 
   it('reads the marks back from the progress file or the console, and names the step and unit of the last one', () => {

@@ -1,13 +1,14 @@
 // The build stage: an InputTree becomes a raw ext4 image file.
 import { rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { InputTree, Manifest } from '../types.js';
 import type { Scope } from '../cleanup.js';
-import { InputError } from '../errors.js';
+import { InputError, ToolError } from '../errors.js';
 import { MKE2FS_CONF, mke2fs, type Mke2fsOptions } from '../tools/mke2fs.js';
 import { readSuperblock } from '../tools/dumpe2fs.js';
-import { populate, ImageFullError } from './populate.js';
-import { firstGuessMb, inodesFor, type SizeInputs } from './size.js';
+import { populate, ImageFullError, type PopulateOptions } from './populate.js';
+import { firstGuessMb, inodesFor, onDiskMb, type SizeInputs } from './size.js';
+import { freeMbIn, isHostFull, notEnoughRoom } from './output-folder.js';
 
 export interface BuildImageOptions extends SizeInputs {
   label: string;
@@ -48,7 +49,27 @@ export function manifestUsedMb(manifest: Manifest): number {
 async function format(image: string, sizeMb: number, entries: number, o: BuildImageOptions, configFile: string): Promise<void> {
   await rm(image, { force: true });
   const mk: Mke2fsOptions = { label: o.label, seed: o.seed, fakeTime: o.sourceDateEpoch, inodes: inodesFor(entries, sizeMb), configFile };
-  await mke2fs(image, sizeMb, mk);
+  try {
+    await mke2fs(image, sizeMb, mk);
+  } catch (err) {
+    throw await hostFullOr(err, image, o);
+  }
+}
+
+/** Fills the image; a full HOST filesystem (not the image's own) is named as such. */
+async function fill(image: string, tree: InputTree, o: BuildImageOptions, popOpts: PopulateOptions): Promise<void> {
+  try {
+    await populate(image, tree.manifest, tree.content, popOpts);
+  } catch (err) {
+    throw await hostFullOr(err, image, o);
+  }
+}
+
+async function hostFullOr(err: unknown, image: string, o: BuildImageOptions): Promise<unknown> {
+  const text = err instanceof ToolError ? `${err.message}\n${err.stderr}` : err instanceof Error ? err.message : '';
+  if (!isHostFull(text)) return err;
+  const dir = dirname(image);
+  return notEnoughRoom(dir, onDiskMb(o.usedMb, o.freeMb), await freeMbIn(dir).catch(() => 0));
 }
 
 async function freeMbOf(image: string): Promise<number> {
@@ -85,7 +106,7 @@ export async function buildRawImage(tree: InputTree, image: string, o: BuildImag
     const emptyFree = await freeMbOf(image);
     if (emptyFree < o.usedMb) throw tooSmall(o.sizeMb, o.usedMb + (o.sizeMb - emptyFree));
     try {
-      await populate(image, tree.manifest, tree.content, popOpts);
+      await fill(image, tree, o, popOpts);
     } catch (err) {
       if (err instanceof ImageFullError) throw tooSmall(o.sizeMb, o.usedMb + (o.sizeMb - emptyFree) + 1);
       throw err;
@@ -100,7 +121,7 @@ export async function buildRawImage(tree: InputTree, image: string, o: BuildImag
     await format(image, size, entries, o, configFile);
     let full = false;
     try {
-      await populate(image, tree.manifest, tree.content, popOpts);
+      await fill(image, tree, o, popOpts);
     } catch (err) {
       if (!(err instanceof ImageFullError)) throw err;
       full = true;

@@ -15,10 +15,21 @@ export interface SizeInputs {
 
 export const DEFAULT_FREE_MB = 512;
 
-function parseMb(name: string, value: string | undefined): number | undefined {
+/**
+ * The largest size part-image accepts, in MiB: 16 TiB less one block, the
+ * largest file an ext4 folder (4 KiB blocks) can hold, and so the largest
+ * image most build hosts can write.
+ */
+export const MAX_MB = 16 * 1024 * 1024 - 1;
+
+function parseMb(name: string, value: string | undefined, min = 0): number | undefined {
   if (value === undefined || value === '') return undefined;
-  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${name} must be a whole number of MiB, got "${value}"`);
-  return Number(value.trim());
+  const v = value.trim();
+  const range = `from ${min} to ${MAX_MB} (16 TiB, the largest file an ext4 folder holds)`;
+  if (!/^-?\d+$/.test(v)) throw new UsageError(`${name} must be a whole number of MiB ${range}, got "${value}"`);
+  const n = Number(v);
+  if (n < min || n > MAX_MB) throw new UsageError(`${name} must be a whole number of MiB ${range}, got ${v}`);
+  return n;
 }
 
 /** Flags win over the builder's env vars (SIZE_MB, FREE_MB, USED_MB). */
@@ -27,10 +38,12 @@ export function resolveSizeInputs(
   env: NodeJS.ProcessEnv,
   measuredUsedMb: number,
 ): SizeInputs {
-  const sizeMb = parseMb('--size-mb', flags.sizeMb) ?? parseMb('SIZE_MB', env.SIZE_MB);
+  const sizeMb = parseMb('--size-mb', flags.sizeMb, 2) ?? parseMb('SIZE_MB', env.SIZE_MB, 2);
   const freeMb = parseMb('--free-mb', flags.freeMb) ?? parseMb('FREE_MB', env.FREE_MB) ?? DEFAULT_FREE_MB;
   const usedMb = parseMb('--used-mb', flags.usedMb) ?? parseMb('USED_MB', env.USED_MB) ?? measuredUsedMb;
-  if (sizeMb !== undefined && sizeMb < 2) throw new UsageError(`an ext4 image needs at least 2 MiB, SIZE_MB is ${sizeMb}`);
+  if (sizeMb === undefined && usedMb + freeMb > MAX_MB) {
+    throw new UsageError(`USED_MB + FREE_MB is ${usedMb + freeMb} MiB, more than the largest image (${MAX_MB} MiB, 16 TiB)`, 'Lower --free-mb (FREE_MB).');
+  }
   return { sizeMb, freeMb, usedMb };
 }
 
@@ -40,9 +53,21 @@ export function inodesFor(entryCount: number, sizeMb: number): number {
   return Math.max(byRatio, Math.ceil(entryCount * 1.1) + 64);
 }
 
+/** The journal mke2fs gives a filesystem of about `sizeMb` (ext2fs_default_journal_size, rounded up). */
+function journalMb(sizeMb: number): number {
+  return sizeMb < 128 ? 4 : sizeMb < 1024 ? 16 : sizeMb < 16384 ? 64 : 256;
+}
+
 /** First guess before measuring: data + free + ~6% ext4 metadata + a journal. */
 export function firstGuessMb(usedMb: number, freeMb: number): number {
   const data = usedMb + freeMb;
-  const journal = data < 128 ? 4 : data < 1024 ? 16 : data < 16384 ? 64 : 256;
-  return Math.ceil(data * 1.06) + journal + 2;
+  return Math.ceil(data * 1.06) + journalMb(data) + 2;
+}
+
+/**
+ * What the raw image takes on the host's disk: it is a sparse file, so only
+ * the tree, ext4's metadata and the journal, not the free space.
+ */
+export function onDiskMb(usedMb: number, freeMb: number): number {
+  return Math.ceil(usedMb * 1.06) + journalMb(usedMb + freeMb) + 2;
 }

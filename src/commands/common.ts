@@ -44,10 +44,42 @@ export interface Command {
   run(values: Values, positionals: string[]): Promise<number>;
 }
 
+/**
+ * `--size-mb -5` and `--label -x`: a value that starts with "-" but is no
+ * option of the command is that option's value (parseArgs would call it
+ * ambiguous), so that the value itself is checked and its range named.
+ * `--output --format` stays an error: a known option is never a value.
+ */
+export function joinDashValues(argv: readonly string[], options: Options): string[] {
+  const known = new Set<string>();
+  for (const [name, o] of Object.entries(options)) {
+    known.add(`--${name}`);
+    if (o.short) known.add(`-${o.short}`);
+  }
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = argv[i + 1];
+    const opt = a.startsWith('--') ? options[a.slice(2)] : undefined;
+    if (opt?.type === 'string' && next !== undefined && next.startsWith('-') && next !== '--' && !known.has(next.split('=')[0])) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else {
+      out.push(a);
+    }
+    if (a === '--') {
+      out.push(...argv.slice(i + 1));
+      break;
+    }
+  }
+  return out;
+}
+
 export function parse(cmd: Command, argv: string[]): { values: Values; positionals: string[] } {
   let parsed;
+  const options = { ...GLOBAL_OPTIONS, ...cmd.options };
   try {
-    parsed = parseArgs({ args: argv, options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: joinDashValues(argv, options), options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError(`${cmd.name}: ${(err as Error).message}`, `Run \`part-image ${cmd.name} --help\` for the usage.`);
   }

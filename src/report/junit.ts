@@ -11,7 +11,7 @@ function esc(s: string): string {
 export function reportToJunit(report: Report): string {
   const failures = report.stages.filter((s) => s.status === 'failed').length;
   const skips = report.stages.filter((s) => s.status === 'skipped' && s.skippedBy !== 'unavailable').length;
-  const errors = report.stages.filter((s) => s.status === 'skipped' && s.skippedBy === 'unavailable').length;
+  const errors = report.stages.filter((s) => s.status === 'error' || (s.status === 'skipped' && s.skippedBy === 'unavailable')).length;
   const total = report.stages.reduce((t, s) => t + s.durationMs, 0) / 1000;
   const suite = esc(`part-image ${report.command}${report.output ? ` ${report.output}` : report.image ? ` ${report.image}` : ''}`);
   const cases = report.stages.map((s) => {
@@ -20,6 +20,10 @@ export function reportToJunit(report: Report): string {
     if (s.status === 'skipped' && s.skippedBy === 'unavailable') {
       // It blocks acceptance (exit 3): CI views must not show it as a harmless skip.
       return `${open}>\n      <error message="${esc(`could not run here: ${s.reason ?? ''}`)}" type="unavailable"/>\n    </testcase>`;
+    }
+    if (s.status === 'error') {
+      const kind = report.error?.kind ?? 'error';
+      return `${open}>\n      <error message="${esc(s.reason ?? 'stopped')}" type="${esc(kind)}">${esc(report.error?.where ?? '')}</error>\n    </testcase>`;
     }
     if (s.status === 'skipped') return `${open}>\n      <skipped message="${esc(`${s.skippedBy}: ${s.reason ?? ''}`)}"/>\n    </testcase>`;
     const text = s.findings.map((f) => `[${f.code}] ${f.message}`).join('\n');

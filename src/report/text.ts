@@ -3,9 +3,18 @@ import type { Report, StageResult } from '../types.js';
 
 const MAX_FINDINGS = 20;
 
+/** Why a run that ended in an error says nothing about the image. */
+const VERDICTLESS: Record<NonNullable<Report['error']>['kind'], string> = {
+  input: 'the input or the flags are bad',
+  environment: 'this host could not run it',
+  internal: 'a bug in part-image stopped the run; the image was not judged',
+  interrupted: 'interrupted',
+};
+
 function mark(s: StageResult): string {
   if (s.status === 'passed') return 'PASS';
   if (s.status === 'failed') return 'FAIL';
+  if (s.status === 'error') return 'ERROR';
   return 'SKIP';
 }
 
@@ -44,16 +53,19 @@ function detail(s: StageResult): string {
 
 export function formatTextReport(r: Report): string {
   const width = Math.max(...r.stages.map((s) => s.name.length), 8);
+  const markWidth = r.stages.some((s) => s.status === 'error') ? 5 : 4;
   const lines: string[] = [];
   if (r.cause) lines.push(`cause: ${r.cause}`, '');
   for (const s of r.stages) {
-    const why = s.status === 'skipped' ? `(${s.skippedBy === 'request' ? 'skipped by request' : s.skippedBy}: ${s.reason})` : detail(s);
-    lines.push(`  ${mark(s)}  ${s.name.padEnd(width)}  ${secs(s.durationMs).padStart(7)}  ${why}`.trimEnd());
+    const why = s.status === 'skipped' ? `(${s.skippedBy === 'request' ? 'skipped by request' : s.skippedBy}: ${s.reason})`
+      : s.status === 'error' ? `(stopped: ${s.reason ?? 'error'})` : detail(s);
+    lines.push(`  ${mark(s).padEnd(markWidth)}  ${s.name.padEnd(width)}  ${secs(s.durationMs).padStart(7)}  ${why}`.trimEnd());
     for (const f of s.findings.slice(0, MAX_FINDINGS)) lines.push(`        - [${f.code}] ${f.message.split('\n').join('\n          ')}`);
     if (s.findings.length > MAX_FINDINGS) lines.push(`        ... and ${s.findings.length - MAX_FINDINGS} more (see --report-json)`);
   }
   const total = secs(r.durationMs);
   if (r.accepted) lines.push('', `ACCEPTED${r.output ? `: ${r.output}` : ''} (${total})`);
+  else if (r.error) lines.push('', `NO VERDICT: ${VERDICTLESS[r.error.kind]} (exit ${r.error.exitCode}, ${total})`);
   else lines.push('', `REJECTED${r.image ? `: ${r.image}` : ''} (${total})`);
   return `${lines.join('\n')}\n`;
 }

@@ -16,6 +16,7 @@ import { basename } from 'node:path';
 import type { Finding, Manifest } from '../types.js';
 import { manifestLookup, resolvePath } from '../boot/resolve.js';
 import { passedOrFailed, skipped, type Stage, imageManifestOf } from './context.js';
+import { InternalError } from '../errors.js';
 
 export const PORTABLE_UNIT_DIRS = ['/usr/lib/systemd/system', '/lib/systemd/system', '/etc/systemd/system'];
 /** Unit types portabled attaches. */
@@ -43,8 +44,48 @@ export interface UnitFile {
   path: string;
 }
 
+/**
+ * Why systemd would refuse `name` as an image name (image_name_is_valid():
+ * a valid file name, no control characters, valid UTF-8, not ".#..."), or
+ * undefined when it takes it. The name reaches portablectl and the job's
+ * /var/tmp path; it is checked here once.
+ */
+export function portableNameProblem(name: string): string | undefined {
+  if (name === '' || name === '.' || name === '..') return 'it is empty, "." or ".."';
+  if (name.includes('/')) return 'it contains "/"';
+  if (Buffer.byteLength(name) > 255) return `it is ${Buffer.byteLength(name)} bytes, more than a file name's 255`;
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(name)) return 'it contains a control character (a newline, a tab, ...)';
+  if (name.includes('\uFFFD')) return 'it is not valid UTF-8';
+  if (name.startsWith('.#')) return 'it starts with ".#" (systemd takes that for a temporary file)';
+  return undefined;
+}
+
+/** Throws (a bug) for a name portableNameProblem() refuses: callers check first. */
+export function checkPortableName(name: string): void {
+  const why = portableNameProblem(name);
+  if (why) throw new InternalError(`portable image name ${JSON.stringify(name)} is not valid: ${why}`);
+}
+
+/**
+ * systemd's unit_name_is_valid(): at most 255 bytes, only [A-Za-z0-9:_.\\-]
+ * plus at most one "@" before the type suffix, a non-empty prefix and a known
+ * unit type. Unit names come from the image: nothing else reaches the job.
+ */
+export function isValidUnitName(name: string): boolean {
+  if (Buffer.byteLength(name) > 255) return false;
+  const m = /^([A-Za-z0-9:_.\\-]+)(@[A-Za-z0-9:_.\\-]*)?\.([a-z]+)$/.exec(name);
+  return m !== null && UNIT_SUFFIXES.includes(m[3]);
+}
+
 /** Every unit file in the unit directories portabled reads (first directory wins for a name). */
 export function unitFiles(manifest: Manifest): UnitFile[] {
+  return scanUnitFiles(manifest).units;
+}
+
+/** The unit files, and the files there whose names systemd would not take as unit names. */
+export function scanUnitFiles(manifest: Manifest): { units: UnitFile[]; invalid: UnitFile[] } {
+  const invalid: UnitFile[] = [];
   const lookup = manifestLookup(manifest);
   const byName = new Map<string, UnitFile>();
   // Directories may be symlinks (/lib -> usr/lib): resolve them, then list entries under the real path.
@@ -61,10 +102,11 @@ export function unitFiles(manifest: Manifest): UnitFile[] {
       const name = e.path.slice(prefix.length);
       if (name.includes('/') || !suffix.test(name)) continue;
       if (e.type !== 'file' && e.type !== 'symlink') continue;
-      if (!byName.has(name)) byName.set(name, { name, path: `${shown}/${name}` });
+      if (!isValidUnitName(name)) invalid.push({ name, path: `${shown}/${name}` });
+      else if (!byName.has(name)) byName.set(name, { name, path: `${shown}/${name}` });
     }
   }
-  return [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { units: [...byName.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)), invalid };
 }
 
 /** True when `unitName` belongs to the portable image with `prefix`. */
@@ -84,10 +126,26 @@ export function matchingUnits(manifest: Manifest, prefix: string): UnitFile[] {
 /** The lint itself, on a manifest. */
 export function lintPortable(manifest: Manifest, imageName: string, portable: boolean): { applicable: boolean; findings: Finding[]; details: Record<string, unknown> } {
   const prefix = portablePrefix(imageName);
-  const all = unitFiles(manifest);
+  const { units: all, invalid } = scanUnitFiles(manifest);
   const units = all.filter((u) => unitMatchesPrefix(u.name, prefix));
   const details: Record<string, unknown> = { prefix, units: units.map((u) => u.path) };
   const findings: Finding[] = [];
+  const nameProblem = portableNameProblem(basename(imageName));
+  if (nameProblem && (units.length || portable)) {
+    findings.push({
+      code: 'portable-bad-name',
+      path: basename(imageName),
+      message: `the image name ${JSON.stringify(basename(imageName))} is not one systemd takes: ${nameProblem}; name it ${prefix.replace(/[^A-Za-z0-9:_.-]/g, '') || 'NAME'}_VERSION.raw`,
+      actual: basename(imageName),
+    });
+  }
+  for (const u of invalid.filter((x) => x.name.startsWith(prefix) || portable)) {
+    findings.push({
+      code: 'portable-bad-unit-name',
+      path: u.path,
+      message: `${JSON.stringify(u.path)} is not a valid unit name (systemd takes only letters, digits and ":_.\\-", one "@", and a unit type suffix): portabled would not attach it; rename the unit file`,
+    });
+  }
   if (!units.length) {
     if (!portable) return { applicable: false, findings, details };
     const found = all.filter((u) => PORTABLE_UNIT_TYPES.some((t) => u.name.endsWith(`.${t}`)));

@@ -32,10 +32,11 @@ import { access, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/p
 import { basename, join } from 'node:path';
 import type { Finding } from '../types.js';
 import type { Scope } from '../cleanup.js';
-import { hasTool, run, shellQuote } from '../exec.js';
+import { hasTool, run } from '../exec.js';
+import { InternalError } from '../errors.js';
 import { readImageManifest } from '../image/debugfs-reader.js';
 import { consoleTail, runVm, vmFailure, type VmResult } from '../vm/run.js';
-import { matchingUnits, portablePrefix } from './portable-lint.js';
+import { checkPortableName, isValidUnitName, matchingUnits, portableNameProblem, portablePrefix } from './portable-lint.js';
 import { passedOrFailed, skipped, type Stage, type StageContext, type StageOutcome } from './context.js';
 
 export interface PortableImage {
@@ -85,31 +86,56 @@ export function isStartable(unit: string): boolean {
   return STARTABLE_TYPES.includes(type) && !/@\.[a-z]+$/.test(unit);
 }
 
+/** A job: a fixed script, and the values it works on as data files (name -> content). */
+export interface PortableJob {
+  script: string;
+  data: Record<string, string>;
+}
+
 /**
  * The shell job (POSIX sh, run as root) that checks `images`; `sources[i]` is
- * where image i can be read (a host file, or the VM's disk). Results go to
- * files in $PI_OUT named i<N>.*. Before each step the job appends a mark
- * ("i0 copy", "i0 u1 start", "settle", ..., "end") to $PI_OUT/progress and,
- * with `console`, writes it to that device too ("PART-IMAGE-PORTABLE i0 u1
- * start"): if time runs out, the last mark says where. Pure.
+ * where image i can be read (a host file, or the VM's disk). No string from
+ * the user or the image is ever part of the script: image names, sources and
+ * unit names are data files (`i0.name`, `i0.src`, `i0.u1`, ...) that the
+ * script reads from $PI_DATA (the host) or $PI_JOB/files (the VM), always
+ * inside double quotes. Results go to files in $PI_OUT named i<N>.*. Before
+ * each step the job appends a mark ("i0 copy", "i0 u1 start", "settle", ...,
+ * "end") to $PI_OUT/progress and, with `console`, writes it to that device
+ * too ("PART-IMAGE-PORTABLE i0 u1 start"): if time runs out, the last mark
+ * says where. Pure.
  */
-export function buildPortableJob(images: readonly PortableImage[], sources: readonly string[], opts: { console?: string } = {}): string {
-  const q = shellQuote;
+export function buildPortableJob(images: readonly PortableImage[], sources: readonly string[], opts: { console?: string } = {}): PortableJob {
+  const data: Record<string, string> = {};
+  images.forEach((img, i) => {
+    checkPortableName(img.name);
+    data[`i${i}.name`] = img.name;
+    data[`i${i}.src`] = sources[i];
+    img.units.forEach((u, j) => {
+      if (!isValidUnitName(u)) throw new InternalError(`portable job: "${u}" is not a valid unit name; portable-lint should have left it out`);
+      data[`i${i}.u${j}`] = u;
+    });
+  });
+  for (const [name, value] of Object.entries(data)) {
+    if (/[\n\0]/.test(value)) throw new InternalError(`portable job: the value of ${name} has a newline or NUL`);
+  }
+  const consoleDev = opts.console ?? '';
+  if (!/^(\/dev\/[a-z0-9]+)?$/.test(consoleDev)) throw new InternalError(`portable job: console must be a /dev node, not ${consoleDev}`);
   const lines = [
     'export SYSTEMD_PAGER= SYSTEMD_COLORS=0 LC_ALL=C',
     'O="$PI_OUT"',
+    'D="${PI_DATA:-$PI_JOB/files}"',
+    'v() { cat "$D/$1"; }',
     'PCTL="portablectl --no-pager --no-legend --no-ask-password"',
-    `C=${q(opts.console ?? '')}`,
+    `C=${consoleDev}`,
     `mark() { echo "$*" >> "$O/progress"; if [ -n "$C" ]; then echo "${PROGRESS_MARK} $*" 2>/dev/null > "$C" || :; fi; }`,
   ];
-  images.forEach((img, i) => {
-    const f = `/var/tmp/${img.name}`;
+  const unit = (i: number, j: number) => `"$(v i${i}.u${j})"`;
+  images.forEach((_img, i) => {
     lines.push(
-      `# image ${i}: ${img.name}`,
       `mark i${i} copy`,
-      `f=${q(f)}`,
+      `f="/var/tmp/$(v i${i}.name)"`,
       `if [ -e "$f" ]; then echo "$f already exists: another image of that name is in the way" > "$O/i${i}.attach"; echo ${IN_THE_WAY} > "$O/i${i}.attach.rc"`,
-      `elif ! cp --sparse=always ${q(sources[i])} "$f" > "$O/i${i}.attach" 2>&1; then echo 126 > "$O/i${i}.attach.rc"`,
+      `elif ! cp --sparse=always "$(v i${i}.src)" "$f" > "$O/i${i}.attach" 2>&1; then echo 126 > "$O/i${i}.attach.rc"`,
       'else',
       `  mark i${i} attach`,
       `  $PCTL inspect "$f" > "$O/i${i}.inspect" 2>&1`,
@@ -124,34 +150,34 @@ export function buildPortableJob(images: readonly PortableImage[], sources: read
       if (!isStartable(u)) return;
       lines.push(
         `  mark i${i} u${j} start`,
-        `  timeout ${UNIT_START_TIMEOUT_S} systemctl start ${q(u)} > "$O/i${i}.u${j}.start" 2>&1; echo $? > "$O/i${i}.u${j}.start.rc"`,
+        `  timeout ${UNIT_START_TIMEOUT_S} systemctl start ${unit(i, j)} > "$O/i${i}.u${j}.start" 2>&1; echo $? > "$O/i${i}.u${j}.start.rc"`,
       );
     });
     lines.push('fi');
   });
   lines.push('mark settle', `sleep ${SETTLE_SECONDS}`);
   images.forEach((img, i) => {
-    const startable = img.units.filter(isStartable);
+    const startable = img.units.map((u, j) => (isStartable(u) ? unit(i, j) : '')).filter(Boolean);
     lines.push(`if [ "$(cat "$O/i${i}.attach.rc")" = 0 ]; then`, `  mark i${i} show`);
     img.units.forEach((u, j) => {
       if (!isStartable(u)) return;
       lines.push(
-        `  systemctl show ${PROPS.map((p) => `-p ${p}`).join(' ')} ${q(u)} > "$O/i${i}.u${j}.show" 2>&1`,
-        `  journalctl -b -u ${q(u)} --no-pager --no-hostname -o short-monotonic -n 50 > "$O/i${i}.u${j}.journal" 2>&1`,
+        `  systemctl show ${PROPS.map((p) => `-p ${p}`).join(' ')} ${unit(i, j)} > "$O/i${i}.u${j}.show" 2>&1`,
+        `  journalctl -b -u ${unit(i, j)} --no-pager --no-hostname -o short-monotonic -n 50 > "$O/i${i}.u${j}.journal" 2>&1`,
       );
     });
-    if (startable.length) lines.push(`  mark i${i} stop`, `  timeout ${UNIT_START_TIMEOUT_S} systemctl stop ${startable.map(q).join(' ')} > "$O/i${i}.stop" 2>&1`);
+    if (startable.length) lines.push(`  mark i${i} stop`, `  timeout ${UNIT_START_TIMEOUT_S} systemctl stop ${startable.join(' ')} > "$O/i${i}.stop" 2>&1`);
     lines.push(
       `  mark i${i} detach`,
-      `  $PCTL detach --runtime ${q(`/var/tmp/${img.name}`)} > "$O/i${i}.detach" 2>&1; echo $? > "$O/i${i}.detach.rc"`,
-      `  rm -f ${q(`/var/tmp/${img.name}`)}`,
+      `  $PCTL detach --runtime "/var/tmp/$(v i${i}.name)" > "$O/i${i}.detach" 2>&1; echo $? > "$O/i${i}.detach.rc"`,
+      `  rm -f "/var/tmp/$(v i${i}.name)"`,
       `elif [ "$(cat "$O/i${i}.attach.rc")" != ${IN_THE_WAY} ]; then`,
-      `  rm -f ${q(`/var/tmp/${img.name}`)}`,
+      `  rm -f "/var/tmp/$(v i${i}.name)"`,
       'fi',
     );
   });
   lines.push('mark end');
-  return `${lines.join('\n')}\n`;
+  return { script: `${lines.join('\n')}\n`, data };
 }
 
 /** The job's progress marks, oldest first: from its progress file, or (with `fromConsole`) from console text. Pure. */
@@ -345,7 +371,11 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
     const out = join(dir, 'out');
     await mkdir(out);
     const jobFile = join(dir, 'job.sh');
-    await writeFile(jobFile, buildPortableJob(images, images.map((i) => i.path)));
+    const dataDir = join(dir, 'data');
+    await mkdir(dataDir);
+    const job = buildPortableJob(images, images.map((i) => i.path));
+    await writeFile(jobFile, job.script);
+    for (const [name, value] of Object.entries(job.data)) await writeFile(join(dataDir, name), value);
     // The job leaves alone a /var/tmp/NAME.raw that is already there; what it
     // creates, it detaches and removes. If we are interrupted in between,
     // this does it.
@@ -361,7 +391,7 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
         await rm(f, { force: true });
       }
     });
-    const res = await run('sh', [jobFile], { env: { PI_OUT: out }, timeoutMs: o.timeoutMs, okCodes: 'any', allowTimeout: true });
+    const res = await run('sh', [jobFile], { env: { PI_OUT: out, PI_DATA: dataDir }, timeoutMs: o.timeoutMs, okCodes: 'any', allowTimeout: true });
     const files = new Map<string, Buffer>();
     for (const name of await readdir(out)) files.set(name, await readFile(join(out, name)));
     const progress = parseProgress(text(files, 'progress'));
@@ -375,9 +405,11 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
   }
   let totalMb = 0;
   for (const img of images) totalMb += Math.ceil((await stat(img.path)).size / MiB);
+  // The console is kept even when the VM has to be killed: the marks there say how far the job got.
+  const job = buildPortableJob(images, images.map((_, i) => `/dev/disk/by-id/virtio-pi-img-${i}`), { console: '/dev/console' });
   const vm = await runVm({
-    // The console is kept even when the VM has to be killed: the marks there say how far the job got.
-    script: buildPortableJob(images, images.map((_, i) => `/dev/disk/by-id/virtio-pi-img-${i}`), { console: '/dev/console' }),
+    script: job.script,
+    files: job.data,
     disks: images.map((img, i) => ({ path: img.path, serial: `pi-img-${i}` })),
     scratchMb: Math.ceil(totalMb * 1.1) + 128,
     timeoutMs: o.timeoutMs,
@@ -406,6 +438,10 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
       ...skipped(`not a portable service image: no unit file matches the prefix '${prefix}' of ${name} (pass --portable to require one)`, 'not-applicable'),
       details: { prefix },
     };
+  }
+  const nameProblem = portableNameProblem(name);
+  if (nameProblem) {
+    return { status: 'failed', findings: [{ code: 'portable-bad-name', path: name, message: `portablectl cannot attach an image named ${JSON.stringify(name)}: ${nameProblem}`, actual: name }], details: { prefix } };
   }
   const image: PortableImage = { path: ctx.image, name, units };
   const size = (await stat(ctx.image)).size;

@@ -1,13 +1,30 @@
-// Runs stages in order, times them, honours --skip, and turns a stage that
-// cannot run here into `skipped (unavailable)` instead of a crash.
+// Runs stages in order, times them, honours --skip, and sorts what a stage
+// throws by the error hierarchy (errors.ts), so that only findings are ever a
+// verdict on the image:
+// - EnvironmentError, ToolError: the stage could not run here: `skipped
+//   (unavailable)`, which blocks acceptance (exit 3); the next stages run;
+// - InputError, UsageError: bad input (a malformed golden file, say): the
+//   stage is `error` and the run stops with exit 2;
+// - anything else is a bug in part-image: the stage is `error` and the run
+//   stops with exit 4, saying where.
 import type { StageResult } from '../types.js';
-import { EnvironmentError, InterruptedError, PartImageError } from '../errors.js';
+import { EnvironmentError, InterruptedError, PartImageError, ToolError, asPartImageError } from '../errors.js';
 import { checkNotInterrupted, isShuttingDown } from '../cleanup.js';
 import { log } from '../log.js';
 import type { Stage, StageContext, StageOutcome } from './context.js';
 
-export async function runStages(stages: readonly Stage[], ctx: StageContext): Promise<StageResult[]> {
-  const results: StageResult[] = [];
+/**
+ * PART_IMAGE_TEST_FAULT=STAGE makes that stage throw a TypeError as a bug
+ * would: the tests prove with it that a bug ends as exit 4, never as a verdict.
+ */
+function injectedFault(stage: string): void {
+  if (process.env.PART_IMAGE_TEST_FAULT === stage) {
+    throw new TypeError(`injected fault (PART_IMAGE_TEST_FAULT=${stage})`);
+  }
+}
+
+/** Runs `stages`, appending each result to `results` as it ends (so a run that stops keeps what ran). */
+export async function runStages(stages: readonly Stage[], ctx: StageContext, results: StageResult[] = []): Promise<StageResult[]> {
   for (const stage of stages) {
     checkNotInterrupted();
     const start = performance.now();
@@ -16,26 +33,27 @@ export async function runStages(stages: readonly Stage[], ctx: StageContext): Pr
       outcome = { status: 'skipped', skippedBy: 'request', reason: '--skip', findings: [] };
     } else {
       try {
-        outcome = await log.step(stage.name, () => stage.run(ctx));
+        outcome = await log.step(stage.name, async () => {
+          injectedFault(stage.name);
+          return stage.run(ctx);
+        });
       } catch (err) {
         if (isShuttingDown()) throw new InterruptedError('signal');
-        outcome = outcomeOfError(err);
+        if (!(err instanceof EnvironmentError || err instanceof ToolError)) {
+          const error = asPartImageError(err, stage.name);
+          results.push({ name: stage.name, status: 'error', reason: error.message, findings: [], durationMs: Math.round(performance.now() - start) });
+          throw error;
+        }
+        outcome = unavailable(err);
       }
     }
-    const result: StageResult = { name: stage.name, ...outcome, durationMs: Math.round(performance.now() - start) };
-    results.push(result);
+    results.push({ name: stage.name, ...outcome, durationMs: Math.round(performance.now() - start) });
   }
   return results;
 }
 
-function outcomeOfError(err: unknown): StageOutcome {
-  if (err instanceof EnvironmentError) {
-    return { status: 'skipped', skippedBy: 'unavailable', reason: `${err.message}${err.hint ? ` (${err.hint})` : ''}`, findings: [] };
-  }
-  const message = err instanceof PartImageError || err instanceof Error ? err.message : String(err);
-  // A tool that chokes on the image (debugfs on corrupt metadata, say) is a
-  // verdict on the image, not a crash of part-image.
-  return { status: 'failed', findings: [{ code: 'stage-error', message }] };
+function unavailable(err: PartImageError): StageOutcome {
+  return { status: 'skipped', skippedBy: 'unavailable', reason: `${err.message}${err.hint ? ` (${err.hint})` : ''}`, findings: [] };
 }
 
 /** Accepted when every stage passed, or was skipped by request or because it does not apply. */

@@ -1,6 +1,7 @@
 // mke2fs: formats an empty ext4 filesystem in an image file. part-image fills
 // it afterwards with one debugfs script (see build/populate.ts).
 import { run } from '../exec.js';
+import { UsageError } from '../errors.js';
 
 export interface Mke2fsOptions {
   label: string;
@@ -36,6 +37,22 @@ export const MKE2FS_CONF = `[defaults]
 		features = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
 	}
 `;
+
+/** ext4 keeps at most 16 bytes of volume label (s_volume_name); mke2fs cuts a longer one silently. */
+export const MAX_LABEL_BYTES = 16;
+
+/** Throws a UsageError for a label ext4 cannot keep as given. */
+export function checkLabel(label: string): void {
+  const bytes = Buffer.byteLength(label);
+  if (bytes > MAX_LABEL_BYTES) {
+    throw new UsageError(`--label "${label}" is ${bytes} bytes; an ext4 label holds at most ${MAX_LABEL_BYTES} bytes`,
+      `Shorten it, for example to "${Buffer.from(label).subarray(0, MAX_LABEL_BYTES).toString('utf8').replace(/\uFFFD+$/, '')}".`);
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(label)) {
+    throw new UsageError(`--label ${JSON.stringify(label)} contains a control character`, 'Use printable characters only: the label shows up in /dev/disk/by-label and in blkid.');
+  }
+}
 
 export function buildMke2fsArgs(image: string, sizeMb: number, o: Mke2fsOptions): string[] {
   const args = ['-q', '-F', '-t', 'ext4', '-b', String(BLOCK_SIZE), '-I', '256', '-m', '0', '-L', o.label];
