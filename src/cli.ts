@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The entry point: parses arguments, calls the library, maps errors to exit
 // codes. It is the only place that exits the process.
-import { EXIT, InternalError, PartImageError, asPartImageError } from './errors.js';
+import { EXIT, InternalError, asPartImageError } from './errors.js';
 import { shutdown } from './cleanup.js';
 import { log } from './log.js';
 import { VERSION } from './version.js';
@@ -58,19 +58,16 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-function report(err: unknown): number {
+function report(raw: unknown): number {
+  const err = asPartImageError(raw);
   if (err instanceof InternalError) {
-    process.stderr.write(`part-image: ${err.message}\n${err.where ? `  ${err.where.split('\n').join('\n  ')}\n` : ''}hint: ${err.hint}\n`);
+    const stack = raw instanceof InternalError || !(raw instanceof Error) ? err.where : raw.stack;
+    process.stderr.write(`part-image: ${err.message}\n${stack ? `  ${stack.split('\n').join('\n  ')}\n` : ''}hint: ${err.hint}\n`);
     return err.exitCode;
   }
-  if (err instanceof PartImageError) {
-    process.stderr.write(`part-image: ${err.message}\n`);
-    if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
-    return err.exitCode;
-  }
-  const bug = asPartImageError(err);
-  process.stderr.write(`part-image: ${bug.message}\n${(err as Error)?.stack ?? ''}\nhint: ${bug.hint}\n`);
-  return EXIT.internal;
+  process.stderr.write(`part-image: ${err.message}\n`);
+  if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
+  return err.exitCode;
 }
 
 let interrupted = false;

@@ -89,9 +89,36 @@ export class InternalError extends PartImageError {
   }
 }
 
-/** Wraps anything that is not one of ours as an InternalError; ours pass unchanged. */
+/** errno codes that say the host refused (permissions, space, I/O), not that part-image is wrong. */
+const HOST_ERRNO: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EROFS: 'read-only filesystem',
+  ENOSPC: 'no space left on the filesystem',
+  EDQUOT: 'disk quota exceeded',
+  EIO: 'I/O error',
+  EMFILE: 'too many open files in this process',
+  ENFILE: 'too many open files on the system',
+  ENOMEM: 'out of memory',
+};
+
+/** A system error of the host (fs.writeFile on a read-only folder, say) as an EnvironmentError naming the path. */
+export function hostErrorOf(err: unknown): EnvironmentError | undefined {
+  const e = err as NodeJS.ErrnoException | undefined;
+  const what = e?.code ? HOST_ERRNO[e.code] : undefined;
+  if (!what) return undefined;
+  const path = e?.path ? ` ${e.path}` : '';
+  return new EnvironmentError(`the host refused to ${e?.syscall ?? 'access'}${path}: ${what} (${e?.code})`,
+    e?.code === 'ENOSPC' || e?.code === 'EDQUOT' ? 'Free some space there, or choose another folder.'
+      : e?.code === 'EACCES' || e?.code === 'EPERM' || e?.code === 'EROFS' ? 'Choose a folder this user can write to, or fix its permissions.'
+        : 'Check the host, then run again.', err);
+}
+
+/** Wraps anything that is not one of ours: a host refusal as an EnvironmentError, the rest as an InternalError. */
 export function asPartImageError(err: unknown, stage?: string): PartImageError {
   if (err instanceof PartImageError) return err;
+  const host = hostErrorOf(err);
+  if (host) return host;
   const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
   return new InternalError(`internal error${stage ? ` in the ${stage} stage` : ''}: ${message}`, { stage, cause: err });
 }

@@ -106,7 +106,8 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
   }
   if (v['update-golden'] && !v.golden) throw new UsageError('--update-golden needs --golden FILE');
   if (v['golden-allow'] && !v.golden) throw new UsageError('--golden-allow needs --golden FILE');
-  for (const flag of ['report-json', 'junit']) {
+  // Files written at the end: a folder that cannot take them must fail now, not after the work.
+  for (const flag of ['report-json', 'junit', ...(v['update-golden'] ? ['golden'] : [])]) {
     const file = v[flag];
     if (typeof file !== 'string') continue;
     try {

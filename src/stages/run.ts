@@ -37,12 +37,12 @@ export async function runStages(stages: readonly Stage[], ctx: StageContext, res
           injectedFault(stage.name);
           return stage.run(ctx);
         });
-      } catch (err) {
+      } catch (raw) {
         if (isShuttingDown()) throw new InterruptedError('signal');
+        const err = asPartImageError(raw, stage.name);
         if (!(err instanceof EnvironmentError || err instanceof ToolError)) {
-          const error = asPartImageError(err, stage.name);
-          results.push({ name: stage.name, status: 'error', reason: error.message, findings: [], durationMs: Math.round(performance.now() - start) });
-          throw error;
+          results.push({ name: stage.name, status: 'error', reason: err.message, findings: [], durationMs: Math.round(performance.now() - start) });
+          throw err;
         }
         outcome = unavailable(err);
       }

@@ -141,6 +141,15 @@ describe('the output folder: named when it is read-only, full or not ours (exit 
     }
   });
 
+  it('--update-golden into a read-only folder fails before any work, not after the image was accepted', async () => {
+    const ro = await tmpfs('golden-ro', 'size=4m,ro');
+    const out = join(work, 'golden-ro.img');
+    const r = await runCli(['build', ...skipBoot(), '--input', tree, '--output', out, '--free-mb', '4', '--golden', join(ro, 'g.json'), '--update-golden']);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`--golden ${join(ro, 'g.json')}: its folder does not exist or is not writable`);
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('a folder this user may not write to', async () => {
     const locked = join(work, 'locked');
     await mkdir(locked, { mode: 0o555 });
