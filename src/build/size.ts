@@ -5,7 +5,8 @@
 // without SIZE_MB, FREE_MB means free space the finished filesystem really
 // has: we measure the overhead of an empty filesystem of the candidate size
 // and add it. SIZE_MB, when given, is exact.
-import { UsageError } from '../errors.js';
+import { InputError, UsageError } from '../errors.js';
+import type { ManifestEntry } from '../types.js';
 
 export interface SizeInputs {
   sizeMb?: number;
@@ -45,4 +46,44 @@ export function firstGuessMb(usedMb: number, freeMb: number): number {
   const data = usedMb + freeMb;
   const journal = data < 128 ? 4 : data < 1024 ? 16 : data < 16384 ? 64 : 256;
   return Math.ceil(data * 1.06) + journal + 2;
+}
+
+// ---------------------------------------------------------------------------
+// The early SIZE_MB refusal: a tree whose apparent size exceeds the image is
+// refused while it is read, before its contents are hashed (a tar holding a
+// 1 TB sparse file would otherwise hash a terabyte of zeros first).
+
+const MiB = 1024 * 1024;
+const FS_BLOCK = 4096;
+/** What one entry costs in an image besides its data: its inode. */
+export const INODE_BYTES = 256;
+
+/** The bytes an entry takes at its apparent size: files whole (holes included) in 4 KiB blocks, a block per directory and long symlink, and its inode. */
+export function apparentBytes(e: ManifestEntry): number {
+  let bytes = INODE_BYTES;
+  if (e.type === 'file' && !e.hardlink) bytes += Math.ceil((e.size ?? 0) / FS_BLOCK) * FS_BLOCK;
+  else if (e.type === 'dir') bytes += FS_BLOCK;
+  else if (e.type === 'symlink' && (e.size ?? 0) >= 60) bytes += FS_BLOCK;
+  return bytes;
+}
+
+/** The refusal, naming where the read was when the tree outgrew the image. */
+export function treeTooBig(bytes: number, maxBytes: number, where: string): InputError {
+  return new InputError(
+    `the tree does not fit: ${where} its apparent size is already ${Math.ceil(bytes / MiB)} MiB ` +
+      `(files at their full size, holes included, in 4 KiB blocks, plus a block per directory and 256 bytes per inode), but the image is ${Math.floor(maxBytes / MiB)} MiB (SIZE_MB)`,
+    'Raise --size-mb (SIZE_MB), or leave it unset and part-image sizes the image itself; or remove the entry from the input.',
+  );
+}
+
+/** Refuses a whole scanned tree (directory, layer stack) whose apparent size exceeds `maxBytes`. */
+export function checkApparentSize(entries: Iterable<ManifestEntry>, maxBytes: number | undefined, source: string): void {
+  if (maxBytes === undefined) return;
+  let bytes = 0;
+  let count = 0;
+  for (const e of entries) {
+    bytes += apparentBytes(e);
+    count++;
+  }
+  if (bytes > maxBytes) throw treeTooBig(bytes, maxBytes, `${source} (${count} entries):`);
 }

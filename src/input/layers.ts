@@ -33,12 +33,16 @@ import type { Scope } from '../cleanup.js';
 import { InputError } from '../errors.js';
 import { assignHardlinks, comparePaths, makeManifest, parentPath } from '../manifest/entry.js';
 import { duMegabytes, hashFiles, scanDir, type ScannedEntry } from './dir.js';
+import { checkTreeLimits } from './limits.js';
+import { checkApparentSize } from '../build/size.js';
 
 export interface ReadLayersOptions {
   /** The target to read when raptor.json lists several (--target). */
   target?: string;
   /** Hash file contents (default true). */
   hash?: boolean;
+  /** SIZE_MB in bytes: refuse a merged tree whose apparent size exceeds it, before hashing. */
+  maxBytes?: number;
 }
 
 export interface LayerSelection {
@@ -219,11 +223,15 @@ export async function readLayerTree(path: string, _scope: Scope, opts: ReadLayer
     keyOf.set(w.entry.path, `${w.layer}:${w.se.inode}`);
   }
   assignHardlinks(entries, (e) => keyOf.get(e.path));
+  checkApparentSize(entries, opts.maxBytes, path);
   if (opts.hash ?? true) await hashFiles(entries, content);
+  const manifest = makeManifest(entries);
+  const hostOf = new Map(winners.map((w) => [w.entry.path, `${w.entry.path} (layer ${selection.layers[w.layer]}: ${w.se.host})`]));
+  checkTreeLimits(manifest, path, (p) => hostOf.get(p) ?? p);
   return {
     kind: 'layers',
     source: path,
-    manifest: makeManifest(entries),
+    manifest,
     content,
     usedMb: duMegabytes(winners.map((w) => ({ inode: `${w.layer}:${w.se.inode}`, blocks: w.se.blocks }))),
   };
