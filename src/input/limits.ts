@@ -197,10 +197,14 @@ const SHOWN = 10;
 export function checkTreeLimits(manifest: Manifest, source: string, label: (path: string) => string = (p) => p): void {
   const problems = treeProblems(manifest);
   if (problems.length === 0) return;
-  const lines = problems.slice(0, SHOWN).map((p) => `  ${label(p.path)}: ${p.why}`);
+  const shown = (path: string) => {
+    const l = label(path);
+    return /[\x00-\x1f\x7f]/.test(l) ? JSON.stringify(l) : l;
+  };
+  const lines = problems.slice(0, SHOWN).map((p) => `  ${shown(p.path)}: ${p.why}`);
   if (problems.length > SHOWN) lines.push(`  ... and ${problems.length - SHOWN} more`);
   throw new InputError(
-    `${problems.length === 1 ? 'an entry' : `${problems.length} entries`} of ${source} cannot be stored in an ext4 image as they are:\n${lines.join('\n')}`,
+    `${problems.length === 1 ? 'an entry' : `${problems.length} entries`} of ${source} cannot be stored in an ext4 image as ${problems.length === 1 ? 'it is' : 'they are'}:\n${lines.join('\n')}`,
     'Fix these entries in the input (part-image never changes a value to make it fit).',
   );
 }
