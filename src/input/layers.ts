@@ -160,15 +160,37 @@ function visibleEntry(e: ManifestEntry): ManifestEntry {
  */
 export function mergeLayers(layers: ScannedEntry[][]): LayerWinner[] {
   const merged = new Map<string, LayerWinner>();
+  // Children of each merged path: a whiteout removes one subtree, not a scan of the whole tree.
+  const kids = new Map<string, Set<string>>();
+  const set = (path: string, w: LayerWinner): void => {
+    merged.set(path, w);
+    if (path === '/') return;
+    const parent = parentPath(path);
+    let k = kids.get(parent);
+    if (!k) kids.set(parent, (k = new Set()));
+    k.add(path);
+  };
+  const drop = (path: string): void => {
+    for (const kid of kids.get(path) ?? []) drop(kid);
+    kids.delete(path);
+    merged.delete(path);
+    kids.get(parentPath(path))?.delete(path);
+  };
   /** Drop what lower layers put at `path` (with `self`) and under it. */
   const removeLower = (path: string, layer: number, self: boolean): void => {
     const w = merged.get(path);
     if (!w) return; // Every merged path has its parent: nothing can lie under a missing one.
-    if (self && w.layer < layer) merged.delete(path);
+    if (self && w.layer < layer) {
+      drop(path);
+      return;
+    }
     if (w.entry.type !== 'dir') return;
-    const prefix = path === '/' ? '/' : `${path}/`;
-    for (const [p, d] of merged) {
-      if (p !== '/' && p.startsWith(prefix) && d.layer < layer) merged.delete(p);
+    // Entries of this layer under `path` were merged already (they sort before
+    // the whiteout) and stay; a lower one goes with everything under it (every
+    // layer is a whole tree, so nothing of this layer lies under a lower dir).
+    for (const kid of [...(kids.get(path) ?? [])]) {
+      if (merged.get(kid)!.layer < layer) drop(kid);
+      else removeLower(kid, layer, false);
     }
   };
   for (const [layer, scanned] of layers.entries()) {
@@ -195,7 +217,7 @@ export function mergeLayers(layers: ScannedEntry[][]): LayerWinner[] {
       } else if (below?.entry.type === 'dir') {
         removeLower(e.path, layer, false);
       }
-      merged.set(e.path, { layer, se, entry: visibleEntry(e) });
+      set(e.path, { layer, se, entry: visibleEntry(e) });
     }
   }
   return [...merged.values()];
