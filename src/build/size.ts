@@ -15,6 +15,8 @@ export interface SizeInputs {
 }
 
 export const DEFAULT_FREE_MB = 512;
+/** What one entry costs in an image besides its data: its inode (tools/mke2fs.ts: -I 256). */
+export const INODE_BYTES = 256;
 
 function parseMb(name: string, value: string | undefined): number | undefined {
   if (value === undefined || value === '') return undefined;
@@ -35,10 +37,23 @@ export function resolveSizeInputs(
   return { sizeMb, freeMb, usedMb };
 }
 
-/** The inodes an image needs: the entries plus headroom, never below mke2fs's own default. */
+/**
+ * The inodes an image needs: the entries plus headroom, never below mke2fs's
+ * own default. Refuses (InputError) a count whose inode tables (256 bytes
+ * each) would take more than 80% of the image: mke2fs 1.47.0 then fails
+ * ("Cannot create filesystem with requested number of inodes", or no room
+ * for the journal, at about 90%), and the tree would not fit anyway.
+ */
 export function inodesFor(entryCount: number, sizeMb: number): number {
   const byRatio = Math.floor((sizeMb * 1024 * 1024) / 16384);
-  return Math.max(byRatio, Math.ceil(entryCount * 1.1) + 64);
+  const needed = Math.ceil(entryCount * 1.1) + 64;
+  if (needed * INODE_BYTES > sizeMb * 1024 * 1024 * 0.8) {
+    throw new InputError(
+      `the tree does not fit: its ${entryCount} entries need ${needed} inodes of ${INODE_BYTES} bytes, ${Math.ceil((needed * INODE_BYTES) / 2 ** 20)} MiB of inode tables, more than an image of ${sizeMb} MiB can hold`,
+      `Raise --size-mb (SIZE_MB) to ${Math.ceil((needed * INODE_BYTES) / 2 ** 20 / 0.8) + 1} or more; when part-image sizes the image itself, raise --free-mb (FREE_MB).`,
+    );
+  }
+  return Math.max(byRatio, needed);
 }
 
 /** First guess before measuring: data + free + ~6% ext4 metadata + a journal. */
@@ -55,8 +70,6 @@ export function firstGuessMb(usedMb: number, freeMb: number): number {
 
 const MiB = 1024 * 1024;
 const FS_BLOCK = 4096;
-/** What one entry costs in an image besides its data: its inode. */
-export const INODE_BYTES = 256;
 
 /** The bytes an entry takes at its apparent size: files whole (holes included) in 4 KiB blocks, a block per directory and long symlink, and its inode. */
 export function apparentBytes(e: ManifestEntry): number {

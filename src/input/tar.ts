@@ -13,7 +13,7 @@
 // >= 0x80 that is not valid UTF-8), so we also keep the raw pax records of
 // each entry and parse them here: see hookRawPax().
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readFile, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import type { Hash } from 'node:crypto';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import { basename, join } from 'node:path';
@@ -42,6 +42,7 @@ export interface ReadTarOptions {
 }
 
 const MiB = 1024 * 1024;
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 // ---------------------------------------------------------------------------
 // The reader
@@ -194,6 +195,7 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
   source.pipe(extract as unknown as NodeJS.WritableStream);
 
   let blobCount = 0;
+  let emptyBlob: string | undefined;
   let inodeCount = 0;
   let entryCount = 0;
   const notes = new Notes();
@@ -261,10 +263,20 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
             'Remove it from the archive; no ext4 image can hold it.');
         }
         if (opts.maxBytes !== undefined) checkFits(tree.bytes + TarTree.fileCost(apparent) + INODE_COST, opts.maxBytes, member, entryCount);
-        const blob = join(blobDir, String(blobCount++));
-        const written = await writeBlob(data, blob, h.size ?? 0, sparse, hashing, member).catch((err: unknown) => {
-          throw blobError(err, staging);
-        });
+        // Empty files share one blob: a tar of a million empty members (512
+        // bytes each) would otherwise leave a million files to write, and to
+        // remove on an interrupt before part-image may exit.
+        const empty = !sparse && (h.size ?? 0) === 0;
+        if (empty && !emptyBlob) {
+          emptyBlob = join(staging, 'empty');
+          await writeFile(emptyBlob, '');
+        }
+        const blob = empty ? emptyBlob! : join(blobDir, String(blobCount++));
+        const written = empty
+          ? await drain(data).then(() => ({ size: 0, sha256: hashing ? EMPTY_SHA256 : undefined }))
+          : await writeBlob(data, blob, h.size ?? 0, sparse, hashing, member).catch((err: unknown) => {
+            throw blobError(err, staging);
+          });
         const inode: Inode = {
           id: inodeCount++, blob, size: written.size, sha256: written.sha256, mode, uid, gid, mtime, xattrs, refs: 1,
           aclText: hasAclText ? aclText : undefined,
@@ -281,7 +293,7 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
         if (type === 'char' || type === 'block') e.rdev = `${h.devmajor ?? 0},${h.devminor ?? 0}`;
         tree.put(p, { entry: e, aclText: hasAclText ? aclText : undefined, member });
       }
-      for (const b of tree.takeBlobsToDrop()) await unlink(b).catch(() => undefined);
+      for (const b of tree.takeBlobsToDrop()) if (b !== emptyBlob) await unlink(b).catch(() => undefined);
       if (opts.maxBytes !== undefined) checkFits(tree.bytes, opts.maxBytes, member, entryCount);
     }
   } catch (err) {

@@ -321,6 +321,39 @@ describe('tar bombs', () => {
     }
   });
 
+  it('a tar of 100,000 tiny members stops within 1 s of SIGINT, leaving nothing, and is refused whole by SIZE_MB', async () => {
+    const members: RawMember[] = [];
+    for (let d = 0; d < 100; d++) for (let i = 0; i < 1000; i++) members.push({ name: `./d${d}/f${i}`, data: '' });
+    const tar = await tarFile(members);
+    await interruptRead(tar, 'SIGINT', 'many');
+    // 100,000 inodes of 256 bytes do not fit 16 MiB, whatever their data.
+    expectRefused(await build(tar, [], { SIZE_MB: '16' }), /does not fit/);
+  });
+
+  /** Starts a build of `tar`, interrupts it 1.5 s into the read, and checks it ends within 1 s, leaving nothing. */
+  async function interruptRead(tar: string, signal: 'SIGINT' | 'SIGTERM', label: string): Promise<void> {
+    {
+      const dir = join(work, `bomb-${label}-${signal}`);
+      const tmp = join(dir, 'tmp');
+      await mkdir(tmp, { recursive: true });
+      const out = join(dir, 'x.img');
+      const child = spawn('node', [CLI, 'build', ...skipBoot(), '--input', tar, '--output', out], { env: { ...process.env, TMPDIR: tmp } });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const exited = once(child, 'exit');
+      for (let i = 0; i < 600 && (await readdir(tmp)).length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 1500));
+      const sent = performance.now();
+      child.kill(signal);
+      const [code] = await exited;
+      const took = performance.now() - sent;
+      expect(code, stderr).toBe(130);
+      expect(took, `exit ${took.toFixed(0)} ms after ${signal}`).toBeLessThan(1000);
+      expect(await readdir(tmp)).toEqual([]);
+      expect(await readdir(dir)).toEqual(['tmp']);
+    }
+  }
+
   it('without SIZE_MB the read shows progress and stops within 1 s of SIGINT or SIGTERM, leaving nothing', async () => {
     const tar = await tarFile([sparseMember('bomb', 2 ** 40)]);
     for (const signal of ['SIGINT', 'SIGTERM'] as const) {
