@@ -152,6 +152,10 @@ function createEntry(e: ManifestEntry, name: string, content: ContentMap, cmds: 
       }
       const src = content.get(e.path);
       if (!src) throw new Error(`no content for ${e.path}: a bug in the input reader`);
+      if (/[\n\r\0]/.test(src)) {
+        throw new InputError(`${JSON.stringify(e.path)}: its content is read from ${JSON.stringify(src)}, a host path with a newline or carriage return, which a debugfs script cannot carry`,
+          'Move the input to a folder whose path has no newline.');
+      }
       cmds.push(`write ${q(src)} ${q(name)}`);
       return true;
     }
