@@ -295,9 +295,13 @@ describe('corrupt and truncated archives: exit 2, and the compression hint only 
       expectRefused(r, new RegExp(`is ${name}-compressed`), /Decompress it first/);
     });
   }
-  it('a tar whose first member is named like bzip2 magic is read as the tar it is', async () => {
-    const r = await build(await tarFile([file('BZh91AY&SY')]));
-    expectAccepted(r);
+  it('a tar whose first member is named like bzip2 (or lzma) magic is read as the tar it is', async () => {
+    for (const name of ['BZh91AY&SY', ']\0\0\0\x01']) {
+      const first = name.replace(/\0.*/s, '');
+      const tar = Buffer.concat([tarHeader(first, '0', 1), padded(Buffer.from('x')), Buffer.alloc(1024)]);
+      const r = await build(await tarFile(tar));
+      expectAccepted(r);
+    }
   });
   it('a pax header larger than 4 MiB, and a pax record claiming 10 GB', async () => {
     const huge = Buffer.concat([tarHeader('./', '5', 0), tarHeader('PaxHeader/x', 'x', 5 * 2 ** 20), Buffer.alloc(5 * 2 ** 20), tarHeader('./a', '0', 0), Buffer.alloc(1024)]);
