@@ -19,6 +19,13 @@ export interface ReadInputOptions {
    * while it is read, before its contents are hashed.
    */
   sizeMb?: number;
+  /**
+   * Check the tree against what an ext4 image can hold (limits.ts; default
+   * true). Directory and layer inputs are checked here, tars by their reader
+   * (which names the member); false skips the directory and layer check, for
+   * callers that only describe a tree (manifest, diff).
+   */
+  limits?: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -36,7 +43,7 @@ export async function readInput(path: string, scope: Scope, opts: ReadInputOptio
     } else {
       const { readDirTree } = await import('./dir.js');
       tree = await readDirTree(path, { ...opts, maxBytes });
-      checkTreeLimits(tree.manifest, path, (p) => join(path, p));
+      if (opts.limits !== false) checkTreeLimits(tree.manifest, path, (p) => join(path, p));
     }
   } else if (st.isFile()) {
     const { readTarTree } = await import('./tar.js');

@@ -39,6 +39,8 @@ export interface ReadTarOptions {
    * the content of the entry that crosses it is read or hashed.
    */
   maxBytes?: number;
+  /** Check the tree against ext4's limits (default true; see input/limits.ts). */
+  limits?: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -311,7 +313,7 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
     throw notATar(path, entryCount === 0 ? 'no tar header found' : 'it ends without the end-of-archive marker (truncated?)');
   }
 
-  return finish(path, tree, hashing, notes.lines(tree));
+  return finish(path, tree, hashing, notes.lines(tree), opts.limits !== false);
 }
 
 function headerMtimeOf(h: Header): number | undefined {
@@ -374,7 +376,7 @@ async function archiveNameResolver(tree: TarTree): Promise<AclNameResolver> {
   return (kind, name) => (kind === 'user' ? users : groups).get(name);
 }
 
-async function finish(source: string, tree: TarTree, hashing: boolean, notes: string[]): Promise<InputTree> {
+async function finish(source: string, tree: TarTree, hashing: boolean, notes: string[], limits: boolean): Promise<InputTree> {
   const entries: ManifestEntry[] = [];
   const content = new Map<string, string>();
   const inodeOf = new Map<string, number>();
@@ -419,7 +421,7 @@ async function finish(source: string, tree: TarTree, hashing: boolean, notes: st
     return id === undefined ? undefined : String(id);
   });
   const manifest = makeManifest(entries);
-  checkTreeLimits(manifest, source, (p) => `tar entry ${JSON.stringify(tree.nodes.get(p)?.member ?? p)}`);
+  if (limits) checkTreeLimits(manifest, source, (p) => `tar entry ${JSON.stringify(tree.nodes.get(p)?.member ?? p)}`);
   return {
     kind: 'tar',
     source,

@@ -121,6 +121,18 @@ describe('out-of-range values in a tar are refused by name, never changed', () =
     });
   }
 
+  it('a reader that only describes a tree can skip the check (limits: false) and sees the value as it is', async () => {
+    const scope = new Scope();
+    try {
+      const tar = await tarFile([file('./far', { pax: [['mtime', String(2 ** 40)]] })]);
+      await expect(readInput(tar, scope)).rejects.toThrow(/mtime 1099511627776/);
+      const t = await readInput(tar, scope, { limits: false });
+      expect(t.manifest.entries.find((e) => e.path === '/far')?.mtime).toBe(2 ** 40);
+    } finally {
+      await scope.close();
+    }
+  });
+
   it('lists every bad entry, not only the first', async () => {
     const r = await build(await tarFile([file('./a', { pax: [['uid', '-1']] }), file('./b', { pax: [['mtime', String(2 ** 40)]] })]));
     expectRefused(r, /2 entries of .* cannot be stored/, /"\.\/a": uid -1/, /"\.\/b": mtime/);
