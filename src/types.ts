@@ -46,6 +46,12 @@ export interface InputTree {
   content: ContentMap;
   /** Size of the input in MiB, as `du -sm` counts it. */
   usedMb: number;
+  /**
+   * What the reader did that the user should know, one line each, for the
+   * read stage's details: leading "/" removed from member names, members
+   * replaced by later ones of the same name, sockets left out.
+   */
+  notes?: string[];
 }
 
 /**

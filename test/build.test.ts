@@ -179,8 +179,9 @@ describe('inputs the builder must handle or refuse clearly', () => {
     await writeFile(join(t, 'bad\nname'), 'x');
     const bad = await runCli(['build', ...skipBoot(), '--input', t, '--output', join(work, 'nl.img'), '--free-mb', '4']);
     expect(bad.exitCode).toBe(2);
-    expect(bad.stderr).toContain('"/bad\\nname": part-image cannot write a name');
-    expect(bad.stderr).toMatch(/^hint: Rename the entry/m);
+    // Refused by the read stage's limits check (input/limits.ts), before any image is made.
+    expect(bad.stderr).toContain('bad\\nname": a newline or carriage return in its name');
+    expect(bad.stderr).toMatch(/^hint: Fix these entries in the input/m);
   });
 
   it('writes the JSON report even when a step stops the run (a tree too big for SIZE_MB)', async () => {

@@ -345,14 +345,13 @@ describe('paths', () => {
     expect((await readdir(blobDir)).length).toBe(3);
   });
 
-  it('a directory replaced by a file loses its children', async () => {
-    const t = await read(await writeTar('dir-to-file.tar', [
+  it('a directory replaced by a file is refused, naming both members (it would drop d/x)', async () => {
+    const err = await readError(await writeTar('dir-to-file.tar', [
       { name: 'd/', type: '5' },
       { name: 'd/x', data: 'x' },
       { name: 'd', data: 'now a file' },
     ]));
-    expect(t.manifest.entries.map((e) => e.path)).toEqual(['/', '/d']);
-    expect(t.content.has('/d/x')).toBe(false);
+    expect(err.message).toMatch(/tar entry "d" \(a file\) has the same path \/d as tar entry "d\/", a directory holding "d\/x"/);
   });
 
   it('hard links: groups, to symlinks, and a link to a link', async () => {
@@ -554,7 +553,9 @@ describe('broken and compressed archives', () => {
     const p = join(work, 'trunc-mid.tar');
     await writeFile(p, (await readFile(good)).subarray(0, 10000));
     const err = await readError(p);
-    expect(err.message).toMatch(/^not a valid tar archive: .*trunc-mid\.tar: .*truncated.*Maybe it is compressed with xz\/zstd\? Decompress it first\./);
+    expect(err.message).toMatch(/^not a valid tar archive: .*trunc-mid\.tar: .*truncated/);
+    // The bytes do not say "compressed": no hint that they might be.
+    expect(err.message).not.toMatch(/compress/i);
   });
 
   it('truncated at a block boundary, without the end-of-archive marker', async () => {

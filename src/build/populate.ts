@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { ContentMap, Manifest, ManifestEntry } from '../types.js';
 import { typeBits, parentPath } from '../manifest/entry.js';
 import { InputError } from '../errors.js';
-import { quoteDebugfsArg, runDebugfs } from '../tools/debugfs.js';
+import { DEBUGFS_MAX_LINE, quoteDebugfsArg, runDebugfs } from '../tools/debugfs.js';
 
 export interface PopulateOptions {
   /** Time stamped on every inode for atime/ctime/crtime and the superblock. */
@@ -35,12 +35,34 @@ function baseName(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
 }
 
+/**
+ * How each debugfs 1.47.0 command used here takes a name (read in its source;
+ * test/populate.test.ts builds every odd name and reads it back):
+ * - mkdir, write, symlink split their path at the last "/" and resolve the
+ *   folder part; mknod does not split at all, so "/dev/-x" would become an
+ *   entry named "/dev/-x" in the current folder. None of the four runs getopt
+ *   or reads "<N>" as an inode on the new name, so each is given the bare
+ *   name, in its own folder (cd).
+ * - ln, sif, ea_set and cd look their argument up with string_to_inode(): a
+ *   whole argument "<N>" is inode N, and ea_set's getopt takes any argument
+ *   starting with "-" for an option. "./NAME" is neither, whatever NAME is.
+ */
+export function selfArg(path: string): string {
+  return path === '/' ? '/' : `./${baseName(path)}`;
+}
+
+/** The mtime commands: debugfs refuses "@-1" (its parse error value), so -1 goes in as its low 32 bits with epoch 0. */
+function mtimeCommands(self: string, mtime: number): string[] {
+  const q = quoteDebugfsArg;
+  if (mtime !== -1) return [`sif ${q(self)} mtime @${mtime}`];
+  return [`sif ${q(self)} mtime @${2 ** 32 - 1}`, `sif ${q(self)} mtime_extra 0`];
+}
+
 /** The debugfs commands that recreate `manifest` in an empty filesystem. Pure but for xattr value files. */
 export async function buildPopulateScript(manifest: Manifest, content: ContentMap, o: PopulateOptions): Promise<string[]> {
   const q = quoteDebugfsArg;
   const cmds: string[] = [`set_current_time ${stamp(o.now)}`];
   const valueFiles = new Map<string, string>();
-  const linkCounts: [string, number][] = [];
   let cwd = '/';
   const cd = (dir: string) => {
     if (dir !== cwd) {
@@ -50,26 +72,28 @@ export async function buildPopulateScript(manifest: Manifest, content: ContentMa
   };
 
   for (const e of manifest.entries) {
-    if (/[\n\r]/.test(e.path) || /[\n\r]/.test(e.target ?? '')) {
+    const first = cmds.length;
+    if (/[\n\r\0]/.test(e.path) || /[\n\r\0]/.test(e.target ?? '')) {
       throw new InputError(
-        `${JSON.stringify(e.path)}: part-image cannot write a name or symlink target containing a newline or carriage return (debugfs scripts cannot carry it)`,
+        `${JSON.stringify(e.path)}: part-image cannot write a name or symlink target containing a newline, carriage return or NUL (debugfs scripts cannot carry it)`,
         'Rename the entry (or fix the symlink) in the input tree.',
       );
     }
-    const name = baseName(e.path);
-    // Relative names keep debugfs's lookups short; a name that getopt would
-    // take for an option ("-x") or debugfs for an inode ("<12>") goes absolute.
-    const risky = name.startsWith('-') || /^<\d+>$/.test(name);
-    const self = e.path === '/' || risky ? q(e.path) : q(name);
+    const self = q(selfArg(e.path));
     if (e.path === LOST_FOUND && e.type === 'dir') {
       // mke2fs made it already (with its preallocated blocks): keep it, set its fields.
       cd('/');
     } else if (e.path !== '/') {
       cd(parentPath(e.path));
       if (e.path === LOST_FOUND) cmds.push(`rmdir ${LOST_FOUND}`);
-      if (!createEntry(e, risky ? e.path : name, content, cmds)) continue;
+      if (!createEntry(e, baseName(e.path), content, cmds)) continue;
+    } else {
+      cd('/');
     }
-    if (e.hardlink) continue; // shares the inode of its group's first path
+    if (e.hardlink) {
+      checkLines(e, cmds, first);
+      continue; // shares the inode of its group's first path
+    }
     cmds.push(`sif ${self} mode 0${(typeBits(e.type) | parseInt(e.mode, 8)).toString(8)}`);
     if (e.uid !== 0) cmds.push(`sif ${self} uid ${e.uid}`);
     if (e.gid !== 0) cmds.push(`sif ${self} gid ${e.gid}`);
@@ -83,17 +107,36 @@ export async function buildPopulateScript(manifest: Manifest, content: ContentMa
       // -r: the value is stored as given. POSIX ACLs arrive in the Linux
       // xattr format and debugfs converts that format itself without -r.
       const raw = attr.startsWith('system.posix_acl_') ? '' : '-r ';
-      cmds.push(`ea_set ${raw}-f ${q(file)} ${q(e.path)} ${q(attr)}`);
+      cmds.push(`ea_set ${raw}-f ${q(file)} ${self} ${q(attr)}`);
     }
     if (e.mtime !== undefined) {
       const mtime = o.clampMtime !== undefined ? Math.min(e.mtime, o.clampMtime) : e.mtime;
-      if (mtime !== o.now) cmds.push(`sif ${self} mtime @${mtime}`);
+      if (mtime !== o.now) cmds.push(...mtimeCommands(selfArg(e.path), mtime));
     }
-    if (e.nlink && e.nlink > 1) linkCounts.push([e.path, e.nlink]);
+    // debugfs's ln leaves link counts alone: the group's first path sets it.
+    if (e.nlink && e.nlink > 1) cmds.push(`sif ${self} links_count ${e.nlink}`);
+    checkLines(e, cmds, first);
   }
   cd('/');
-  for (const [path, n] of linkCounts) cmds.push(`sif ${q(path)} links_count ${n}`);
   return cmds;
+}
+
+/** A command longer than debugfs reads whole would run cut in two: refuse the entry instead. */
+function checkLines(e: ManifestEntry, cmds: string[], from: number): void {
+  for (let i = from; i < cmds.length; i++) {
+    const len = Buffer.byteLength(cmds[i]);
+    if (len > DEBUGFS_MAX_LINE) {
+      throw new InputError(
+        `${JSON.stringify(e.path)}: its path or symlink target makes a debugfs command of ${len} bytes, and debugfs reads at most ${DEBUGFS_MAX_LINE} per line`,
+        'Shorten the path (or the symlink target) in the input tree.',
+      );
+    }
+  }
+}
+
+/** The kernel's new dev_t encoding in i_block[1] (what do_mknod_internal writes for numbers above 255). */
+export function encodeRdev(major: number, minor: number): number {
+  return ((minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)) >>> 0;
 }
 
 function createEntry(e: ManifestEntry, name: string, content: ContentMap, cmds: string[]): boolean {
@@ -108,7 +151,11 @@ function createEntry(e: ManifestEntry, name: string, content: ContentMap, cmds: 
         return true;
       }
       const src = content.get(e.path);
-      if (!src) throw new InputError(`no content for ${e.path}`, 'This is a bug in the input reader; please report it.');
+      if (!src) throw new Error(`no content for ${e.path}: a bug in the input reader`);
+      if (/[\n\r\0]/.test(src)) {
+        throw new InputError(`${JSON.stringify(e.path)}: its content is read from ${JSON.stringify(src)}, a host path with a newline or carriage return, which a debugfs script cannot carry`,
+          'Move the input to a folder whose path has no newline.');
+      }
       cmds.push(`write ${q(src)} ${q(name)}`);
       return true;
     }
@@ -117,15 +164,22 @@ function createEntry(e: ManifestEntry, name: string, content: ContentMap, cmds: 
       return true;
     case 'char':
     case 'block': {
-      const [major, minor] = (e.rdev ?? '0,0').split(',');
-      cmds.push(`mknod ${q(name)} ${e.type === 'char' ? 'c' : 'b'} ${major} ${minor}`);
+      const [major, minor] = (e.rdev ?? '0,0').split(',').map(Number);
+      const kind = e.type === 'char' ? 'c' : 'b';
+      if (major <= 65535 && minor <= 65535) {
+        cmds.push(`mknod ${q(name)} ${kind} ${major} ${minor}`);
+      } else {
+        // debugfs's mknod takes numbers up to 65535 only: write the encoding itself.
+        cmds.push(`mknod ${q(name)} ${kind} 0 0`, `sif ${q(`./${name}`)} block[1] ${encodeRdev(major, minor)}`);
+      }
       return true;
     }
     case 'fifo':
       cmds.push(`mknod ${q(name)} p`);
       return true;
     case 'socket':
-      // A socket is a rendezvous point of a running process; images never carry one.
+      // A socket is a rendezvous point of a running process; images never
+      // carry one. The read stage's notes and the diff stage's details say so.
       return false;
   }
 }

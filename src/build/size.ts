@@ -5,7 +5,8 @@
 // without SIZE_MB, FREE_MB means free space the finished filesystem really
 // has: we measure the overhead of an empty filesystem of the candidate size
 // and add it. SIZE_MB, when given, is exact.
-import { UsageError } from '../errors.js';
+import { InputError, UsageError } from '../errors.js';
+import type { ManifestEntry } from '../types.js';
 
 export interface SizeInputs {
   sizeMb?: number;
@@ -14,6 +15,8 @@ export interface SizeInputs {
 }
 
 export const DEFAULT_FREE_MB = 512;
+/** What one entry costs in an image besides its data: its inode (tools/mke2fs.ts: -I 256). */
+export const INODE_BYTES = 256;
 
 /**
  * The largest size part-image accepts, in MiB: 16 TiB less one block, the
@@ -47,10 +50,23 @@ export function resolveSizeInputs(
   return { sizeMb, freeMb, usedMb };
 }
 
-/** The inodes an image needs: the entries plus headroom, never below mke2fs's own default. */
+/**
+ * The inodes an image needs: the entries plus headroom, never below mke2fs's
+ * own default. Refuses (InputError) a count whose inode tables (256 bytes
+ * each) would take more than 80% of the image: mke2fs 1.47.0 then fails
+ * ("Cannot create filesystem with requested number of inodes", or no room
+ * for the journal, at about 90%), and the tree would not fit anyway.
+ */
 export function inodesFor(entryCount: number, sizeMb: number): number {
   const byRatio = Math.floor((sizeMb * 1024 * 1024) / 16384);
-  return Math.max(byRatio, Math.ceil(entryCount * 1.1) + 64);
+  const needed = Math.ceil(entryCount * 1.1) + 64;
+  if (needed * INODE_BYTES > sizeMb * 1024 * 1024 * 0.8) {
+    throw new InputError(
+      `the tree does not fit: its ${entryCount} entries need ${needed} inodes of ${INODE_BYTES} bytes, ${Math.ceil((needed * INODE_BYTES) / 2 ** 20)} MiB of inode tables, more than an image of ${sizeMb} MiB can hold`,
+      `Raise --size-mb (SIZE_MB) to ${Math.ceil((needed * INODE_BYTES) / 2 ** 20 / 0.8) + 1} or more; when part-image sizes the image itself, raise --free-mb (FREE_MB).`,
+    );
+  }
+  return Math.max(byRatio, needed);
 }
 
 /** The journal mke2fs gives a filesystem of about `sizeMb` (ext2fs_default_journal_size, rounded up). */
@@ -70,4 +86,42 @@ export function firstGuessMb(usedMb: number, freeMb: number): number {
  */
 export function onDiskMb(usedMb: number, freeMb: number): number {
   return Math.ceil(usedMb * 1.06) + journalMb(usedMb + freeMb) + 2;
+}
+
+// ---------------------------------------------------------------------------
+// The early SIZE_MB refusal: a tree whose apparent size exceeds the image is
+// refused while it is read, before its contents are hashed (a tar holding a
+// 1 TB sparse file would otherwise hash a terabyte of zeros first).
+
+const MiB = 1024 * 1024;
+const FS_BLOCK = 4096;
+
+/** The bytes an entry takes at its apparent size: files whole (holes included) in 4 KiB blocks, a block per directory and long symlink, and its inode. */
+export function apparentBytes(e: ManifestEntry): number {
+  let bytes = INODE_BYTES;
+  if (e.type === 'file' && !e.hardlink) bytes += Math.ceil((e.size ?? 0) / FS_BLOCK) * FS_BLOCK;
+  else if (e.type === 'dir') bytes += FS_BLOCK;
+  else if (e.type === 'symlink' && (e.size ?? 0) >= 60) bytes += FS_BLOCK;
+  return bytes;
+}
+
+/** The refusal, naming where the read was when the tree outgrew the image. */
+export function treeTooBig(bytes: number, maxBytes: number, where: string): InputError {
+  return new InputError(
+    `the tree does not fit: ${where} its apparent size is already ${Math.ceil(bytes / MiB)} MiB ` +
+      `(files at their full size, holes included, in 4 KiB blocks, plus a block per directory and 256 bytes per inode), but the image is ${Math.floor(maxBytes / MiB)} MiB (SIZE_MB)`,
+    'Raise --size-mb (SIZE_MB), or leave it unset and part-image sizes the image itself; or remove the entry from the input.',
+  );
+}
+
+/** Refuses a whole scanned tree (directory, layer stack) whose apparent size exceeds `maxBytes`. */
+export function checkApparentSize(entries: Iterable<ManifestEntry>, maxBytes: number | undefined, source: string): void {
+  if (maxBytes === undefined) return;
+  let bytes = 0;
+  let count = 0;
+  for (const e of entries) {
+    bytes += apparentBytes(e);
+    count++;
+  }
+  if (bytes > maxBytes) throw treeTooBig(bytes, maxBytes, `${source} (${count} entries):`);
 }

@@ -9,13 +9,18 @@ import { createReadStream, lstatSync, readdirSync, readlinkSync, type BigIntStat
 import { lstat, readFile, realpath } from 'node:fs/promises';
 import { join, normalize } from 'node:path';
 import type { ContentMap, InputTree, ManifestEntry } from '../types.js';
-import { InputError } from '../errors.js';
+import { InputError, InterruptedError } from '../errors.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
 import { READ_HINT, readXattrTree } from '../tools/getfattr.js';
+import { checkApparentSize } from '../build/size.js';
+import { isShuttingDown } from '../cleanup.js';
+import { log } from '../log.js';
 
 export interface ReadDirOptions {
   /** Hash file contents (default true). */
   hash?: boolean;
+  /** SIZE_MB in bytes: refuse a tree whose apparent size exceeds it, before hashing. */
+  maxBytes?: number;
 }
 
 /** One path of a scanned directory, with what the manifest does not keep. */
@@ -122,6 +127,13 @@ function entryFromStat(path: string, st: BigIntStats): ManifestEntry {
   return e;
 }
 
+/** One turn of the event loop (signals, progress); stops the walk once an interrupt began. */
+async function turn(scanned: number): Promise<void> {
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  if (isShuttingDown()) throw new InterruptedError('signal');
+  log.progress(`${scanned} entries scanned`);
+}
+
 /** Walk `path` with lstat (symlinks are never followed) and read its xattrs. No hashing. */
 export async function scanDir(path: string): Promise<ScannedDir> {
   let root: string;
@@ -162,7 +174,9 @@ export async function scanDir(path: string): Promise<ScannedDir> {
     } catch (err) {
       throw inputIoError(err, dirPath, hostDir, 'list the directory');
     }
-    for (const raw of names) {
+    for (const [i, raw] of names.entries()) {
+      // A folder of a million entries must not hold off signals for seconds.
+      if (i > 0 && i % 4096 === 0) await turn(entries.length);
       const name = decodeName(raw, dirPath);
       const host = join(hostDir, name);
       const path = childPath(dirPath, name);
@@ -191,7 +205,7 @@ export async function scanDir(path: string): Promise<ScannedDir> {
         pending.push([host, path]);
       }
     }
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await turn(entries.length);
   }
 
   const dump = await xattrsPromise;
@@ -239,6 +253,8 @@ async function sha256File(path: string, host: string, size: number): Promise<str
 /** Fill sha256 of every file entry from the host file `content` maps it to, `concurrency` at a time. */
 export async function hashFiles(entries: ManifestEntry[], content: ContentMap, concurrency = 8): Promise<void> {
   const limit = limiter(concurrency);
+  const total = entries.reduce((n, e) => n + (e.type === 'file' ? e.size ?? 0 : 0), 0);
+  let done = 0;
   await Promise.all(
     entries
       .filter((e) => e.type === 'file')
@@ -246,7 +262,10 @@ export async function hashFiles(entries: ManifestEntry[], content: ContentMap, c
         limit(async () => {
           const host = content.get(e.path);
           if (host === undefined) throw new Error(`no content for ${e.path}`);
+          if (isShuttingDown()) throw new InterruptedError('signal');
           e.sha256 = await sha256File(e.path, host, e.size ?? 0);
+          done += e.size ?? 0;
+          log.progress(`hashed ${(done / 2 ** 20).toFixed(0)} of ${(total / 2 ** 20).toFixed(0)} MiB`);
         }),
       ),
   );
@@ -275,6 +294,7 @@ export async function readDirTree(path: string, opts: ReadDirOptions = {}): Prom
     inodeOf.set(se.entry.path, se.inode);
   }
   assignHardlinks(entries, (e) => inodeOf.get(e.path));
+  checkApparentSize(entries, opts.maxBytes, path);
   if (opts.hash ?? true) await hashFiles(entries, content);
   return {
     kind: 'dir',

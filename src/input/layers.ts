@@ -33,12 +33,18 @@ import type { Scope } from '../cleanup.js';
 import { InputError } from '../errors.js';
 import { assignHardlinks, comparePaths, makeManifest, parentPath } from '../manifest/entry.js';
 import { duMegabytes, hashFiles, scanDir, type ScannedEntry } from './dir.js';
+import { checkTreeLimits } from './limits.js';
+import { checkApparentSize } from '../build/size.js';
 
 export interface ReadLayersOptions {
   /** The target to read when raptor.json lists several (--target). */
   target?: string;
   /** Hash file contents (default true). */
   hash?: boolean;
+  /** SIZE_MB in bytes: refuse a merged tree whose apparent size exceeds it, before hashing. */
+  maxBytes?: number;
+  /** Check the merged tree against ext4's limits (default true). */
+  limits?: boolean;
 }
 
 export interface LayerSelection {
@@ -156,15 +162,37 @@ function visibleEntry(e: ManifestEntry): ManifestEntry {
  */
 export function mergeLayers(layers: ScannedEntry[][]): LayerWinner[] {
   const merged = new Map<string, LayerWinner>();
+  // Children of each merged path: a whiteout removes one subtree, not a scan of the whole tree.
+  const kids = new Map<string, Set<string>>();
+  const set = (path: string, w: LayerWinner): void => {
+    merged.set(path, w);
+    if (path === '/') return;
+    const parent = parentPath(path);
+    let k = kids.get(parent);
+    if (!k) kids.set(parent, (k = new Set()));
+    k.add(path);
+  };
+  const drop = (path: string): void => {
+    for (const kid of kids.get(path) ?? []) drop(kid);
+    kids.delete(path);
+    merged.delete(path);
+    kids.get(parentPath(path))?.delete(path);
+  };
   /** Drop what lower layers put at `path` (with `self`) and under it. */
   const removeLower = (path: string, layer: number, self: boolean): void => {
     const w = merged.get(path);
     if (!w) return; // Every merged path has its parent: nothing can lie under a missing one.
-    if (self && w.layer < layer) merged.delete(path);
+    if (self && w.layer < layer) {
+      drop(path);
+      return;
+    }
     if (w.entry.type !== 'dir') return;
-    const prefix = path === '/' ? '/' : `${path}/`;
-    for (const [p, d] of merged) {
-      if (p !== '/' && p.startsWith(prefix) && d.layer < layer) merged.delete(p);
+    // Entries of this layer under `path` were merged already (they sort before
+    // the whiteout) and stay; a lower one goes with everything under it (every
+    // layer is a whole tree, so nothing of this layer lies under a lower dir).
+    for (const kid of [...(kids.get(path) ?? [])]) {
+      if (merged.get(kid)!.layer < layer) drop(kid);
+      else removeLower(kid, layer, false);
     }
   };
   for (const [layer, scanned] of layers.entries()) {
@@ -191,7 +219,7 @@ export function mergeLayers(layers: ScannedEntry[][]): LayerWinner[] {
       } else if (below?.entry.type === 'dir') {
         removeLower(e.path, layer, false);
       }
-      merged.set(e.path, { layer, se, entry: visibleEntry(e) });
+      set(e.path, { layer, se, entry: visibleEntry(e) });
     }
   }
   return [...merged.values()];
@@ -219,11 +247,15 @@ export async function readLayerTree(path: string, _scope: Scope, opts: ReadLayer
     keyOf.set(w.entry.path, `${w.layer}:${w.se.inode}`);
   }
   assignHardlinks(entries, (e) => keyOf.get(e.path));
+  checkApparentSize(entries, opts.maxBytes, path);
   if (opts.hash ?? true) await hashFiles(entries, content);
+  const manifest = makeManifest(entries);
+  const hostOf = new Map(winners.map((w) => [w.entry.path, `${w.entry.path} (layer ${selection.layers[w.layer]}: ${w.se.host})`]));
+  if (opts.limits !== false) checkTreeLimits(manifest, path, (p) => hostOf.get(p) ?? p);
   return {
     kind: 'layers',
     source: path,
-    manifest: makeManifest(entries),
+    manifest,
     content,
     usedMb: duMegabytes(winners.map((w) => ({ inode: `${w.layer}:${w.se.inode}`, blocks: w.se.blocks }))),
   };

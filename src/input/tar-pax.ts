@@ -37,6 +37,29 @@ export function parsePaxRecords(buf: Buffer): PaxRecords {
 export interface RawPaxHeader {
   /** Raw records of the 'x' header that precedes this entry, if any. */
   rawPax?: PaxRecords;
+  /** The entry's own 512-byte header block, for numbers tar-stream decodes wrongly (see headerNumber()). */
+  rawBlock?: Buffer;
+}
+
+/**
+ * A numeric field of a tar header: octal text, or GNU base-256 (first byte
+ * 0x80 positive, 0xff negative, two's complement). tar-stream 3.2 decodes a
+ * negative base-256 value one too close to zero (-1 reads as 0), and a large
+ * one as an inexact double; this is exact (BigInt), and undefined for an
+ * empty field. Throws on garbage.
+ */
+export function headerNumber(block: Buffer, offset: number, length: number): bigint | undefined {
+  const f = block.subarray(offset, offset + length);
+  if (f[0] === 0x80 || f[0] === 0xff) {
+    let v = 0n;
+    for (let i = 1; i < f.length; i++) v = (v << 8n) | BigInt(f[i]);
+    if (f[0] === 0xff) v -= 1n << BigInt(8 * (f.length - 1));
+    return v;
+  }
+  const text = f.toString('latin1').replace(/\0.*$/s, '').trim();
+  if (text === '') return undefined;
+  if (!/^[0-7]+$/.test(text)) throw new Error(`bad number ${JSON.stringify(text)} at header byte ${offset}`);
+  return BigInt(`0o${text}`);
 }
 
 /**
@@ -58,6 +81,18 @@ export function hookRawPax(extract: Extract, onGlobal: (records: PaxRecords) => 
     throw new Error('tar-stream internals changed (_decodeLongHeader/_applyLongHeaders); raw pax records cannot be read');
   }
   let pending: PaxRecords | undefined;
+  // The entry's header block is the last 512 bytes _consumeHeader shifted
+  // before it calls _applyLongHeaders (long headers are shifted in between,
+  // but always before their entry's own block).
+  let lastBlock: Buffer | undefined;
+  const buffer = (ex as unknown as { _buffer?: { shift?: (n: number) => Buffer | null } })._buffer;
+  const shift = buffer?.shift;
+  if (!buffer || typeof shift !== 'function') throw new Error('tar-stream internals changed (_buffer.shift); raw tar headers cannot be read');
+  buffer.shift = function (this: unknown, n: number) {
+    const b = shift.call(this, n);
+    if (n === 512 && b) lastBlock = Buffer.from(b);
+    return b;
+  };
   ex._decodeLongHeader = function (this: typeof ex, buf: Buffer) {
     if (this._header.type === 'pax-header') pending = parsePaxRecords(buf);
     else if (this._header.type === 'pax-global-header') onGlobal(parsePaxRecords(buf));
@@ -66,6 +101,7 @@ export function hookRawPax(extract: Extract, onGlobal: (records: PaxRecords) => 
   ex._applyLongHeaders = function (this: typeof ex) {
     const r = apply.call(this);
     this._header.rawPax = pending;
+    this._header.rawBlock = lastBlock;
     pending = undefined;
     return r;
   };

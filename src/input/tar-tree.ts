@@ -4,9 +4,13 @@
 import { join } from 'node:path';
 import type { ManifestEntry } from '../types.js';
 import { InputError } from '../errors.js';
+import { INODE_BYTES } from '../build/size.js';
 import type { AclKind } from '../manifest/acl.js';
 
 export const BLOCK = 512;
+/** What one entry costs in an image besides its data: its inode. */
+export const INODE_COST = INODE_BYTES;
+const FS_BLOCK = 4096;
 export const UNSAFE_HINT =
   'The archive would write outside the tree. Re-create it from inside the root (tar -C ROOT -cf ARCHIVE .), or find out where it came from.';
 
@@ -42,6 +46,24 @@ export interface Node {
 
 export class TarTree {
   readonly nodes = new Map<string, Node>();
+  /**
+   * The apparent size of the tree so far, in bytes: regular files by their
+   * full size (holes included) in 4 KiB blocks, once per hardlink group; a
+   * block per directory and per symlink of 60 bytes or more; 256 bytes of
+   * inode per entry. The early SIZE_MB refusal compares it with the image.
+   */
+  bytes = 0;
+
+  static fileCost(size: number): number {
+    return Math.ceil(size / FS_BLOCK) * FS_BLOCK;
+  }
+
+  private static cost(node: Node): number {
+    const e = node.entry;
+    if (e.type === 'dir') return INODE_COST + FS_BLOCK;
+    if (e.type === 'symlink' && (e.size ?? 0) >= 60) return INODE_COST + FS_BLOCK;
+    return INODE_COST;
+  }
   private children = new Map<string, Set<string>>();
   private blobsToDrop: string[] = [];
 
@@ -102,6 +124,7 @@ export class TarTree {
       cur = `${cur}/${parts[i]}`;
       if (!this.nodes.has(cur)) {
         this.nodes.set(cur, { entry: dirEntry(cur), implicit: true, member: cur });
+        this.bytes += INODE_COST + FS_BLOCK;
         this.link(parent, cur);
       }
     }
@@ -127,12 +150,24 @@ export class TarTree {
       for (const kid of [...kids]) this.remove(kid);
       this.children.delete(path);
     }
-    if (node.inode && --node.inode.refs === 0) this.blobsToDrop.push(node.inode.blob);
+    if (node.inode && --node.inode.refs === 0) {
+      this.blobsToDrop.push(node.inode.blob);
+      this.bytes -= TarTree.fileCost(node.inode.size);
+    }
+    this.bytes -= TarTree.cost(node);
     this.nodes.delete(path);
     this.children.get(this.parentOf(path))?.delete(path);
   }
 
-  /** Adds or replaces `path`: the later entry wins, as on extraction. */
+  /**
+   * Adds or replaces `path`. Two entries of one path (tar -r appends newer
+   * versions): a directory over a directory merges (the later one's fields,
+   * the children of both); anything else replaces the earlier entry, the later
+   * one wins as on extraction, and `replaced` records it for the read stage's
+   * notes. Refused: a non-directory over a directory that holds entries, which
+   * would silently drop them (GNU tar fails there too: "Cannot unlink:
+   * Directory not empty").
+   */
   put(path: string, node: Node): void {
     const old = this.nodes.get(path);
     if (path === '/') {
@@ -146,11 +181,29 @@ export class TarTree {
       this.nodes.set(path, node); // a directory listed twice keeps its children
       return;
     }
-    if (old) this.remove(path);
+    // A new file's data counts once; a hard link (refs > 1) shares it.
+    if (node.inode?.refs === 1) this.bytes += TarTree.fileCost(node.inode.size);
+    if (old) {
+      const kids = this.children.get(path);
+      if (old.entry.type === 'dir' && kids && kids.size > 0) {
+        const kid = this.nodes.get([...kids].sort()[0])!;
+        const first = old.implicit ? `the directory ${path} (implied by tar entry ${JSON.stringify(kid.member)})` : `tar entry ${JSON.stringify(old.member)}, a directory holding ${JSON.stringify(kid.member)}`;
+        throw new InputError(
+          `tar entry ${JSON.stringify(node.member)} (a ${node.entry.type}) has the same path ${path} as ${first}: extracting it would drop ${kids.size === 1 ? 'that entry' : `those ${kids.size} entries`}`,
+          'Remove one of the two members (GNU tar refuses this too: "Cannot unlink: Directory not empty"); re-create the archive from one tree.',
+        );
+      }
+      this.replaced.push({ path, earlier: old.member, later: node.member });
+      this.remove(path);
+    }
     this.ensureParents(path);
     this.nodes.set(path, node);
+    this.bytes += TarTree.cost(node);
     this.link(this.parentOf(path), path);
   }
+
+  /** Entries replaced by a later one of the same path, in archive order. */
+  readonly replaced: { path: string; earlier: string; later: string }[] = [];
 
   takeBlobsToDrop(): string[] {
     const b = this.blobsToDrop;

@@ -13,27 +13,38 @@
 // >= 0x80 that is not valid UTF-8), so we also keep the raw pax records of
 // each entry and parse them here: see hookRawPax().
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readFile, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import type { Hash } from 'node:crypto';
 import { createGunzip, type Gunzip } from 'node:zlib';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { extract as tarExtract, type Header } from 'tar-stream';
 import type { InputTree, ManifestEntry } from '../types.js';
 import { isShuttingDown, type Scope } from '../cleanup.js';
 import { EnvironmentError, InputError, InterruptedError, PartImageError } from '../errors.js';
 import { assignHardlinks, formatMode, makeManifest } from '../manifest/entry.js';
 import { AclError, aclTextToXattrHex, aclXattrName, type AclKind, type AclNameResolver } from '../manifest/acl.js';
-import { hookRawPax, mergeRecords, paxNumber, paxString, sparse00Map, sparseOf, strictUtf8, xattrsOf, type RawPaxHeader } from './tar-pax.js';
-import { BLOCK, TarTree, UNSAFE_HINT, type Inode } from './tar-tree.js';
+import { log } from '../log.js';
+import { FILE_SIZE_MAX, checkTreeLimits } from './limits.js';
+import { treeTooBig } from '../build/size.js';
+import { headerNumber, hookRawPax, mergeRecords, paxNumber, paxString, sparse00Map, sparseOf, strictUtf8, xattrsOf, type RawPaxHeader } from './tar-pax.js';
+import { BLOCK, INODE_COST, TarTree, UNSAFE_HINT, type Inode } from './tar-tree.js';
 import { writeBlob } from './tar-blob.js';
 
 export interface ReadTarOptions {
   /** Hash file contents (default true). Blobs are written either way. */
   hash?: boolean;
+  /**
+   * The image size (SIZE_MB) in bytes: the read stops, with an InputError, as
+   * soon as the tree's apparent size (see TarTree.bytes) exceeds it, before
+   * the content of the entry that crosses it is read or hashed.
+   */
+  maxBytes?: number;
+  /** Check the tree against ext4's limits (default true; see input/limits.ts). */
+  limits?: boolean;
 }
 
 const MiB = 1024 * 1024;
-const COMPRESSED_HINT = 'Maybe it is compressed with xz/zstd? Decompress it first.';
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 // ---------------------------------------------------------------------------
 // The reader
@@ -41,8 +52,8 @@ const COMPRESSED_HINT = 'Maybe it is compressed with xz/zstd? Decompress it firs
 async function sniff(path: string): Promise<Buffer> {
   const fh = await open(path, 'r');
   try {
-    const buf = Buffer.alloc(6);
-    const { bytesRead } = await fh.read(buf, 0, 6, 0);
+    const buf = Buffer.alloc(BLOCK);
+    const { bytesRead } = await fh.read(buf, 0, BLOCK, 0);
     return buf.subarray(0, bytesRead);
   } finally {
     await fh.close();
@@ -50,28 +61,78 @@ async function sniff(path: string): Promise<Buffer> {
 }
 
 function notATar(path: string, why: string, cause?: unknown): InputError {
-  return new InputError(`not a valid tar archive: ${path}: ${why} (${COMPRESSED_HINT})`,
+  return new InputError(`not a valid tar archive: ${path}: ${why}`,
     'Give --input a .tar or .tar.gz archive, a directory, or a Raptor layer stack.', cause);
 }
 
+/** True when `block` is a tar header whose checksum holds (then no compression magic is looked for). */
+export function isTarHeader(block: Buffer): boolean {
+  if (block.length < BLOCK) return false;
+  const stored = block.toString('latin1', 148, 156).replace(/\0.*$/s, '').trim();
+  if (!/^[0-7]+$/.test(stored)) return false;
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i];
+  return sum === parseInt(stored, 8);
+}
+
+/** Compression formats part-image does not unpack, by their magic bytes. */
+const COMPRESSIONS: [magic: (b: Buffer) => boolean, name: string, command: string][] = [
+  [(b) => b.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])), 'xz', 'xz -dk'],
+  [(b) => b.readUInt32LE(0) === 0xfd2fb528, 'zstd', 'zstd -d'],
+  [(b) => /^BZh[1-9](1AY&SY|\x17rE8P\x90)/.test(b.toString('latin1', 0, 10)), 'bzip2', 'bzip2 -dk'],
+  [(b) => b.readUInt32LE(0) === 0x184d2204, 'lz4', 'lz4 -d'],
+  [(b) => b.toString('latin1', 0, 5) === 'LZIP\x01', 'lzip', 'lzip -dk'],
+  [(b) => b[0] === 0x1f && b[1] === 0x9d, 'compress (.Z)', 'uncompress'],
+  // lzma_alone: properties byte 0x5d and a dictionary size that is a power of two.
+  [(b) => b[0] === 0x5d && [16, 20, 22, 23, 24, 25, 26].some((p) => b.readUInt32LE(1) === 2 ** p), 'lzma', 'unlzma -k'],
+];
+
 function refuseCompression(path: string, magic: Buffer): void {
-  const kinds: [number[], string, string][] = [
-    [[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], 'xz', 'xz -dk'],
-    [[0x28, 0xb5, 0x2f, 0xfd], 'zstd', 'zstd -d'],
-    [[0x42, 0x5a, 0x68], 'bzip2', 'bzip2 -dk'],
-    [[0x04, 0x22, 0x4d, 0x18], 'lz4', 'lz4 -d'],
-  ];
-  for (const [bytes, name, cmd] of kinds) {
-    if (bytes.every((b, i) => magic[i] === b)) {
+  if (isTarHeader(magic)) return;
+  const padded = magic.length >= 16 ? magic : Buffer.concat([magic, Buffer.alloc(16 - magic.length)]);
+  for (const [test, name, cmd] of COMPRESSIONS) {
+    if (test(padded)) {
       throw new InputError(`not a valid tar archive: ${path} is ${name}-compressed; part-image reads plain and gzip-compressed tars only`,
         `Decompress it first: ${cmd} ${path}`);
     }
   }
 }
 
-function headerMtime(h: Header): number | undefined {
-  const t = h.mtime?.getTime();
-  return t === undefined || Number.isNaN(t) ? undefined : Math.floor(t / 1000);
+/**
+ * A numeric header field, exact (tar-stream's own value is off by one for
+ * negative base-256 numbers and inexact past 2^53). Out-of-range values come
+ * out as they are, and checkTreeLimits() refuses them by name.
+ */
+function headerField(h: Header & RawPaxHeader, offset: number, length: number, fallback: number | undefined, what: string, member: string): number | undefined {
+  if (!h.rawBlock) return fallback;
+  let v: bigint | undefined;
+  try {
+    v = headerNumber(h.rawBlock, offset, length);
+  } catch (err) {
+    throw new InputError(`tar entry ${JSON.stringify(member)}: its ${what} field is not a number (${(err as Error).message})`, 'The archive is corrupt; re-create it.');
+  }
+  return v === undefined ? undefined : Number(v);
+}
+
+/** Members that are not stored as the archive says, for the read stage's notes. */
+class Notes {
+  readonly absolute: string[] = [];
+  readonly absoluteLinks: string[] = [];
+
+  lines(tree: TarTree): string[] {
+    const list = (names: string[]) => names.slice(0, 3).map((n) => JSON.stringify(n)).join(', ') + (names.length > 3 ? ', ...' : '');
+    const out: string[] = [];
+    if (this.absolute.length) {
+      out.push(`removed the leading "/" from ${this.absolute.length} member name(s), as GNU tar does; they are stored under the image's root: ${list(this.absolute)}`);
+    }
+    if (this.absoluteLinks.length) {
+      out.push(`removed the leading "/" from ${this.absoluteLinks.length} hard link target(s), as GNU tar does: ${list(this.absoluteLinks)}`);
+    }
+    if (tree.replaced.length) {
+      out.push(`${tree.replaced.length} member(s) replaced an earlier member of the same name; the later one wins, as on extraction: ${list(tree.replaced.map((r) => r.later))}`);
+    }
+    return out;
+  }
 }
 
 const ENTRY_TYPES: Record<string, ManifestEntry['type']> = {
@@ -84,14 +145,22 @@ const ENTRY_TYPES: Record<string, ManifestEntry['type']> = {
   'fifo': 'fifo',
 };
 
+/**
+ * Reads `path` into the manifest model. Refuses (InputError) what no ext4
+ * image can hold as it is (input/limits.ts), members that escape the root,
+ * and a non-directory that would replace a directory holding entries; notes
+ * in the result what GNU tar would also do silently or with a warning
+ * (leading "/" removed, later members replacing earlier ones).
+ */
 export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptions = {}): Promise<InputTree> {
   const hashing = opts.hash !== false;
+  const size = (await stat(path).catch(() => undefined))?.size ?? 0;
   const magic = await sniff(path).catch((err: NodeJS.ErrnoException) => {
     throw new InputError(`cannot read ${path}: ${err.code ?? err.message}`, 'Check the path and its permissions.', err);
   });
   if (magic.length === 0) throw notATar(path, 'the file is empty');
   refuseCompression(path, magic);
-  const gzipped = magic[0] === 0x1f && magic[1] === 0x8b;
+  const gzipped = magic[0] === 0x1f && magic[1] === 0x8b && !isTarHeader(magic);
 
   const staging = await scope.tempDir('part-image-tar-');
   const blobDir = join(staging, 'blobs');
@@ -114,6 +183,11 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
   };
   file.on('error', fail);
   gunzip?.on('error', fail);
+  let readBytes = 0;
+  file.on('data', (chunk: Buffer | string) => {
+    readBytes += chunk.length;
+    log.progress(`${(readBytes / MiB).toFixed(0)} of ${(size / MiB).toFixed(0)} MiB of ${basename(path)}, ${entryCount} entries`);
+  });
   // The end-of-archive marker: a tar that stops at a block boundary without
   // it has lost its tail, and tar-stream would not notice.
   let tail: Buffer = Buffer.alloc(0);
@@ -123,8 +197,10 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
   source.pipe(extract as unknown as NodeJS.WritableStream);
 
   let blobCount = 0;
+  let emptyBlob: string | undefined;
   let inodeCount = 0;
   let entryCount = 0;
+  const notes = new Notes();
   try {
     for await (const entry of extract) {
       // On an interrupt the staging folder is being removed: stop writing into it.
@@ -140,6 +216,7 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
       if (sparse && sparse.map?.length === 0 && !pax.has('GNU.sparse.map')) sparse.map = sparse00Map(h.rawPax ?? [], name);
       const linkname = paxString(pax, 'linkpath', name) ?? (h.linkname ? decodeName(h.linkname, 'link target', name) : '');
       const member = name;
+      if (member.startsWith('/')) notes.absolute.push(member);
 
       if (h.type === 'link') {
         const p = tree.resolve(member);
@@ -152,6 +229,7 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
           );
         }
         if (target.entry.type === 'dir') throw new InputError(`tar entry ${JSON.stringify(member)} is a hard link to the directory ${targetPath}`, 'The archive is corrupt; re-create it.');
+        if (linkname.startsWith('/')) notes.absoluteLinks.push(linkname);
         await drain(data);
         if (target.inode) {
           target.inode.refs++;
@@ -173,18 +251,34 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
       const p = tree.resolve(member);
       if (sparse && type !== 'file') throw new InputError(`tar entry ${JSON.stringify(member)} has GNU sparse records but is a ${type}`, 'Re-create the archive without --sparse.');
       const mode = (h.mode ?? 0) & 0o7777;
-      const uid = paxNumber(pax, 'uid', member) ?? h.uid ?? 0;
-      const gid = paxNumber(pax, 'gid', member) ?? h.gid ?? 0;
+      const uid = paxNumber(pax, 'uid', member) ?? headerField(h, 108, 8, h.uid, 'uid', member) ?? 0;
+      const gid = paxNumber(pax, 'gid', member) ?? headerField(h, 116, 8, h.gid, 'gid', member) ?? 0;
       const paxMtime = paxNumber(pax, 'mtime', member);
-      const mtime = paxMtime !== undefined ? Math.floor(paxMtime) : headerMtime(h);
+      const mtime = paxMtime !== undefined ? Math.floor(paxMtime) : headerField(h, 136, 12, headerMtimeOf(h), 'mtime', member);
       const { xattrs, aclText } = xattrsOf(pax, member);
       const hasAclText = Object.keys(aclText).length > 0;
 
       if (type === 'file') {
-        const blob = join(blobDir, String(blobCount++));
-        const written = await writeBlob(data, blob, h.size ?? 0, sparse, hashing, member).catch((err: unknown) => {
-          throw blobError(err, staging);
-        });
+        const apparent = sparse ? sparse.realSize : h.size ?? 0;
+        if (apparent > FILE_SIZE_MAX) {
+          throw new InputError(`tar entry ${JSON.stringify(member)} is a file of ${apparent} bytes; ext4 holds files up to ${FILE_SIZE_MAX} bytes (16 TiB - 4 KiB)`,
+            'Remove it from the archive; no ext4 image can hold it.');
+        }
+        if (opts.maxBytes !== undefined) checkFits(tree.bytes + TarTree.fileCost(apparent) + INODE_COST, opts.maxBytes, member, entryCount);
+        // Empty files share one blob: a tar of a million empty members (512
+        // bytes each) would otherwise leave a million files to write, and to
+        // remove on an interrupt before part-image may exit.
+        const empty = !sparse && (h.size ?? 0) === 0;
+        if (empty && !emptyBlob) {
+          emptyBlob = join(staging, 'empty');
+          await writeFile(emptyBlob, '');
+        }
+        const blob = empty ? emptyBlob! : join(blobDir, String(blobCount++));
+        const written = empty
+          ? await drain(data).then(() => ({ size: 0, sha256: hashing ? EMPTY_SHA256 : undefined }))
+          : await writeBlob(data, blob, h.size ?? 0, sparse, hashing, member).catch((err: unknown) => {
+            throw blobError(err, staging);
+          });
         const inode: Inode = {
           id: inodeCount++, blob, size: written.size, sha256: written.sha256, mode, uid, gid, mtime, xattrs, refs: 1,
           aclText: hasAclText ? aclText : undefined,
@@ -201,7 +295,8 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
         if (type === 'char' || type === 'block') e.rdev = `${h.devmajor ?? 0},${h.devminor ?? 0}`;
         tree.put(p, { entry: e, aclText: hasAclText ? aclText : undefined, member });
       }
-      for (const b of tree.takeBlobsToDrop()) await unlink(b).catch(() => undefined);
+      for (const b of tree.takeBlobsToDrop()) if (b !== emptyBlob) await unlink(b).catch(() => undefined);
+      if (opts.maxBytes !== undefined) checkFits(tree.bytes, opts.maxBytes, member, entryCount);
     }
   } catch (err) {
     if (err instanceof PartImageError) throw err;
@@ -218,7 +313,17 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
     throw notATar(path, entryCount === 0 ? 'no tar header found' : 'it ends without the end-of-archive marker (truncated?)');
   }
 
-  return finish(path, tree, hashing);
+  return finish(path, tree, hashing, notes.lines(tree), opts.limits !== false);
+}
+
+function headerMtimeOf(h: Header): number | undefined {
+  const t = h.mtime?.getTime();
+  return t === undefined || Number.isNaN(t) ? undefined : Math.floor(t / 1000);
+}
+
+/** The early SIZE_MB refusal: the tree read so far already needs more than the image has. */
+function checkFits(bytes: number, maxBytes: number, member: string, entries: number): void {
+  if (bytes > maxBytes) throw treeTooBig(bytes, maxBytes, `at tar entry ${JSON.stringify(member)} (entry ${entries})`);
 }
 
 /** A ustar/GNU name field (read as latin1 by tar-stream) decoded as strict UTF-8. */
@@ -241,6 +346,7 @@ function describeStreamError(err: unknown): string {
   if (e?.code?.startsWith?.('Z_')) return `bad gzip data (${e.message})`;
   if (/Unexpected end of data/.test(e?.message ?? '')) return 'it ends in the middle of an entry (truncated?)';
   if (/Invalid tar header/.test(e?.message ?? '')) return 'bad tar header checksum (corrupt, or not a tar)';
+  if (/Header exceeds max size/.test(e?.message ?? '')) return 'a pax or GNU long-name header of more than 4 MiB (tar-stream\'s limit; no entry an image can hold needs one that large)';
   return e?.message ?? String(err);
 }
 
@@ -270,7 +376,7 @@ async function archiveNameResolver(tree: TarTree): Promise<AclNameResolver> {
   return (kind, name) => (kind === 'user' ? users : groups).get(name);
 }
 
-async function finish(source: string, tree: TarTree, hashing: boolean): Promise<InputTree> {
+async function finish(source: string, tree: TarTree, hashing: boolean, notes: string[], limits: boolean): Promise<InputTree> {
   const entries: ManifestEntry[] = [];
   const content = new Map<string, string>();
   const inodeOf = new Map<string, number>();
@@ -314,11 +420,14 @@ async function finish(source: string, tree: TarTree, hashing: boolean): Promise<
     const id = inodeOf.get(e.path);
     return id === undefined ? undefined : String(id);
   });
+  const manifest = makeManifest(entries);
+  if (limits) checkTreeLimits(manifest, source, (p) => `tar entry ${JSON.stringify(tree.nodes.get(p)?.member ?? p)}`);
   return {
     kind: 'tar',
     source,
-    manifest: makeManifest(entries),
+    manifest,
     content,
     usedMb: Math.ceil(usedBytes / MiB),
+    notes,
   };
 }

@@ -26,9 +26,14 @@
 // - Quoting does not protect from getopt: commands that take options
 //   (ea_set, ea_get, ls, dump, ...) use GNU getopt, which permutes, so ANY
 //   argument starting with "-" is taken as an option, quoted or not. Pass
-//   absolute paths (they start with "/") or `<INODE>` file specs.
+//   paths that start with "/" or "./", or `<INODE>` file specs.
 // - A file spec of the form `<N>` (whole argument) is an inode number, so a
-//   relative name like "<12>" can't be used as a name: use absolute paths.
+//   relative name like "<12>" can't be used as a name there: "./<12>" can.
+// - How each command takes the path of a NEW entry differs: mkdir, write and
+//   symlink split it at the last "/"; mknod does not split it at all, so
+//   "/dev/-x" names an entry "/dev/-x" in the current folder. None of them
+//   runs getopt or reads "<N>" on that argument: build/populate.ts cds to the
+//   folder and gives the bare name (test/populate.test.ts builds them all).
 // - ea_set's inline value is further decoded by parse_c_string(): C escapes
 //   (\n, \t, \\, \NNN octal, \xHH) and it stops at the first raw `"`.
 //   encodeDebugfsValue() writes every byte as \xHH (any bytes, NUL included).
@@ -205,7 +210,7 @@ export function splitDebugfsOutput(output: Buffer | string, commands: string[]):
  * has no space, tab or double quote, otherwise in double quotes with every "
  * doubled. Backslashes stay as they are (libss leaves them alone). Refuses
  * newline, CR and NUL, which no quoting can carry. Does not protect a leading
- * "-" from getopt: pass absolute paths.
+ * "-" from getopt, nor "<N>" from being an inode: pass "./NAME" or "/PATH".
  */
 export function quoteDebugfsArg(s: string): string {
   if (/[\n\r\0]/.test(s)) throw new Error(`debugfs can't take an argument with a newline, CR or NUL: ${JSON.stringify(s)}`);
