@@ -116,6 +116,11 @@ function causeOf(results: readonly StageResult[]): string | undefined {
   return primaryCause(results.filter((r) => r.status === 'failed').flatMap((r) => r.findings));
 }
 
+/** The read stage's notes (leading "/" removed, a later member won, sockets left out), when there are any. */
+function notesOf(t: InputTree): { notes?: string[] } {
+  return t.notes?.length ? { notes: t.notes } : {};
+}
+
 export function parseSourceDateEpoch(env: NodeJS.ProcessEnv): number | undefined {
   const v = env.SOURCE_DATE_EPOCH;
   if (v === undefined || v === '') return undefined;
@@ -131,11 +136,13 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
   report.output = output;
   await checkBuildRequest(req, output);
   const sourceDateEpoch = parseSourceDateEpoch(req.env);
+  // SIZE_MB lets the reader refuse a tree too large for it before hashing it (a sparse tar bomb).
+  const exactSizeMb = resolveSizeInputs(req, req.env, 0).sizeMb;
 
   return withScope((scope) => reportingErrors(report, t0, async () => {
     const tree = await timed(report.stages, 'read', async () => {
-      const t = await readInput(req.input, scope, { target: req.target });
-      return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, usedMb: t.usedMb, summary: `${t.kind}, ${t.manifest.entries.length} entries, ${t.usedMb} MiB` } };
+      const t = await readInput(req.input, scope, { target: req.target, sizeMb: exactSizeMb });
+      return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, usedMb: t.usedMb, summary: `${t.kind}, ${t.manifest.entries.length} entries, ${t.usedMb} MiB`, ...notesOf(t) } };
     });
     // Seeded builds size from the manifest: du -sm differs between staging filesystems.
     const size = resolveSizeInputs(req, req.env, req.seed ? manifestUsedMb(tree.manifest) : tree.usedMb);
@@ -152,7 +159,7 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
     const rebuild = {
       seeded: req.seed !== undefined && sourceDateEpoch !== undefined,
       into: (dest: string) => withScope(async (again) => {
-        const t = await readInput(req.input, again, { target: req.target });
+        const t = await readInput(req.input, again, { target: req.target, sizeMb: exactSizeMb });
         const s = resolveSizeInputs(req, req.env, req.seed ? manifestUsedMb(t.manifest) : t.usedMb);
         await buildRawImage(t, dest, { ...s, label: req.label, seed: req.seed, sourceDateEpoch }, again);
       }),
@@ -239,7 +246,7 @@ export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] =
     if (req.input) {
       tree = await timed(report.stages, 'read', async () => {
         const t = await readInput(req.input!, scope, { target: req.target });
-        return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, summary: `${t.kind}, ${t.manifest.entries.length} entries` } };
+        return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, summary: `${t.kind}, ${t.manifest.entries.length} entries`, ...notesOf(t) } };
       });
     }
     const onAccepted: (() => Promise<void>)[] = [];

@@ -60,6 +60,7 @@ export function formatTextReport(r: Report): string {
     const why = s.status === 'skipped' ? `(${s.skippedBy === 'request' ? 'skipped by request' : s.skippedBy}: ${s.reason})`
       : s.status === 'error' ? `(stopped: ${s.reason ?? 'error'})` : detail(s);
     lines.push(`  ${mark(s).padEnd(markWidth)}  ${s.name.padEnd(width)}  ${secs(s.durationMs).padStart(7)}  ${why}`.trimEnd());
+    for (const note of (s.details?.notes as string[] | undefined) ?? []) lines.push(`        note: ${note}`);
     for (const f of s.findings.slice(0, MAX_FINDINGS)) lines.push(`        - [${f.code}] ${f.message.split('\n').join('\n          ')}`);
     if (s.findings.length > MAX_FINDINGS) lines.push(`        ... and ${s.findings.length - MAX_FINDINGS} more (see --report-json)`);
   }

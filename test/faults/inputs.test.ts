@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readdir, rm, writeFile, chown } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile, chown } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -257,7 +257,12 @@ describe('absolute member names', () => {
     } finally {
       await scope.close();
     }
-    expectAccepted(await build(tar));
+    const built = await build(tar, ['--report-json', join(work, 'abs-report.json')]);
+    expectAccepted(built);
+    // The CLI says it too: in the text summary and in the read stage's details.
+    expect(built.stdout).toContain('note: removed the leading "/" from 2 member name(s)');
+    const report = JSON.parse(await readFile(join(work, 'abs-report.json'), 'utf8'));
+    expect(report.stages.find((s: { name: string }) => s.name === 'read').details.notes).toHaveLength(2);
   });
 });
 
@@ -336,6 +341,8 @@ describe('tar bombs', () => {
     } finally {
       await scope.close();
     }
+    // The CLI passes SIZE_MB to the reader: refused in the read stage, not after hashing a terabyte.
+    expectRefused(await build(tar, [], { SIZE_MB: '64' }), /at tar entry "bomb" .* but the image is 64 MiB \(SIZE_MB\)/);
   });
 
   it('a tar of 100,000 tiny members stops within 1 s of SIGINT, leaving nothing, and is refused whole by SIZE_MB', async () => {
