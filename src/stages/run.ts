@@ -5,6 +5,8 @@ import { EnvironmentError, InterruptedError, PartImageError } from '../errors.js
 import { checkNotInterrupted, isShuttingDown } from '../cleanup.js';
 import { log } from '../log.js';
 import type { Stage, StageContext, StageOutcome } from './context.js';
+import { UnreadableImageError } from '../image/debugfs-reader.js';
+import { unreadableOutcome } from './readback.js';
 
 export async function runStages(stages: readonly Stage[], ctx: StageContext): Promise<StageResult[]> {
   const results: StageResult[] = [];
@@ -19,7 +21,9 @@ export async function runStages(stages: readonly Stage[], ctx: StageContext): Pr
         outcome = await log.step(stage.name, () => stage.run(ctx));
       } catch (err) {
         if (isShuttingDown()) throw new InterruptedError('signal');
-        outcome = outcomeOfError(err);
+        // An image debugfs cannot read is a verdict on the image (stages/readback.ts).
+        if (err instanceof UnreadableImageError) outcome = unreadableOutcome(err);
+        else outcome = outcomeOfError(err);
       }
     }
     const result: StageResult = { name: stage.name, ...outcome, durationMs: Math.round(performance.now() - start) };
