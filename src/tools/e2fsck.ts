@@ -62,9 +62,15 @@ export function decodeFsckExit(code: number): string[] {
 }
 
 // With -n every question is answered "no": on a line of its own ("Fix? no"),
-// or at the end of the message's last line ("... inode 13.  Clear? no").
-const PROMPT_LINE = /^[A-Z][\w ]*\? no$/;
-const PROMPT_TAIL = /\s+[A-Z][\w ]*\? no$/;
+// or at the end of the message's last line ("... inode 13.  Clear? no"). The
+// questions are e2fsck's fixed list (prompt[] in e2fsck/problem.c).
+const PROMPTS = [
+  'Fix', 'Clear', 'Relocate', 'Allocate', 'Expand', 'Connect to /lost\\+found', 'Create', 'Salvage', 'Truncate',
+  'Clear inode', 'Abort', 'Split', 'Continue', 'Clone multiply-claimed blocks', 'Delete file', 'Suppress messages',
+  'Unlink', 'Clear HTree index', 'Recreate', 'Optimize', 'Clear flag',
+].join('|');
+const PROMPT_LINE = new RegExp(`^(${PROMPTS})\\? no$`);
+const PROMPT_TAIL = new RegExp(`\\s+(${PROMPTS})\\? no$`);
 const BANNER = /^e2fsck \d+\.\d+/;
 const PASS = /^Pass \d[A-Z]?: /;
 const SUMMARY = /^[^\s:][^:]*: \d+\/\d+ files \(/;
