@@ -35,8 +35,10 @@ import { join, resolve } from 'node:path';
 import type { Manifest, ManifestEntry } from '../types.js';
 import { checkNotInterrupted, withScope } from '../cleanup.js';
 import { InputError, ToolError } from '../errors.js';
-import type { Finding } from '../types.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
+import { UnreadableImageError } from './unreadable.js';
+
+export { UnreadableImageError } from './unreadable.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
 import {
   aclDiskToXattr,
@@ -58,27 +60,6 @@ export interface ImageReadOptions {
   hash?: boolean;
   /** The name to give the image in messages (the user's file when `image` is a raw copy of a qcow2/vmdk). */
   name?: string;
-}
-
-/**
- * The image cannot be read the way the kernel would read it: a damaged
- * superblock, group descriptor, inode, extent tree or directory, or a file
- * shorter than its filesystem. Bad input (exit 2); a verification stage
- * turns it into an `unreadable` finding instead (see `finding`).
- */
-export class UnreadableImageError extends InputError {
-  readonly image: string;
-  readonly why: string;
-  constructor(image: string, why: string, cause?: unknown) {
-    super(`${image} is not a readable ext4 image: ${why}; run part-image verify ${image} for the fsck findings`, undefined, cause);
-    this.image = image;
-    this.why = why;
-  }
-
-  /** The finding a verification stage reports for it. */
-  get finding(): Finding {
-    return { code: 'unreadable', message: `the image cannot be read as the kernel would read it: ${this.why}` };
-  }
 }
 
 /** Damage found deep in the reader; readImageManifest() names the image. */
@@ -135,10 +116,11 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
   const seenDirs = new Set<number>([ROOT_INO]);
   const requested = new Set<number>([ROOT_INO]);
   const reader = new BlockReader(img, blockSize, blockCount);
+  let pending: Promise<LevelResult> | undefined;
   try {
     let dirs: Node[] = [{ path: '/', ino: ROOT_INO }];
     const pathOf = new Map<number, string>([[ROOT_INO, '/']]);
-    let pending: Promise<LevelResult> | undefined = startLevel(img, dirs, [ROOT_INO], pathOf);
+    pending = startLevel(img, dirs, [ROOT_INO], pathOf);
     while (pending) {
       const { listings, inodes } = await pending;
       // Children of this level: the next level's directories and inodes.
@@ -169,6 +151,10 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       for (const s of inodes) stats.set(s.inode, s);
       await readContents(reader, inodes, hash, content, fallback);
     }
+  } catch (err) {
+    // The next level's debugfs processes may still run: let them end and clean up first.
+    await pending?.catch(() => undefined);
+    throw err;
   } finally {
     reader.close();
   }
@@ -225,7 +211,15 @@ interface LevelResult {
 async function startLevel(image: string, dirs: Node[], inodes: number[], pathOf: Map<number, string>): Promise<LevelResult> {
   const lsJobs = chunks(dirs, BATCH).map((part) => listDirs(image, part));
   const statJobs = chunks(inodes, BATCH).map((part) => statInodes(image, part, pathOf));
-  const [lists, stats] = await Promise.all([Promise.all(lsJobs), Promise.all(statJobs)]);
+  // Every process ends (and removes its script folder) before a failure leaves:
+  // Promise.all would reject at the first one while the others still run, and
+  // part-image could exit before they cleaned up.
+  const all = await Promise.allSettled<Map<number, LsSection> | InodeStat[]>([...lsJobs, ...statJobs]);
+  const failed = all.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  const values = all.map((r) => (r as PromiseFulfilledResult<Map<number, LsSection> | InodeStat[]>).value);
+  const lists = values.slice(0, lsJobs.length) as Map<number, LsSection>[];
+  const stats = values.slice(lsJobs.length) as InodeStat[][];
   return { listings: new Map(lists.flatMap((m) => [...m])), inodes: stats.flat() };
 }
 
