@@ -218,7 +218,7 @@ export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] =
       const why = (await readExt4Superblock(report.image!)).notExt4 ?? 'no superblock';
       throw new InputError(`not an ext4 image: ${req.image} (${why})`, 'part-image verifies single-filesystem ext4 images (raw, qcow2 or vmdk), with no partition table.');
     }
-    const image = await openImage(req.image, kind, scope);
+    const image = await openImage(report.image!, kind, scope);
     // boot mounts and runs the image without fsck and readback stages: refuse a damaged one first.
     if (req.requireReadable) await refuseUnreadable(image, req.image);
     let tree: InputTree | undefined;
