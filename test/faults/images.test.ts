@@ -453,3 +453,21 @@ describe('self-contained qcow2 and vmdk images still work', () => {
     await c.checkHost();
   });
 });
+
+describe('e2fsck runs with a fixed locale', () => {
+  it('a translated e2fsck (a stand-in on PATH that speaks German unless LC_ALL=C) still passes a clean image', async () => {
+    const c = await newCase('locale');
+    const bin = join(c.dir, 'bin');
+    await mkdir(bin);
+    const real = (await execa('sh', ['-c', 'command -v e2fsck'])).stdout.trim();
+    // German words are not in HARMLESS: if they reached the parser, the check would fail.
+    await writeFile(join(bin, 'e2fsck'), `#!/bin/sh\nif [ "$LC_ALL" != C ]; then echo "Durchgang 1: Inodes, Blöcke und Größen werden geprüft"; exit 0; fi\nexec ${real} "$@"\n`, { mode: 0o755 });
+    const img = await copyGood(c);
+    const v = await runCli(VERIFY(img), { env: { TMPDIR: c.tmp, PATH: `${bin}:${process.env.PATH}`, LC_ALL: 'de_DE.UTF-8', LANG: 'de_DE.UTF-8' } });
+    expect(v.exitCode, v.stdout + v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/PASS {2}fsck/);
+    // And the stand-in does fail the check when it is given the German locale: the test would see a leak.
+    const leak = await execa(join(bin, 'e2fsck'), ['-fn', img], { env: { LC_ALL: 'de_DE.UTF-8' }, reject: false });
+    expect(leak.stdout).toMatch(/Durchgang/);
+  });
+});
