@@ -471,3 +471,16 @@ describe('e2fsck runs with a fixed locale', () => {
     expect(leak.stdout).toMatch(/Durchgang/);
   });
 });
+
+it('with readback skipped, the diff stage reports the unreadable image itself (a finding, not a crash)', async () => {
+  const c = await newCase('skip-readback');
+  const img = await copyGood(c);
+  await debugfsWrite(img, 'clri /srv/owned');
+  const json = join(c.dir, 'r.json');
+  const v = await c.run([...VERIFY(img), '--skip', 'readback', '--report-json', json]);
+  expect(v.exitCode, v.stdout + v.stderr).toBe(1);
+  const stages = JSON.parse(await readFile(json, 'utf8')).stages as { name: string; status: string; findings: { code: string; message: string }[] }[];
+  const diff = stages.find((s) => s.name === 'diff')!;
+  expect(diff.status).toBe('failed');
+  expect(diff.findings).toEqual([expect.objectContaining({ code: 'unreadable', message: expect.stringMatching(/cannot read inode \d+ \(\/srv\/owned\)/) })]);
+});
