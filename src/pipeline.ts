@@ -16,7 +16,9 @@ import { VERIFY_STAGES } from './stages/index.js';
 import type { Stage, VerifyOptions } from './stages/context.js';
 import { convertImage, type OutputFormat } from './build/convert.js';
 import { log } from './log.js';
-import { rawCopy, sniffFile } from './manifest/load.js';
+import { sniffFile } from './manifest/load.js';
+import { openImage, refuseUnreadable } from './image/open.js';
+import { readExt4Superblock } from './image/superblock.js';
 import { VERSION } from './version.js';
 import { primaryCause } from './stages/diagnose.js';
 
@@ -225,6 +227,8 @@ export interface VerifyRequest {
   input?: string;
   target?: string;
   verify: VerifyOptions;
+  /** Refuse (exit 2) an image the kernel would refuse or e2fsck finds damaged, before any stage (boot). */
+  requireReadable?: boolean;
 }
 
 /** Runs the verification stages on an existing raw image (made by part-image or not). */
@@ -236,12 +240,16 @@ export async function verifyImage(req: VerifyRequest, stages: readonly Stage[] =
   const st = await stat(report.image).catch(() => undefined);
   if (!st?.isFile()) throw new InputError(`image not found: ${req.image}`, 'Give the path of an ext4 image file (raw, qcow2 or vmdk).');
   return withScope((scope) => reportingErrors(report, t0, async () => {
-    // Every stage works on raw bytes: a qcow2 or vmdk image is verified through a raw copy.
+    // Every stage works on raw bytes: a qcow2 or vmdk image is verified through a raw copy,
+    // made only once nothing in it refers to another file (image/open.ts).
     const kind = await sniffFile(report.image!);
     if (kind !== 'image' && kind !== 'qcow2' && kind !== 'vmdk') {
-      throw new InputError(`not an ext4 image: ${req.image}`, 'part-image verifies single-filesystem ext4 images (raw, qcow2 or vmdk), with no partition table.');
+      const why = (await readExt4Superblock(report.image!)).notExt4 ?? 'no superblock';
+      throw new InputError(`not an ext4 image: ${req.image} (${why})`, 'part-image verifies single-filesystem ext4 images (raw, qcow2 or vmdk), with no partition table.');
     }
-    const image = kind === 'image' ? report.image! : await rawCopy(report.image!, kind, scope);
+    const image = await openImage(report.image!, kind, scope);
+    // boot mounts and runs the image without fsck and readback stages: refuse a damaged one first.
+    if (req.requireReadable) await refuseUnreadable(image, req.image);
     let tree: InputTree | undefined;
     if (req.input) {
       tree = await timed(report.stages, 'read', async () => {

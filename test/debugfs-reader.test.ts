@@ -15,6 +15,7 @@ import { readMountedImage } from '../src/image/mount-reader.js';
 import { diffManifests } from '../src/manifest/diff.js';
 import { withScope } from '../src/cleanup.js';
 import { InputError, ToolError } from '../src/errors.js';
+import { UnreadableImageError } from '../src/image/unreadable.js';
 import { log } from '../src/log.js';
 import { encodeDebugfsValue, quoteDebugfsArg, runDebugfs } from '../src/tools/debugfs.js';
 import type { Manifest, ManifestEntry } from '../src/types.js';
@@ -214,7 +215,9 @@ describe('readImageManifest failures', () => {
     await execa('cp', [image, bad]);
     const [block] = await blocksOf(bad, '/srv');
     await overwriteBlock(bad, block, Buffer.alloc(1024, 0xa5), 1024);
-    await expect(readImageManifest(bad)).rejects.toThrow(ToolError);
+    // Bad input that names the directory, not a tool failure (exit 2, an `unreadable` finding in verify).
+    await expect(readImageManifest(bad)).rejects.toThrow(UnreadableImageError);
+    await expect(readImageManifest(bad)).rejects.toThrow(/cannot list directory \/srv \(inode \d+\)/);
   });
 });
 

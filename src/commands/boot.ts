@@ -9,6 +9,9 @@ export const bootCommand: Command = {
   usage: `part-image boot IMAGE [--nspawn] [--portable] [--boot-timeout 90s] [--allow-failed-unit UNIT]
                 [--nspawn-command 'CMD ARGS'] [--report-json FILE] [--junit FILE]
 
+  The image must be self-contained (a qcow2 or vmdk that refers to another file is refused,
+  exit 2) and sound: one the kernel would refuse, that e2fsck -fn finds damaged or that cannot
+  be read back is refused (exit 2) before anything mounts it; part-image verify lists why.
   Runs only the rootless boot diagnosis (no init, no os-release, wrong CPU, a missing ELF
   interpreter or library, broken usr-merge links) and the boot stages. When something stops
   the image from booting, the first line printed is its cause.
@@ -28,7 +31,7 @@ Examples:
   async run(v, [image]) {
     const verify = verifyOptions(v, ALL_STAGE_NAMES);
     const stages = v.nspawn && !v.portable ? BOOT_STAGES.filter((s) => !s.name.startsWith('portable')) : BOOT_STAGES;
-    const { report, exitCode } = await verifyImage({ image, verify }, stages, 'boot');
+    const { report, exitCode } = await verifyImage({ image, verify, requireReadable: true }, stages, 'boot');
     await emitReport(report, v);
     return exitCode;
   },

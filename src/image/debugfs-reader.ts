@@ -18,14 +18,27 @@
 // bytes and more (stat prints only their length), and `dump <INODE> FILE` for
 // contents without a block map (inline data).
 //
-// The block size comes from the superblock, read from the image file.
+// The block size comes from the superblock, read from the image file. Before
+// any debugfs runs, the superblock is checked the way the kernel checks it at
+// mount (image/superblock.ts): debugfs itself ignores checksum errors and a
+// file shorter than the block count.
+//
+// A damaged image is bad input, not a tool failure: debugfs exits 0 and prints
+// errors ("Corrupt extent header", "Inode checksum does not match inode", "A
+// block group is missing an inode table"), and the reader turns every such
+// error into an UnreadableImageError (exit 2 for manifest and diff, an
+// `unreadable` finding in verify's stages), naming what could not be read.
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
 import { readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Manifest, ManifestEntry } from '../types.js';
-import { withScope } from '../cleanup.js';
+import { checkNotInterrupted, withScope } from '../cleanup.js';
 import { InputError, ToolError } from '../errors.js';
+import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
+import { UnreadableImageError } from './unreadable.js';
+
+export { UnreadableImageError } from './unreadable.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
 import {
   aclDiskToXattr,
@@ -45,7 +58,12 @@ import {
 export interface ImageReadOptions {
   /** Hash regular file contents (default true). Symlink targets are read either way. */
   hash?: boolean;
+  /** The name to give the image in messages (the user's file when `image` is a raw copy of a qcow2/vmdk). */
+  name?: string;
 }
+
+/** Damage found deep in the reader; readImageManifest() names the image. */
+class Damage extends Error {}
 
 const ROOT_INO = 2;
 const EXT4_INLINE_DATA_FL = 0x10000000;
@@ -69,13 +87,27 @@ interface Content {
 
 /** The manifest of an ext2/3/4 image, read rootless through debugfs. */
 export async function readImageManifest(image: string, opts: ImageReadOptions = {}): Promise<Manifest> {
-  const hash = opts.hash ?? true;
+  const name = opts.name ?? image;
+  try {
+    return await readManifest(image, opts.hash ?? true);
+  } catch (err) {
+    if (err instanceof Damage) throw new UnreadableImageError(name, err.message, err);
+    // debugfs could not open the filesystem at all (bad group descriptors, a corrupt superblock).
+    const openError = err instanceof ToolError ? OPEN_ERROR.exec(err.stderr) : null;
+    if (openError) throw new UnreadableImageError(name, `debugfs cannot open it: ${openError[1].trim()}`, err);
+    throw err;
+  }
+}
+
+const OPEN_ERROR = /^(?:debugfs: )?(.*) while (?:trying to open|opening filesystem).*$/m;
+
+async function readManifest(image: string, hash: boolean): Promise<Manifest> {
   const img = resolve(image);
   const st = await stat(img).catch(() => {
     throw new InputError(`image not found: ${image}`);
   });
   if (!st.isFile() && !st.isBlockDevice()) throw new InputError(`not an image file: ${image}`);
-  const blockSize = await readBlockSize(img);
+  const { blockSize, blockCount } = await checkedSuperblock(img);
 
   const nodes: Node[] = [{ path: '/', ino: ROOT_INO }];
   const stats = new Map<number, InodeStat>();
@@ -83,10 +115,12 @@ export async function readImageManifest(image: string, opts: ImageReadOptions = 
   const fallback: InodeStat[] = [];
   const seenDirs = new Set<number>([ROOT_INO]);
   const requested = new Set<number>([ROOT_INO]);
-  const reader = new BlockReader(img, blockSize);
+  const reader = new BlockReader(img, blockSize, blockCount);
+  let pending: Promise<LevelResult> | undefined;
   try {
     let dirs: Node[] = [{ path: '/', ino: ROOT_INO }];
-    let pending: Promise<LevelResult> | undefined = startLevel(img, dirs, [ROOT_INO]);
+    const pathOf = new Map<number, string>([[ROOT_INO, '/']]);
+    pending = startLevel(img, dirs, [ROOT_INO], pathOf);
     while (pending) {
       const { listings, inodes } = await pending;
       // Children of this level: the next level's directories and inodes.
@@ -97,27 +131,30 @@ export async function readImageManifest(image: string, opts: ImageReadOptions = 
         for (const e of section.entries) {
           const path = childPath(dir.path, e.name);
           nodes.push({ path, ino: e.inode });
+          if (!pathOf.has(e.inode)) pathOf.set(e.inode, path);
           if (!requested.has(e.inode)) {
             requested.add(e.inode);
             newInodes.push(e.inode);
           }
           if ((e.mode & 0o170000) === 0o040000) {
-            if (seenDirs.has(e.inode)) {
-              throw new ToolError(`debugfs ls -p <${dir.ino}> ${img}`, 0, `directory inode ${e.inode} is linked twice (again at ${path}): the image is corrupt`);
-            }
+            if (seenDirs.has(e.inode)) throw new Damage(`directory inode ${e.inode} is linked twice (again at ${path})`);
             seenDirs.add(e.inode);
             nextDirs.push({ path, ino: e.inode });
           }
         }
       }
       dirs = nextDirs;
-      pending = nextDirs.length > 0 || newInodes.length > 0 ? startLevel(img, nextDirs, newInodes) : undefined;
+      pending = nextDirs.length > 0 || newInodes.length > 0 ? startLevel(img, nextDirs, newInodes, pathOf) : undefined;
       // Awaited on the next turn; until then a failure must not count as unhandled.
       pending?.catch(() => undefined);
       // Hash what this level's stat brought while the next level runs.
       for (const s of inodes) stats.set(s.inode, s);
       await readContents(reader, inodes, hash, content, fallback);
     }
+  } catch (err) {
+    // The next level's debugfs processes may still run: let them end and clean up first.
+    await pending?.catch(() => undefined);
+    throw err;
   } finally {
     reader.close();
   }
@@ -150,21 +187,17 @@ export async function readImageManifest(image: string, opts: ImageReadOptions = 
   return makeManifest(entries);
 }
 
-/** Block size from the primary superblock (offset 1024): 1024 << s_log_block_size. */
-async function readBlockSize(image: string): Promise<number> {
-  const fd = openSync(image, 'r');
-  try {
-    const sb = Buffer.alloc(1024);
-    const n = readSync(fd, sb, 0, 1024, 1024);
-    if (n < 1024 || sb.readUInt16LE(0x38) !== 0xef53) {
-      throw new InputError(`${image} is not an ext2/3/4 image (no superblock magic)`);
-    }
-    const log = sb.readUInt32LE(24);
-    if (log > 6) throw new InputError(`${image}: bad block size in the superblock (log ${log})`);
-    return 1024 << log;
-  } finally {
-    closeSync(fd);
-  }
+/**
+ * The block size, once the superblock passed the kernel's own mount checks
+ * (magic, block size, checksum, features, a journal to replay, a file as
+ * long as the block count says).
+ */
+async function checkedSuperblock(image: string): Promise<Ext4Superblock> {
+  const r = await readExt4Superblock(image);
+  if (!r.superblock) throw new Damage(r.notExt4!);
+  const problems = superblockProblems(r.superblock, r.fileSize);
+  if (problems.length > 0) throw new Damage(problems.map((p) => p.message).join('; '));
+  return r.superblock;
 }
 
 // ---------------------------------------------------------------------------
@@ -175,10 +208,18 @@ interface LevelResult {
   inodes: InodeStat[];
 }
 
-async function startLevel(image: string, dirs: Node[], inodes: number[]): Promise<LevelResult> {
+async function startLevel(image: string, dirs: Node[], inodes: number[], pathOf: Map<number, string>): Promise<LevelResult> {
   const lsJobs = chunks(dirs, BATCH).map((part) => listDirs(image, part));
-  const statJobs = chunks(inodes, BATCH).map((part) => statInodes(image, part));
-  const [lists, stats] = await Promise.all([Promise.all(lsJobs), Promise.all(statJobs)]);
+  const statJobs = chunks(inodes, BATCH).map((part) => statInodes(image, part, pathOf));
+  // Every process ends (and removes its script folder) before a failure leaves:
+  // Promise.all would reject at the first one while the others still run, and
+  // part-image could exit before they cleaned up.
+  const all = await Promise.allSettled<Map<number, LsSection> | InodeStat[]>([...lsJobs, ...statJobs]);
+  const failed = all.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  const values = all.map((r) => (r as PromiseFulfilledResult<Map<number, LsSection> | InodeStat[]>).value);
+  const lists = values.slice(0, lsJobs.length) as Map<number, LsSection>[];
+  const stats = values.slice(lsJobs.length) as InodeStat[][];
   return { listings: new Map(lists.flatMap((m) => [...m])), inodes: stats.flat() };
 }
 
@@ -196,6 +237,7 @@ function chunks<T>(items: T[], size: number): T[][] {
 async function listDirs(image: string, dirs: Node[]): Promise<Map<number, LsSection>> {
   const cmds = dirs.map((d) => `ls -p <${d.ino}>`);
   const res = await runDebugfs(image, cmds, { mergeStderr: true });
+  failOnPreamble(res);
   const out = new Map<number, LsSection>();
   for (const section of parseLsPSections(res.raw)) {
     const m = /^ls -p <(\d+)>$/.exec(section.command);
@@ -206,15 +248,16 @@ async function listDirs(image: string, dirs: Node[]): Promise<Map<number, LsSect
   for (const dir of dirs) {
     const section = out.get(dir.ino);
     if (!section || section.errors.length > 0) {
-      throw new ToolError(res.command, 0, `cannot list directory ${dir.path} (inode ${dir.ino}): ${section?.errors.join('; ') || 'no output'}`, CORRUPT_HINT);
+      throw new Damage(`cannot list directory ${dir.path} (inode ${dir.ino}): ${firstError(section?.errors)}`);
     }
   }
   return out;
 }
 
-async function statInodes(image: string, inos: number[]): Promise<InodeStat[]> {
+async function statInodes(image: string, inos: number[], pathOf: Map<number, string>): Promise<InodeStat[]> {
   const cmds = inos.map((ino) => `stat <${ino}>`);
   const res = await runDebugfs(image, cmds, { mergeStderr: true });
+  failOnPreamble(res);
   const byIno = new Map<number, { stat?: InodeStat; errors: string[] }>();
   for (const section of parseStatSections(res.raw)) {
     const m = /^stat <(\d+)>$/.exec(section.command);
@@ -224,20 +267,40 @@ async function statInodes(image: string, inos: number[]): Promise<InodeStat[]> {
   return inos.map((ino) => {
     const s = byIno.get(ino);
     if (!s?.stat || s.stat.inode !== ino || s.errors.length > 0) {
-      throw new ToolError(res.command, 0, `cannot read inode ${ino}: ${s?.errors.join('; ') || 'no output'}`, CORRUPT_HINT);
+      throw new Damage(`cannot read inode ${ino} (${pathOf.get(ino) ?? 'path unknown'}): ${firstError(s?.errors)}`);
     }
     return s.stat;
   });
 }
 
-const CORRUPT_HINT = 'The image may be damaged: check it with e2fsck -fn IMAGE.';
+/**
+ * debugfs's first words on what went wrong, without the command-name prefix
+ * it adds ("ls: ", "-p: " after getopt, "stat: "). After the first error a
+ * section holds whatever debugfs printed anyway (the rest of a half-read
+ * inode), which says nothing more.
+ */
+function firstError(errors: string[] | undefined): string {
+  const lines = (errors ?? []).map((e) => e.replace(/^(?:-\w|[a-z_]+): /, '').trim()).filter((e) => e !== '');
+  return lines[0] ?? 'debugfs printed nothing for it';
+}
 
 /** debugfs exits 0 whatever happens; anything on stderr is a failure of the read. */
 function failOnErrors(res: DebugfsResult, what: string): void {
   const lines = res.stderr.split('\n').filter((l) => l.trim() !== '');
-  if (lines.length > 0) {
-    throw new ToolError(res.command, 0, `debugfs could not ${what}:\n${lines.slice(0, 20).join('\n')}`, CORRUPT_HINT);
-  }
+  if (lines.length > 0) throw new Damage(`debugfs could not ${what}: ${firstError(lines)}`);
+}
+
+/**
+ * With stderr merged, what debugfs printed before the first command ran is
+ * about opening the filesystem ("Checksum errors in superblock!  Retrying...",
+ * a group descriptor it had to fall back from): the image is damaged even
+ * when every command then succeeds.
+ */
+function failOnPreamble(res: DebugfsResult): void {
+  const first = res.stdout.startsWith('debugfs: ') ? 0 : res.stdout.indexOf('\ndebugfs: ');
+  const preamble = first < 0 ? res.stdout : res.stdout.slice(0, first);
+  const lines = preamble.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  if (lines.length > 0) throw new Damage(`debugfs, opening it: ${firstError(lines)}`);
 }
 
 // ---------------------------------------------------------------------------
@@ -260,7 +323,7 @@ async function fillLongXattrs(image: string, stats: Map<number, InodeStat>): Pro
       const got = parseEaGetHex(sections[i].output);
       const length = w.st.xattrLengths.get(w.name);
       if (!got || got.value.length !== length) {
-        throw new ToolError(res.command, 0, `cannot read xattr ${w.name} of inode ${w.st.inode}: ${sections[i].output.trim()}`);
+        throw new Damage(`cannot read xattr ${w.name} of inode ${w.st.inode}: ${sections[i].output.trim() || 'debugfs printed nothing for it'}`);
       }
       w.st.xattrs.set(w.name, got.value);
     });
@@ -291,14 +354,13 @@ async function readContents(
   content: Map<number, Content>,
   fallback: InodeStat[],
 ): Promise<void> {
-  let sinceYield = 0;
   for (const st of inodes) {
     if (st.type === 'symlink') {
       if (st.fastLink !== undefined) content.set(st.inode, { target: st.fastLink });
       else if (!hasBlockMap(st)) fallback.push(st);
       else {
         const parts: Buffer[] = [];
-        reader.readFile(st.extents!, st.size, (b) => parts.push(Buffer.from(b)));
+        await reader.readFile(st, (b) => parts.push(Buffer.from(b)));
         content.set(st.inode, { target: Buffer.concat(parts).toString('utf8') });
       }
     } else if (st.type === 'regular' && hash) {
@@ -306,14 +368,8 @@ async function readContents(
       else if (!hasBlockMap(st)) fallback.push(st);
       else {
         const h = createHash('sha256');
-        reader.readFile(st.extents!, st.size, (b) => h.update(b));
+        await reader.readFile(st, (b) => h.update(b));
         content.set(st.inode, { sha256: h.digest('hex') });
-        // Let timers, signal handlers and the debugfs pipes run now and then.
-        sinceYield += st.size + 4096;
-        if (sinceYield > 32 * 1024 * 1024) {
-          sinceYield = 0;
-          await new Promise((r) => setImmediate(r));
-        }
       }
     }
   }
@@ -322,13 +378,19 @@ async function readContents(
 const EMPTY_SHA256 = createHash('sha256').digest('hex');
 const ZEROS = Buffer.alloc(READ_CHUNK);
 
+/** Bytes fed to a sink between two yields to the event loop (signals, timers, debugfs pipes). */
+const YIELD_BYTES = 64 * 1024 * 1024;
+
 class BlockReader {
   private fd: number;
   private buf = Buffer.allocUnsafe(READ_CHUNK);
+  private sinceYield = 0;
 
   constructor(
-    private image: string,
+    image: string,
     private bs: number,
+    /** Blocks in the filesystem: an extent past them points outside it. */
+    private blockCount: bigint,
   ) {
     this.fd = openSync(image, 'r');
   }
@@ -337,44 +399,60 @@ class BlockReader {
     closeSync(this.fd);
   }
 
-  /** Feeds `size` bytes of a file, given its block map, to `sink` (chunks are reused: copy to keep). */
-  readFile(extents: Extent[], size: number, sink: (chunk: Buffer) => void): void {
+  /** Feeds `size` bytes of inode `st`'s file through its block map to `sink` (chunks are reused: copy to keep). */
+  async readFile(st: InodeStat, sink: (chunk: Buffer) => void): Promise<void> {
     const bs = this.bs;
-    const sorted = [...extents].sort((a, b) => a.logical - b.logical);
+    const size = st.size;
+    const sorted = [...st.extents!].sort((a, b) => a.logical - b.logical);
     let pos = 0;
     for (const x of sorted) {
       const start = x.logical * bs;
       if (start >= size) break;
-      if (start < pos) throw new Error(`${this.image}: overlapping extents at logical block ${x.logical}`);
-      this.zeros(start - pos, sink);
+      if (start < pos) throw new Damage(`inode ${st.inode}: overlapping extents at logical block ${x.logical}`);
+      if (!x.uninit && BigInt(x.physical) + BigInt(x.length) > this.blockCount) {
+        throw new Damage(`inode ${st.inode}: an extent (blocks ${x.physical}-${x.physical + x.length - 1}) lies outside the filesystem's ${this.blockCount} blocks`);
+      }
+      await this.zeros(start - pos, sink);
       const len = Math.min(x.length * bs, size - start);
-      if (x.uninit) this.zeros(len, sink);
-      else this.copy(x.physical * bs, len, sink);
+      if (x.uninit) await this.zeros(len, sink);
+      else await this.copy(st, x.physical * bs, len, sink);
       pos = start + len;
     }
-    this.zeros(size - pos, sink);
+    await this.zeros(size - pos, sink);
   }
 
-  private zeros(n: number, sink: (chunk: Buffer) => void): void {
+  /** Lets signals in now and then: a sparse file in a hostile image can claim terabytes of holes. */
+  private async fed(n: number): Promise<void> {
+    this.sinceYield += n;
+    if (this.sinceYield >= YIELD_BYTES) {
+      this.sinceYield = 0;
+      await new Promise((r) => setImmediate(r));
+      checkNotInterrupted();
+    }
+  }
+
+  private async zeros(n: number, sink: (chunk: Buffer) => void): Promise<void> {
     while (n > 0) {
       const k = Math.min(n, READ_CHUNK);
       sink(ZEROS.subarray(0, k));
       n -= k;
+      await this.fed(k);
     }
   }
 
-  private copy(offset: number, n: number, sink: (chunk: Buffer) => void): void {
+  private async copy(st: InodeStat, offset: number, n: number, sink: (chunk: Buffer) => void): Promise<void> {
     while (n > 0) {
       const want = Math.min(n, READ_CHUNK);
       let got = 0;
       while (got < want) {
         const r = readSync(this.fd, this.buf, got, want - got, offset + got);
-        if (r === 0) throw new InputError(`${this.image}: block at byte ${offset + got} lies past the end of the image (truncated image?)`);
+        if (r === 0) throw new Damage(`inode ${st.inode}: a block at byte ${offset + got} lies past the end of the image file`);
         got += r;
       }
       sink(this.buf.subarray(0, want));
       offset += want;
       n -= want;
+      await this.fed(want);
     }
   }
 }
@@ -402,7 +480,7 @@ async function dumpContents(image: string, inodes: InodeStat[], content: Map<num
         // dump is only right for inline data (the rest reads as zeros).
         const inline = (st.flags & EXT4_INLINE_DATA_FL) !== 0;
         if (size < 0 || (size < st.size && !inline)) {
-          throw new ToolError(res.command, 0, `debugfs dumped ${size < 0 ? 'nothing' : `${size} bytes`} of ${st.size} for inode ${st.inode}`);
+          throw new Damage(`debugfs dumped ${size < 0 ? 'nothing' : `${size} bytes`} of ${st.size} for inode ${st.inode}`);
         }
         const bytes = Math.min(size, st.size);
         if (st.type === 'symlink') {

@@ -23,7 +23,9 @@ function secs(ms: number): string {
 }
 
 function detail(s: StageResult): string {
-  const d = s.details ?? {};
+  // A stage that failed before it could count anything (an unreadable image) has no details.
+  if (!s.details) return '';
+  const d = s.details;
   switch (s.name) {
     case 'readback': return `${d.entries} entries, ${d.files} files`;
     case 'diff': {

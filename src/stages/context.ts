@@ -1,7 +1,7 @@
 // What every verification stage receives, and the shape of a stage.
 import type { Finding, InputTree, Manifest, StageResult } from '../types.js';
 import type { Scope } from '../cleanup.js';
-import { readImageManifest } from '../image/debugfs-reader.js';
+import { readImageManifest, UnreadableImageError } from '../image/debugfs-reader.js';
 
 export interface VerifyOptions {
   /** Stages the user asked to skip (--skip). */
@@ -34,6 +34,8 @@ export interface StageContext {
   input?: InputTree;
   /** Filled by the readback stage; later stages read it. */
   imageManifest?: Manifest;
+  /** Set when the image could not be read (readback, or the first stage that tried): later stages do not read it again. */
+  imageUnreadable?: UnreadableImageError;
   /** Builds the same input again into `dest` (only `build` gives it; the reproducible stage uses it). */
   rebuild?: {
     into(dest: string): Promise<void>;
@@ -80,7 +82,11 @@ export function skipped(reason: string, skippedBy: StageResult['skippedBy']): St
  */
 export async function imageManifestOf(ctx: StageContext, opts: { hash: boolean }): Promise<Manifest> {
   if (ctx.imageManifest) return ctx.imageManifest;
-  const manifest = await readImageManifest(ctx.image, { hash: opts.hash });
+  if (ctx.imageUnreadable) throw ctx.imageUnreadable;
+  const manifest = await readImageManifest(ctx.image, { hash: opts.hash, name: ctx.imageName }).catch((err: unknown) => {
+    if (err instanceof UnreadableImageError) ctx.imageUnreadable = err;
+    throw err;
+  });
   if (opts.hash) ctx.imageManifest = manifest;
   return manifest;
 }

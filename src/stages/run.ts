@@ -3,6 +3,8 @@
 // verdict on the image:
 // - EnvironmentError, ToolError: the stage could not run here: `skipped
 //   (unavailable)`, which blocks acceptance (exit 3); the next stages run;
+// - UnreadableImageError: debugfs cannot read the image: a verdict, the
+//   stage fails with an `unreadable` finding;
 // - InputError, UsageError: bad input (a malformed golden file, say): the
 //   stage is `error` and the run stops with exit 2;
 // - anything else is a bug in part-image: the stage is `error` and the run
@@ -12,6 +14,8 @@ import { EnvironmentError, InterruptedError, PartImageError, ToolError, asPartIm
 import { checkNotInterrupted, isShuttingDown } from '../cleanup.js';
 import { log } from '../log.js';
 import type { Stage, StageContext, StageOutcome } from './context.js';
+import { UnreadableImageError } from '../image/debugfs-reader.js';
+import { unreadableOutcome } from './readback.js';
 
 /**
  * PART_IMAGE_TEST_FAULT=STAGE makes that stage throw a TypeError as a bug
@@ -39,12 +43,17 @@ export async function runStages(stages: readonly Stage[], ctx: StageContext, res
         });
       } catch (raw) {
         if (isShuttingDown()) throw new InterruptedError('signal');
-        const err = asPartImageError(raw, stage.name);
-        if (!(err instanceof EnvironmentError || err instanceof ToolError)) {
-          results.push({ name: stage.name, status: 'error', reason: err.message, findings: [], durationMs: Math.round(performance.now() - start) });
-          throw err;
+        // An image debugfs cannot read is a verdict on the image (stages/readback.ts).
+        if (raw instanceof UnreadableImageError) {
+          outcome = unreadableOutcome(raw);
+        } else {
+          const err = asPartImageError(raw, stage.name);
+          if (!(err instanceof EnvironmentError || err instanceof ToolError)) {
+            results.push({ name: stage.name, status: 'error', reason: err.message, findings: [], durationMs: Math.round(performance.now() - start) });
+            throw err;
+          }
+          outcome = unavailable(err);
         }
-        outcome = unavailable(err);
       }
     }
     results.push({ name: stage.name, ...outcome, durationMs: Math.round(performance.now() - start) });

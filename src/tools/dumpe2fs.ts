@@ -1,5 +1,7 @@
 // dumpe2fs -h: the superblock numbers part-image needs (free space, sizes).
 import { run } from '../exec.js';
+import { ToolError } from '../errors.js';
+import { UnreadableImageError } from '../image/unreadable.js';
 
 export interface SuperblockInfo {
   blockSize: number;
@@ -33,7 +35,15 @@ export function parseDumpe2fsHeader(text: string): SuperblockInfo {
   };
 }
 
-export async function readSuperblock(image: string): Promise<SuperblockInfo> {
-  const { stdout } = await run('dumpe2fs', ['-h', image], { hint: 'Is the file an ext4 image?' });
+/** dumpe2fs -h; a superblock it cannot read (damaged, unsupported features) is an UnreadableImageError. */
+export async function readSuperblock(image: string, name = image): Promise<SuperblockInfo> {
+  let stdout: string;
+  try {
+    ({ stdout } = await run('dumpe2fs', ['-h', image], { env: { LC_ALL: 'C' } }));
+  } catch (err) {
+    if (!(err instanceof ToolError)) throw err;
+    const why = err.stderr.split('\n').map((l) => l.trim()).filter((l) => l && !/^dumpe2fs \d/.test(l)).pop();
+    throw new UnreadableImageError(name, `dumpe2fs cannot read its superblock: ${why?.replace(/^dumpe2fs: /, '') ?? `exit ${err.toolExitCode ?? 'on a signal'}`}`, err);
+  }
   return parseDumpe2fsHeader(stdout);
 }
