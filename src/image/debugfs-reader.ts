@@ -24,7 +24,7 @@ import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
 import { readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Manifest, ManifestEntry } from '../types.js';
-import { withScope } from '../cleanup.js';
+import { settleAll, withScope } from '../cleanup.js';
 import { InputError, ToolError } from '../errors.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
 import {
@@ -84,9 +84,10 @@ export async function readImageManifest(image: string, opts: ImageReadOptions = 
   const seenDirs = new Set<number>([ROOT_INO]);
   const requested = new Set<number>([ROOT_INO]);
   const reader = new BlockReader(img, blockSize);
+  let pending: Promise<LevelResult> | undefined;
   try {
     let dirs: Node[] = [{ path: '/', ino: ROOT_INO }];
-    let pending: Promise<LevelResult> | undefined = startLevel(img, dirs, [ROOT_INO]);
+    pending = startLevel(img, dirs, [ROOT_INO]);
     while (pending) {
       const { listings, inodes } = await pending;
       // Children of this level: the next level's directories and inodes.
@@ -120,6 +121,8 @@ export async function readImageManifest(image: string, opts: ImageReadOptions = 
     }
   } finally {
     reader.close();
+    // A failure while the next level ran (hashing this one) must not leave its batches, and their temp dirs, behind.
+    await pending?.catch(() => undefined);
   }
   await fillLongXattrs(img, stats);
   if (fallback.length > 0) await dumpContents(img, fallback, content);
@@ -178,8 +181,11 @@ interface LevelResult {
 async function startLevel(image: string, dirs: Node[], inodes: number[]): Promise<LevelResult> {
   const lsJobs = chunks(dirs, BATCH).map((part) => listDirs(image, part));
   const statJobs = chunks(inodes, BATCH).map((part) => statInodes(image, part));
-  const [lists, stats] = await Promise.all([Promise.all(lsJobs), Promise.all(statJobs)]);
-  return { listings: new Map(lists.flatMap((m) => [...m])), inodes: stats.flat() };
+  // settleAll: every batch has ended (and removed its temp dir) before one's failure leaves.
+  const lists = settleAll(lsJobs);
+  const stats = settleAll(statJobs);
+  await settleAll<unknown>([lists, stats]);
+  return { listings: new Map((await lists).flatMap((m) => [...m])), inodes: (await stats).flat() };
 }
 
 function chunks<T>(items: T[], size: number): T[][] {
