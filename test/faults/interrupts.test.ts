@@ -40,7 +40,7 @@ const DIAGNOSE = { stderr: /^ {2}freespace: \d+ ms/m };
 const LOOP_MOUNT = { stderr: /\+ mount -o loop/ };
 const NSPAWN = { stderr: /systemd-nspawn --quiet/ };
 const CONVERT = { stderr: /\+ qemu-img convert/ };
-const STARTED = { started: true } as const;
+const GETFATTR = { stderr: /\+ .*getfattr / };
 
 const CASES: Case[] = [
   { name: 'tar: read, staging folder just made (SIGINT)', input: 'tar', marker: STAGING, signals: ['SIGINT'] },
@@ -57,7 +57,7 @@ const CASES: Case[] = [
   { name: 'tar: fsck (SIGTERM)', input: 'tar', marker: FSCK, signals: ['SIGTERM'] },
   { name: 'tar: readback starts (SIGINT)', input: 'tar', marker: READBACK, signals: ['SIGINT'] },
   { name: 'tar: readback, 1 s in (SIGTERM)', input: 'tar', marker: READBACK, delayMs: 1000, signals: ['SIGTERM'] },
-  { name: 'tar: readback, 3 s in (SIGHUP)', input: 'tar', marker: READBACK, delayMs: 3000, signals: ['SIGHUP'] },
+  { name: 'tar: readback, 0.6 s in (SIGHUP)', input: 'tar', marker: READBACK, delayMs: 600, signals: ['SIGHUP'] },
   { name: 'tar: diff (SIGINT)', input: 'tar', marker: DIFF, signals: ['SIGINT'] },
   { name: 'tar: diagnose (SIGTERM)', input: 'tar', marker: DIAGNOSE, signals: ['SIGTERM'] },
   { name: 'tar: loop mount for nspawn (SIGINT)', input: 'tar', marker: LOOP_MOUNT, signals: ['SIGINT'] },
@@ -65,7 +65,8 @@ const CASES: Case[] = [
   { name: 'tar: nspawn boot, 1.5 s in (SIGHUP)', input: 'tar', marker: NSPAWN, delayMs: 1500, signals: ['SIGHUP'] },
   { name: 'tar -> qcow2: convert starts (SIGINT)', input: 'tar', format: 'qcow2', marker: CONVERT, signals: ['SIGINT'], extra: ['--skip', 'diagnose,nspawn'] },
   { name: 'tar -> qcow2: convert, 0.3 s in (SIGTERM)', input: 'tar', format: 'qcow2', marker: CONVERT, delayMs: 300, signals: ['SIGTERM'], extra: ['--skip', 'diagnose,nspawn'] },
-  { name: 'dir: read, 0.5 s after start (SIGINT)', input: 'dir', marker: STARTED, delayMs: 500, signals: ['SIGINT'] },
+  { name: 'dir: read, getfattr starts (SIGINT)', input: 'dir', marker: GETFATTR, signals: ['SIGINT'] },
+  { name: 'dir: read, 0.3 s after getfattr started (SIGTERM)', input: 'dir', marker: GETFATTR, delayMs: 300, signals: ['SIGTERM'] },
   { name: 'dir: populate, 0.5 s in (SIGTERM)', input: 'dir', marker: POPULATE, delayMs: 500, signals: ['SIGTERM'] },
   { name: 'dir: readback, 0.5 s in (SIGHUP)', input: 'dir', marker: READBACK, delayMs: 500, signals: ['SIGHUP'] },
 ];

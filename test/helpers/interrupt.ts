@@ -22,6 +22,8 @@ export interface InterruptPlan {
 }
 
 export interface InterruptOutcome {
+  /** The pid of the part-image run. */
+  pid: number;
   exitCode?: number;
   signal?: string;
   stderr: string;
@@ -68,6 +70,7 @@ export async function runAndInterrupt(args: string[], env: Record<string, string
   }
   const r = await child;
   return {
+    pid: child.pid ?? -1,
     exitCode: r.exitCode ?? undefined,
     signal: r.signal ?? undefined,
     stderr,
