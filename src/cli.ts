@@ -2,7 +2,7 @@
 // The entry point: parses arguments, calls the library, maps errors to exit
 // codes. It is the only place that exits the process.
 import { EXIT, InternalError, asPartImageError } from './errors.js';
-import { shutdown } from './cleanup.js';
+import { beforeExit, onSignals, wasInterrupted } from './cleanup.js';
 import { log } from './log.js';
 import { VERSION } from './version.js';
 import { emitReport, parse, type Command } from './commands/common.js';
@@ -70,22 +70,10 @@ function report(raw: unknown): number {
   return err.exitCode;
 }
 
-let interrupted = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (interrupted) {
-      process.stderr.write(`\npart-image: second ${signal}: exiting now; temporary files, mounts or a VM may be left behind\n`);
-      process.exit(EXIT.interrupted);
-    }
-    interrupted = true;
-    process.stderr.write(`\npart-image: ${signal}: cleaning up...\n`);
-    void shutdown().finally(() => process.exit(EXIT.interrupted));
-  });
-}
+// SIGINT, SIGTERM, SIGHUP: cleanup.ts releases everything, then this exits 130.
+onSignals((code) => process.exit(code));
 
 // After a signal, the handler exits once cleanup is done; the work it cut
 // short settles first and must not exit before that.
-main(process.argv.slice(2)).then(
-  (code) => interrupted || process.exit(code),
-  (err) => interrupted || process.exit(report(err)),
-);
+const exitWhenReleased = (code: number) => void beforeExit().finally(() => wasInterrupted() || process.exit(code));
+main(process.argv.slice(2)).then(exitWhenReleased, (err) => exitWhenReleased(report(err)));

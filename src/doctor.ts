@@ -8,7 +8,7 @@ import { hasTool } from './exec.js';
 import { packageFor } from './tools/packages.js';
 import { VERIFY_STAGES } from './stages/index.js';
 import type { Stage } from './stages/context.js';
-import { cachedVmImage } from './vm/image.js';
+import { cachedVmImageState } from './vm/image.js';
 import { detectAccel } from './vm/kvm.js';
 
 export type StageHow = 'rootless' | 'host' | 'vm';
@@ -46,7 +46,9 @@ export interface DoctorResult {
     reason?: string;
   };
   /** The VM's root image: cached, not built yet (built on first use, about a minute), or unknown. */
-  vmImage: 'cached' | 'not-built' | 'unknown';
+  vmImage: 'cached' | 'not-built' | 'damaged' | 'unknown';
+  /** Why the cached VM image is damaged (it is rebuilt on first use). */
+  vmImageDamage?: string;
   tools: DoctorTool[];
   stages: DoctorStage[];
 }
@@ -73,17 +75,19 @@ function installHint(tools: readonly string[]): string | undefined {
 }
 
 
-async function detectVm(qemuPresent: boolean): Promise<Pick<DoctorResult, 'kvm' | 'vmImage'>> {
-  const cached = await cachedVmImage().catch(() => undefined);
-  const vmImage: DoctorResult['vmImage'] = cached ? 'cached' : 'not-built';
-  if (!qemuPresent) return { vmImage, kvm: { status: 'unknown', reason: 'qemu-system-x86_64 is not installed' } };
+async function detectVm(qemuPresent: boolean): Promise<Pick<DoctorResult, 'kvm' | 'vmImage' | 'vmImageDamage'>> {
+  const state = await cachedVmImageState().catch(() => undefined);
+  const cached = state?.state === 'ok' ? state.image : undefined;
+  const vmImage: DoctorResult['vmImage'] = cached ? 'cached' : state?.state === 'damaged' ? 'damaged' : 'not-built';
+  const vmImageDamage = state?.state === 'damaged' ? state.why : undefined;
+  if (!qemuPresent) return { vmImage, vmImageDamage, kvm: { status: 'unknown', reason: 'qemu-system-x86_64 is not installed' } };
   try {
     // With the VM's kernel the probe boots it once under KVM (cached per machine); without, only a boot sector.
     const v = await detectAccel(cached?.kernel);
     const status = v.accel !== 'kvm' ? 'unusable' : v.confirmed === false ? 'unknown' : 'usable';
-    return { vmImage, kvm: { status, accel: v.accel, reason: v.reason } };
+    return { vmImage, vmImageDamage, kvm: { status, accel: v.accel, reason: v.reason } };
   } catch (err) {
-    return { vmImage, kvm: { status: 'unknown', reason: `KVM probe failed: ${(err as Error).message.split('\n')[0]}` } };
+    return { vmImage, vmImageDamage, kvm: { status: 'unknown', reason: `KVM probe failed: ${(err as Error).message.split('\n')[0]}` } };
   }
 }
 
@@ -100,7 +104,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorResult> {
   const pid1 = (await readFile('/proc/1/comm', 'utf8').catch(() => 'unknown')).trim();
   const systemdPid1 = pid1 === 'systemd';
   const loopControl = await exists('/dev/loop-control');
-  const { kvm, vmImage } =
+  const { kvm, vmImage, vmImageDamage } =
     opts.probeKvm === false
       ? { kvm: { status: 'unknown' as const, reason: 'not probed' }, vmImage: 'unknown' as const }
       : await detectVm(present.get('qemu-system-x86_64')!);
@@ -159,7 +163,7 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorResult> {
     };
   });
 
-  return { root, pid1, systemdPid1, loopControl, kvm, vmImage, tools, stages };
+  return { root, pid1, systemdPid1, loopControl, kvm, vmImage, vmImageDamage, tools, stages };
 }
 
 /** The human view of a doctor result. */
@@ -169,7 +173,9 @@ export function formatDoctor(r: DoctorResult): string {
   lines.push(`PID 1:           ${r.pid1}${r.systemdPid1 ? ' (systemd)' : ' (not systemd)'}`);
   lines.push(`loop devices:    ${r.loopControl ? 'yes' : 'no (/dev/loop-control missing)'}`);
   lines.push(`KVM:             ${r.kvm.status}${r.kvm.reason ? ` (${r.kvm.reason})` : ''}`);
-  lines.push(`VM image:        ${r.vmImage === 'not-built' ? 'not built yet (built on first use, about a minute)' : r.vmImage}`);
+  const vmLine = r.vmImage === 'not-built' ? 'not built yet (built on first use, about a minute)'
+    : r.vmImage === 'damaged' ? `cached VM image damaged: will be rebuilt on first use (${r.vmImageDamage})` : r.vmImage;
+  lines.push(`VM image:        ${vmLine}`);
   lines.push('');
   const w = Math.max(...r.stages.map((s) => s.name.length));
   lines.push(`${'stage'.padEnd(w)}  run  how       notes`);

@@ -5,7 +5,7 @@
 import { execa, type Options } from 'execa';
 import { EnvironmentError, ToolError } from './errors.js';
 import { packageFor } from './tools/packages.js';
-import { cancelSignal, checkNotInterrupted } from './cleanup.js';
+import { cancelSignal, checkNotInterrupted, trackChild } from './cleanup.js';
 import { log } from './log.js';
 
 export interface RunOptions {
@@ -79,7 +79,8 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
     maxBuffer: 1024 * 1024 * 1024,
     encoding: 'utf8',
   };
-  const result = await execa(cmd, args, execaOpts);
+  // Tracked until it has exited: a shutdown waits for it before removing its folders.
+  const result = await trackChild(execa(cmd, args, execaOpts));
   const stdout = String(result.stdout ?? '');
   const stderr = String(result.stderr ?? '');
   if ((result as { code?: string }).code === 'ENOENT' || /ENOENT/.test(String((result as { originalMessage?: string }).originalMessage ?? ''))) {

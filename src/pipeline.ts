@@ -1,9 +1,11 @@
 // The pipeline of design.md: read -> build -> verify -> accept.
 // Only an image that passes every stage reaches the output path.
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { rename, rm, stat } from 'node:fs/promises';
 import type { InputTree, Report, StageResult } from './types.js';
-import { checkNotInterrupted, withScope, type Scope } from './cleanup.js';
+import { checkNotInterrupted, isShuttingDown, withScope, type Scope } from './cleanup.js';
+import { besideOutputName, sweepStale } from './stale.js';
 import { EnvironmentError, InputError, InternalError, InterruptedError, PartImageError, UsageError, asPartImageError, errorKind } from './errors.js';
 import { hasTool } from './exec.js';
 import { readInput } from './input/index.js';
@@ -101,7 +103,8 @@ async function checkBuildRequest(req: BuildRequest, output: string): Promise<voi
   if (!(await stat(dirname(output)).catch(() => undefined))?.isDirectory()) {
     throw new UsageError(`the folder of --output does not exist: ${dirname(output)}`, 'Create it first.');
   }
-  await checkWritableFolder(dirname(output), `.${basename(output)}.part-image-${process.pid}.probe`);
+  // Named like the temporary image (with a .probe suffix): a run killed in between leaves nothing a later one keeps.
+  await checkWritableFolder(dirname(output), `${besideOutputName(basename(output))}.probe`);
   checkLabel(req.label);
   const input = resolve(req.input);
   if ((await stat(input).catch(() => undefined))?.isDirectory() && `${dirname(output)}/`.startsWith(`${input}/`)) {
@@ -140,6 +143,8 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
   const sourceDateEpoch = parseSourceDateEpoch(req.env);
   // SIZE_MB lets the reader refuse a tree too large for it before hashing it (a sparse tar bomb).
   const exactSizeMb = resolveSizeInputs(req, req.env, 0).sizeMb;
+  // What killed runs left in TMPDIR and beside the output goes first, in one line.
+  await sweepStale([tmpdir(), dirname(output)]);
 
   return withScope((scope) => reportingErrors(report, t0, async () => {
     const tree = await timed(report.stages, 'read', async () => {
@@ -150,7 +155,8 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
     const size = resolveSizeInputs(req, req.env, req.seed ? manifestUsedMb(tree.manifest) : tree.usedMb);
     // The raw image is sparse: only the tree, metadata and journal take room (twice, to convert it).
     await checkRoom(dirname(output), onDiskMb(size.usedMb, size.freeMb) * (req.format === 'raw' ? 1 : 2));
-    const tmp = join(dirname(output), `.${basename(output)}.part-image-${process.pid}.tmp`);
+    // Named for its owner (pid, start time): a later run removes it if this one is killed.
+    const tmp = join(dirname(output), besideOutputName(basename(output)));
     scope.defer(`remove ${tmp}`, () => rm(tmp, { force: true }));
     const built = await timed(report.stages, 'build', async () => {
       const r = await buildRawImage(tree, tmp, { ...size, label: req.label, seed: req.seed, sourceDateEpoch }, scope);
@@ -198,6 +204,8 @@ async function accept(tmpRaw: string, output: string, format: OutputFormat, repo
   try {
     findings = await convertImage(tmpRaw, tmpOut, format);
   } catch (err) {
+    // Interrupted: the scope removes both temp files; nothing is left beside the output.
+    if (isShuttingDown()) throw err;
     // The verified raw image is kept for the user, but never at the output path.
     report.stages.push({ name: 'convert', status: 'failed', durationMs: Math.round(performance.now() - start),
       findings: [{ code: 'error', message: err instanceof Error ? err.message : String(err) }] });

@@ -33,7 +33,7 @@ import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
 import { readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Manifest, ManifestEntry } from '../types.js';
-import { checkNotInterrupted, withScope } from '../cleanup.js';
+import { checkNotInterrupted, settleAll, withScope } from '../cleanup.js';
 import { InputError, ToolError } from '../errors.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
 import { UnreadableImageError } from './unreadable.js';
@@ -151,12 +151,10 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       for (const s of inodes) stats.set(s.inode, s);
       await readContents(reader, inodes, hash, content, fallback);
     }
-  } catch (err) {
-    // The next level's debugfs processes may still run: let them end and clean up first.
-    await pending?.catch(() => undefined);
-    throw err;
   } finally {
     reader.close();
+    // A failure while the next level ran (hashing this one) must not leave its batches, and their temp dirs, behind.
+    await pending?.catch(() => undefined);
   }
   await fillLongXattrs(img, stats);
   if (fallback.length > 0) await dumpContents(img, fallback, content);
@@ -211,16 +209,11 @@ interface LevelResult {
 async function startLevel(image: string, dirs: Node[], inodes: number[], pathOf: Map<number, string>): Promise<LevelResult> {
   const lsJobs = chunks(dirs, BATCH).map((part) => listDirs(image, part));
   const statJobs = chunks(inodes, BATCH).map((part) => statInodes(image, part, pathOf));
-  // Every process ends (and removes its script folder) before a failure leaves:
-  // Promise.all would reject at the first one while the others still run, and
-  // part-image could exit before they cleaned up.
-  const all = await Promise.allSettled<Map<number, LsSection> | InodeStat[]>([...lsJobs, ...statJobs]);
-  const failed = all.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
-  const values = all.map((r) => (r as PromiseFulfilledResult<Map<number, LsSection> | InodeStat[]>).value);
-  const lists = values.slice(0, lsJobs.length) as Map<number, LsSection>[];
-  const stats = values.slice(lsJobs.length) as InodeStat[][];
-  return { listings: new Map(lists.flatMap((m) => [...m])), inodes: stats.flat() };
+  // settleAll: every batch has ended (and removed its temp dir) before one's failure leaves.
+  const lists = settleAll(lsJobs);
+  const stats = settleAll(statJobs);
+  await settleAll<unknown>([lists, stats]);
+  return { listings: new Map((await lists).flatMap((m) => [...m])), inodes: (await stats).flat() };
 }
 
 function chunks<T>(items: T[], size: number): T[][] {

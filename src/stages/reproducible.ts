@@ -4,6 +4,7 @@
 // fields, inode fields and the paths of those inodes, data blocks and the
 // files they belong to, and the manifest entries that read back differently.
 import { rm } from 'node:fs/promises';
+import { settleAll } from '../cleanup.js';
 import type { Finding } from '../types.js';
 import { compareFiles, readBlock, type ByteComparison } from '../image/byte-compare.js';
 import { blockInodes, blockRole, inodePaths, readImageLayout, RESERVED_INODES, type ImageLayout } from '../image/block-owner.js';
@@ -97,7 +98,7 @@ export async function explainDifference(a: string, b: string, cmp: ByteCompariso
     metadata.set(key, m);
   }
   // Data, directory, extent and xattr blocks: ask both images who owns them.
-  const [ownA, ownB] = await Promise.all([blockInodes(a, dataBlocks), blockInodes(b, dataBlocks)]);
+  const [ownA, ownB] = await settleAll([blockInodes(a, dataBlocks), blockInodes(b, dataBlocks)]);
   let unowned = 0;
   const ownerOf = new Map<number, number>();
   for (const block of dataBlocks) {
@@ -109,11 +110,11 @@ export async function explainDifference(a: string, b: string, cmp: ByteCompariso
     }
   }
   const numbers = [...inodes.keys()].sort((x, y) => x - y);
-  const [pathsA, pathsB] = await Promise.all([inodePaths(a, numbers), inodePaths(b, numbers)]);
+  const [pathsA, pathsB] = await settleAll([inodePaths(a, numbers), inodePaths(b, numbers)]);
   pathsA.set(2, ['/']); // ncheck never names the root directory
 
   // What reads back differently (mtime included), to name entries in manifest terms.
-  const [ma, mb] = await Promise.all([readImageManifest(a, { hash: true }), readImageManifest(b, { hash: true })]);
+  const [ma, mb] = await settleAll([readImageManifest(a, { hash: true }), readImageManifest(b, { hash: true })]);
   const deltas = diffManifests(ma, mb, { compareMtime: true });
   const deltasByPath = new Map<string, string[]>();
   for (const d of deltas) {

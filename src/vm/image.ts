@@ -16,8 +16,9 @@
 // leaves neither behind. A process killed outright (SIGKILL, a crash) leaves
 // them; the next builder takes such a lock over (see lockIsStale) and removes
 // the build directories left beside it.
-import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, readFile, readlink, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { homedir, hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { isShuttingDown, withScope, type Scope } from '../cleanup.js';
@@ -27,6 +28,7 @@ import { log } from '../log.js';
 import { readTarTree } from '../input/tar.js';
 import { buildRawImage } from '../build/index.js';
 import { fileText, loadRecipe, recipeHash, type VmRecipe } from './recipe.js';
+import { BOOT_ID, PID_NS, pidAlive, processStartTime } from '../stale.js';
 
 export interface VmImage {
   /** The recipe hash: the cache key. */
@@ -42,12 +44,20 @@ export interface VmImage {
   built: boolean;
 }
 
+/** Size and sha256 of a cached file, written when the VM image is built. */
+interface FileSum {
+  size: number;
+  sha256: string;
+}
+
 interface Meta {
   hash: string;
   kernelVersion: string;
   sizeMb: number;
   buildMs: number;
   builtAt: string;
+  /** root.img, vmlinuz, initrd.img. Absent in caches built before the check existed: see adoptLegacy(). */
+  files?: Record<string, FileSum>;
 }
 
 const MMDEBSTRAP_TIMEOUT_MS = 30 * 60_000;
@@ -59,26 +69,112 @@ export function vmCacheRoot(): string {
 }
 
 function paths(dir: string) {
-  return { root: join(dir, 'root.img'), kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), meta: join(dir, 'meta.json') };
+  return { root: join(dir, 'root.img'), kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), meta: join(dir, 'meta.json'), checked: join(dir, 'checked.json') };
+}
+
+const CACHED_FILES = ['root.img', 'vmlinuz', 'initrd.img'] as const;
+
+async function sha256Of(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+async function fileSums(dir: string): Promise<Record<string, FileSum>> {
+  const out: Record<string, FileSum> = {};
+  for (const name of CACHED_FILES) out[name] = { size: (await stat(join(dir, name))).size, sha256: await sha256Of(join(dir, name)) };
+  return out;
+}
+
+/** What a file looked like when its hash was last found right: a change of any of these means hashing it again. */
+const statKey = (st: { size: number; mtimeMs: number; ctimeMs: number; ino: number }) => `${st.size}:${st.mtimeMs}:${st.ctimeMs}:${st.ino}`;
+
+async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  await writeFile(tmp, `${JSON.stringify(value, null, 2)}\n`);
+  await rename(tmp, file);
+}
+
+/**
+ * A cache built before sizes and hashes were recorded: its root.img must be
+ * the size meta.json names and the kernel and initrd non-empty; then its
+ * hashes are recorded now, and checked from then on.
+ */
+async function adoptLegacy(dir: string, meta: Meta): Promise<string | undefined> {
+  const p = paths(dir);
+  const root = await stat(p.root);
+  if (root.size !== meta.sizeMb * 1024 * 1024) return `root.img is ${root.size} bytes, but meta.json says ${meta.sizeMb} MiB`;
+  for (const f of [p.kernel, p.initrd]) if ((await stat(f)).size === 0) return `${basename(f)} is empty`;
+  meta.files = await fileSums(dir);
+  await writeJsonAtomic(p.meta, meta);
+  log.info(`VM: recorded the sizes and sha256 of the cached VM image ${dir}`);
+  return undefined;
+}
+
+export type CacheState =
+  | { state: 'missing' }
+  | { state: 'damaged'; why: string }
+  | { state: 'ok'; image: VmImage };
+
+/**
+ * The cached VM image, checked: each file's size always (a stat), its sha256
+ * when its size, mtime, ctime or inode changed since the last check that
+ * found it right (checked.json); hashing the ~650 MiB root takes 3-30 s here,
+ * too slow for every boot stage.
+ */
+export async function checkCached(dir: string, hash: string, recipe: VmRecipe): Promise<CacheState> {
+  const p = paths(dir);
+  let meta: Meta;
+  try {
+    meta = JSON.parse(await readFile(p.meta, 'utf8')) as Meta;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'missing' };
+    return { state: 'damaged', why: `meta.json cannot be read: ${(err as Error).message}` };
+  }
+  if (meta.hash !== hash) return { state: 'missing' };
+  try {
+    if (!meta.files) {
+      const why = await adoptLegacy(dir, meta);
+      if (why) return { state: 'damaged', why };
+    }
+    const files = meta.files!;
+    const checked = (JSON.parse(await readFile(p.checked, 'utf8').catch(() => '{}')) ?? {}) as Record<string, string>;
+    let changed = false;
+    for (const name of CACHED_FILES) {
+      const want = files[name];
+      if (!want) return { state: 'damaged', why: `meta.json records no sha256 for ${name}` };
+      const st = await stat(join(dir, name));
+      if (st.size !== want.size) return { state: 'damaged', why: `${name} is ${st.size} bytes, but was built with ${want.size} (truncated?)` };
+      if (checked[name] === statKey(st)) continue;
+      const got = await sha256Of(join(dir, name));
+      if (got !== want.sha256) return { state: 'damaged', why: `${name} has sha256 ${got.slice(0, 12)}..., but was built with ${want.sha256.slice(0, 12)}...` };
+      checked[name] = statKey(st);
+      changed = true;
+    }
+    if (changed) await writeJsonAtomic(p.checked, checked).catch(() => undefined);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { state: 'damaged', why: code === 'ENOENT' ? `a file is missing: ${(err as NodeJS.ErrnoException).path ?? ''}` : (err as Error).message };
+  }
+  return { state: 'ok', image: { hash, dir, root: p.root, kernel: p.kernel, initrd: p.initrd, kernelVersion: meta.kernelVersion, recipe, built: false } };
 }
 
 async function readCached(dir: string, hash: string, recipe: VmRecipe): Promise<VmImage | undefined> {
-  const p = paths(dir);
-  try {
-    const meta = JSON.parse(await readFile(p.meta, 'utf8')) as Meta;
-    if (meta.hash !== hash) return undefined;
-    await Promise.all([stat(p.root), stat(p.kernel), stat(p.initrd)]);
-    return { hash, dir, root: p.root, kernel: p.kernel, initrd: p.initrd, kernelVersion: meta.kernelVersion, recipe, built: false };
-  } catch {
-    return undefined;
-  }
+  const c = await checkCached(dir, hash, recipe);
+  return c.state === 'ok' ? c.image : undefined;
 }
 
 /** The cached VM image for the recipe, or undefined; never builds (for doctor). */
 export async function cachedVmImage(recipePath?: string): Promise<VmImage | undefined> {
+  const c = await cachedVmImageState(recipePath);
+  return c.state === 'ok' ? c.image : undefined;
+}
+
+/** The state of the cached VM image for the recipe (for doctor): ok, damaged (with why) or missing. Never builds. */
+export async function cachedVmImageState(recipePath?: string): Promise<CacheState> {
   const recipe = await loadRecipe(recipePath);
   const hash = recipeHash(recipe);
-  return readCached(join(vmCacheRoot(), `vm-${hash}`), hash, recipe);
+  return checkCached(join(vmCacheRoot(), `vm-${hash}`), hash, recipe);
 }
 
 /** The VM image for the recipe: from the cache, or built now (about a minute) and cached. */
@@ -87,8 +183,9 @@ export async function ensureVmImage(recipePath?: string): Promise<VmImage> {
   const hash = recipeHash(recipe);
   const cacheRoot = vmCacheRoot();
   const dir = join(cacheRoot, `vm-${hash}`);
-  const hit = await readCached(dir, hash, recipe);
-  if (hit) return hit;
+  const first = await checkCached(dir, hash, recipe);
+  if (first.state === 'ok') return first.image;
+  if (first.state === 'damaged') log.info(`VM: the cached VM image ${dir} is damaged (${first.why}): rebuilding it`);
 
   await mkdir(cacheRoot, { recursive: true });
   // The scope is live while the lock is held: an interrupt closes it, which
@@ -142,13 +239,7 @@ export interface VmLock {
 
 const readText = (p: string) => readFile(p, 'utf8').then((t) => t.trim(), () => '');
 
-/** Start time of a process in clock ticks since boot, or '' when it does not exist (or /proc is not there). */
-export async function processStartTime(pid: number): Promise<string> {
-  const st = await readText(`/proc/${pid}/stat`);
-  // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-  const rest = st.slice(st.lastIndexOf(')') + 2).split(' ');
-  return rest[19] ?? '';
-}
+export { processStartTime } from '../stale.js';
 
 /** Who this process is, for a lock it takes. */
 export async function lockOwnerSelf(): Promise<LockOwner> {
@@ -156,19 +247,10 @@ export async function lockOwnerSelf(): Promise<LockOwner> {
     pid: process.pid,
     token: randomBytes(8).toString('hex'),
     host: hostname(),
-    bootId: await readText('/proc/sys/kernel/random/boot_id'),
-    pidNs: await readlink('/proc/self/ns/pid').catch(() => ''),
+    bootId: BOOT_ID,
+    pidNs: PID_NS,
     startTime: await processStartTime(process.pid),
   };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function readOwner(lock: string): Promise<{ owner?: LockOwner; ageMs: number } | undefined> {
@@ -204,7 +286,7 @@ export async function lockIsStale(info: { owner?: LockOwner; ageMs: number }, se
   const { owner, ageMs } = info;
   if (!owner) return ageMs > OWNERLESS_STALE_MS ? `it names no owner and is ${Math.round(ageMs / 1000)} s old` : undefined;
   if (owner.bootId && owner.bootId === self.bootId && owner.pidNs && owner.pidNs === self.pidNs) {
-    if (!alive(owner.pid)) return `its owner, pid ${owner.pid}, no longer exists`;
+    if (!pidAlive(owner.pid)) return `its owner, pid ${owner.pid}, no longer exists`;
     const started = await processStartTime(owner.pid);
     if (owner.startTime && started && started !== owner.startTime) return `its owner, pid ${owner.pid}, no longer exists (the pid was reused)`;
     return undefined;
@@ -377,8 +459,13 @@ async function build(recipe: VmRecipe, hash: string, dir: string, outer: Scope):
       const { sizeMb, kernelVersion } = await imageFromTar(recipe, tar, paths(work), scope);
       await rm(tar, { force: true });
       await rm(overlay, { recursive: true, force: true });
-      const meta: Meta = { hash, kernelVersion, sizeMb, buildMs: Date.now() - started, builtAt: new Date().toISOString() };
+      // Sizes and hashes: a cache truncated or changed later is found and rebuilt (checkCached).
+      const files = await fileSums(work);
+      const meta: Meta = { hash, kernelVersion, sizeMb, buildMs: Date.now() - started, builtAt: new Date().toISOString(), files };
       await writeFile(paths(work).meta, `${JSON.stringify(meta, null, 2)}\n`);
+      const checked: Record<string, string> = {};
+      for (const name of CACHED_FILES) checked[name] = statKey(await stat(join(work, name)));
+      await writeFile(paths(work).checked, `${JSON.stringify(checked, null, 2)}\n`);
     });
     await rm(dir, { recursive: true, force: true });
     await rename(work, dir);
