@@ -9,6 +9,8 @@
 //   stage is `error` and the run stops with exit 2;
 // - anything else is a bug in part-image: the stage is `error` and the run
 //   stops with exit 4, saying where.
+// Once fsck or the read-back found the filesystem damaged, the stages that
+// mount it (nspawn, portable) do not run: it is rejected already.
 import type { StageResult } from '../types.js';
 import { EnvironmentError, InterruptedError, PartImageError, ToolError, asPartImageError } from '../errors.js';
 import { checkNotInterrupted, isShuttingDown } from '../cleanup.js';
@@ -33,8 +35,13 @@ export async function runStages(stages: readonly Stage[], ctx: StageContext, res
     checkNotInterrupted();
     const start = performance.now();
     let outcome: StageOutcome;
+    const damage = stage.runs === 'rootless' ? undefined : damageOf(results);
     if (ctx.opts.skip.has(stage.name)) {
       outcome = { status: 'skipped', skippedBy: 'request', reason: '--skip', findings: [] };
+    } else if (damage) {
+      // The image is rejected already; mounting a damaged filesystem (nspawn,
+      // portabled) would hand it to a kernel as root, for no verdict.
+      outcome = { status: 'skipped', skippedBy: 'not-applicable', reason: `not run: the ${damage} stage failed, and a damaged filesystem is never mounted`, findings: [] };
     } else {
       try {
         outcome = await log.step(stage.name, async () => {
@@ -59,6 +66,11 @@ export async function runStages(stages: readonly Stage[], ctx: StageContext, res
     results.push({ name: stage.name, ...outcome, durationMs: Math.round(performance.now() - start) });
   }
   return results;
+}
+
+/** The stage that found the filesystem itself damaged (fsck, or an unreadable read-back), if one did. */
+function damageOf(results: readonly StageResult[]): string | undefined {
+  return results.find((r) => (r.name === 'fsck' || r.name === 'readback') && r.status === 'failed')?.name;
 }
 
 function unavailable(err: PartImageError): StageOutcome {

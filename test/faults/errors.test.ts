@@ -110,6 +110,24 @@ describe('a bug in part-image is exit 4, with a report that says where, never a 
   });
 });
 
+describe('a damaged filesystem is never mounted', () => {
+  it('after a failed fsck, nspawn and portable do not run (no loop device, no mount), and say why', async () => {
+    const img = join(work, 'nomount.img');
+    expect((await runCli(['build', '-q', ...skipBoot(), '--input', tree, '--output', img, '--free-mb', '4'])).exitCode).toBe(0);
+    await debugfsWrite(img, 'sif /blob links_count 7');
+    const json = join(work, 'nomount.json');
+    const r = await runCli(['verify', img, '--input', tree, '--portable', '--report-json', json], { env: { PART_IMAGE_NSPAWN: 'host' } });
+    expect(r.exitCode).toBe(1);
+    const report = JSON.parse(await readFile(json, 'utf8'));
+    for (const name of ['nspawn', 'portable']) {
+      expect(report.stages.find((s: { name: string }) => s.name === name)).toMatchObject({
+        status: 'skipped', skippedBy: 'not-applicable', reason: 'not run: the fsck stage failed, and a damaged filesystem is never mounted',
+      });
+    }
+    expect((await execa('losetup', ['-j', img])).stdout).toBe('');
+  });
+});
+
 describe('the output folder: named when it is read-only, full or not ours (exit 3)', () => {
   it('a read-only filesystem', async () => {
     const ro = await tmpfs('ro', 'size=64m,ro');
