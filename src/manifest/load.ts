@@ -88,7 +88,8 @@ export async function loadManifest(path: string, scope: Scope, opts: { hash?: bo
           'Give an ext4 image (raw, qcow2 or vmdk), a manifest file, a directory, a tar archive or a Raptor layer stack.');
       }
     }
-    const tree = await readInput(path, scope, { hash: opts.hash, target: opts.target });
+    // Describing a tree is not building it: values ext4 cannot hold are shown, not refused.
+    const tree = await readInput(path, scope, { hash: opts.hash, target: opts.target, limits: false });
     return { kind: tree.kind, manifest: tree.manifest };
   } catch (err) {
     // A system error reading the argument (EACCES, EIO) is about the input; any other

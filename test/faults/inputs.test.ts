@@ -128,6 +128,10 @@ describe('out-of-range values in a tar are refused by name, never changed', () =
       await expect(readInput(tar, scope)).rejects.toThrow(/mtime 1099511627776/);
       const t = await readInput(tar, scope, { limits: false });
       expect(t.manifest.entries.find((e) => e.path === '/far')?.mtime).toBe(2 ** 40);
+      // So do `manifest` and `diff`: they describe the tar, they do not build it.
+      const m = await runCli(['manifest', tar]);
+      expect(m.exitCode, m.stderr).toBe(0);
+      expect(m.stdout).toContain(`"mtime":${2 ** 40}`);
     } finally {
       await scope.close();
     }
