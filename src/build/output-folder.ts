@@ -9,7 +9,7 @@ import { EnvironmentError } from '../errors.js';
 const MiB = 1024 * 1024;
 
 function whoAmI(): string {
-  const uid = process.getuid?.();
+  const uid = process.geteuid?.() ?? process.getuid?.();
   return uid === undefined ? 'this user' : `uid ${uid}`;
 }
 

@@ -107,9 +107,10 @@ export function apparentBytes(e: ManifestEntry): number {
 
 /** The refusal, naming where the read was when the tree outgrew the image. */
 export function treeTooBig(bytes: number, maxBytes: number, where: string): InputError {
+  const need = Math.ceil(bytes / MiB);
   return new InputError(
-    `the tree does not fit: ${where} its apparent size is already ${Math.ceil(bytes / MiB)} MiB ` +
-      `(files at their full size, holes included, in 4 KiB blocks, plus a block per directory and 256 bytes per inode), but the image is ${Math.floor(maxBytes / MiB)} MiB (SIZE_MB)`,
+    `the tree does not fit: the image is ${Math.floor(maxBytes / MiB)} MiB but needs at least ${need} MiB (SIZE_MB makes the size exact); ${where} its apparent size is already ${need} MiB ` +
+      '(files at their full size, holes included, in 4 KiB blocks, plus a block per directory and 256 bytes per inode)',
     'Raise --size-mb (SIZE_MB), or leave it unset and part-image sizes the image itself; or remove the entry from the input.',
   );
 }
