@@ -28,10 +28,10 @@ export const MAX_MB = 16 * 1024 * 1024 - 1;
 function parseMb(name: string, value: string | undefined, min = 0): number | undefined {
   if (value === undefined || value === '') return undefined;
   const v = value.trim();
-  const range = `from ${min} to ${MAX_MB} (16 TiB, the largest file an ext4 folder holds)`;
-  if (!/^-?\d+$/.test(v)) throw new UsageError(`${name} must be a whole number of MiB ${range}, got "${value}"`);
+  const range = `valid: ${min} to ${MAX_MB} (16 TiB, the largest file an ext4 folder holds)`;
+  if (!/^-?\d+$/.test(v)) throw new UsageError(`${name} must be a whole number of MiB, got "${value}"; ${range}`);
   const n = Number(v);
-  if (n < min || n > MAX_MB) throw new UsageError(`${name} must be a whole number of MiB ${range}, got ${v}`);
+  if (n < min || n > MAX_MB) throw new UsageError(`${name} must be a whole number of MiB, got ${v}; ${range}`);
   return n;
 }
 
