@@ -2,7 +2,7 @@
 // scripts bound into a booting container, the parser of what they print
 // (PART-IMAGE-PROBE lines), and the verdict on a boot. Pure but for
 // writeProbe(); wherever the boot runs (host or VM), the same code judges it.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isNspawnNoise } from '../tools/nspawn.js';
 import { ANSI, consoleTail } from '../vm/run.js';

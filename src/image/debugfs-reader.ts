@@ -50,7 +50,6 @@ import {
   runDebugfs,
   splitDebugfsOutput,
   type DebugfsResult,
-  type Extent,
   type InodeStat,
   type LsSection,
 } from '../tools/debugfs.js';

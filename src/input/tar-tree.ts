@@ -1,7 +1,6 @@
 // The tree a tar archive describes, built entry by entry: every member name is
 // resolved against the entries seen so far, and a name that would leave the
 // root is refused.
-import { join } from 'node:path';
 import type { ManifestEntry } from '../types.js';
 import { InputError } from '../errors.js';
 import { INODE_BYTES } from '../build/size.js';

@@ -14,7 +14,6 @@
 // each entry and parse them here: see hookRawPax().
 import { createReadStream, type ReadStream } from 'node:fs';
 import { mkdir, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
-import type { Hash } from 'node:crypto';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import { basename, join } from 'node:path';
 import { extract as tarExtract, type Header } from 'tar-stream';
