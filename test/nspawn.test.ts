@@ -188,6 +188,24 @@ describe('nspawn argv and probe parsing', () => {
     expect(() => buildNspawnArgs({ directory: '/m', machine: 'x', mode: 'exec', command: [] })).toThrow();
   });
 
+  it('reads a probe report that a jobs snapshot landed inside (a slow boot, where both probes print)', () => {
+    const text = [
+      'PART-IMAGE-PROBE begin',
+      'PART-IMAGE-PROBE state=starting',
+      'PART-IMAGE-PROBE default-target=graphical.target active=active',
+      'PART-IMAGE-PROBE jobs-begin state=starting',
+      'PART-IMAGE-PROBE job id=7 unit=x.service type=start state=running',
+      'PART-IMAGE-PROBE jobs-end',
+      'PART-IMAGE-PROBE failed unit=c.service result=exit-code status=1',
+      'PART-IMAGE-PROBE end',
+    ].join('\n');
+    const r = parseProbeOutput(text);
+    expect(r.complete).toBe(true);
+    expect(r).toMatchObject({ state: 'starting', defaultTarget: 'graphical.target', defaultTargetState: 'active' });
+    expect(r.failed.map((u) => u.unit)).toEqual(['c.service']);
+    expect(r.lastJobs?.jobs.map((j) => j.unit)).toEqual(['x.service']);
+  });
+
   it('parses marker lines between console noise, keeping the last jobs snapshot', () => {
     const text = [
       '\x1b[0;32m  OK  \x1b[0m] Started foo.\r',

@@ -46,13 +46,19 @@ report_failed() {
 }
 `;
 
+// The report is printed in one write, as jobs.sh prints its snapshots: a
+// snapshot that lands while the probe gathers (a slow boot, where both run)
+// then comes before or after the report, never inside it.
 const PROBE_SH = `. ${PROBE_DIR}/lib.sh
-echo "$M begin"
-echo "$M state=$(systemctl is-system-running 2>&1)"
-d=$(systemctl get-default 2>&1)
-echo "$M default-target=$d active=$(systemctl is-active "$d" 2>&1)"
-report_failed
-echo "$M end"
+out=$(
+  echo "$M begin"
+  echo "$M state=$(systemctl is-system-running 2>&1)"
+  d=$(systemctl get-default 2>&1)
+  echo "$M default-target=$d active=$(systemctl is-active "$d" 2>&1)"
+  report_failed
+  echo "$M end"
+)
+printf '%s\\n' "$out"
 systemctl --no-block poweroff
 `;
 
@@ -191,6 +197,7 @@ function fields(s: string): Record<string, string> {
 export function parseProbeOutput(text: string): ProbeReport {
   const report: ProbeReport = { complete: false, failed: [], emergency: false };
   let section: 'none' | 'probe' | 'jobs' = 'none';
+  let resume: 'none' | 'probe' = 'none';
   let snap: JobsSnapshot | undefined;
   const attach = (list: { unit: string; journal: string[] }[], unit: string, line: string) => {
     const target = [...list].reverse().find((x) => x.unit === unit);
@@ -226,6 +233,9 @@ export function parseProbeOutput(text: string): ProbeReport {
       continue;
     }
     if (body.startsWith('jobs-begin')) {
+      // A snapshot inside the probe's report (an older probe, or a console that
+      // split a write) is a block of its own: the report goes on after it.
+      if (section === 'probe') resume = 'probe';
       section = 'jobs';
       snap = { state: fields(body).state ?? 'unknown', jobs: [], failed: [] };
       continue;
@@ -233,7 +243,8 @@ export function parseProbeOutput(text: string): ProbeReport {
     if (body === 'jobs-end') {
       if (snap) report.lastJobs = snap;
       snap = undefined;
-      section = 'none';
+      section = resume;
+      resume = 'none';
       continue;
     }
     const f = fields(body);
