@@ -72,7 +72,7 @@ function fallback(reason: string, confirmed = true): AccelVerdict {
   const v: AccelVerdict = { accel: 'tcg', reason, confirmed };
   if (!loggedFallback) {
     loggedFallback = true;
-    log.info(`VM: ${reason}; using TCG software emulation (slower: about 20-40 s per VM run)`);
+    log.info(`VM: ${reason}; using TCG software emulation (slower: 20 to 100 s per VM run on a 2-core machine)`);
   }
   return v;
 }
