@@ -4,7 +4,9 @@
 // and how a person reads it. diff.ts, diff-format.ts, entry.ts and mtree.ts
 // read this table; test/fields.test.ts holds it against
 // schema/manifest.schema.json. A new field is one row here, one property in
-// the schema and one in ManifestEntry.
+// the schema and one in ManifestEntry. How a value is written to mtree is the
+// row's `mtree.words` (the mode as %#o would be one line there); which
+// keywords are written, in what order, is MTREE_KEYWORDS in mtree.ts.
 import type { EntryType, ManifestEntry } from '../types.js';
 import { visEncode } from './vis.js';
 
@@ -68,7 +70,7 @@ export interface Field {
   decisive?: boolean;
   /** The kinds of difference this field gives. */
   kinds: readonly DeltaKind[];
-  /** The differences between two entries of the same path and type: field, expected, actual. */
+  /** The differences between two entries of the same path (of the same type unless the field is decisive). */
   compare?: (e: ManifestEntry, a: ManifestEntry, opts: DiffOptions) => Omit<Delta, 'path'>[];
   /** The value as serialized, undefined to leave it out (default: as is). */
   normalize?: (v: NonNullable<ManifestEntry[FieldKey]>) => unknown;
