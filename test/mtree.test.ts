@@ -11,7 +11,8 @@ import { runCli } from './helpers/cli.js';
 import { isRoot, makeSampleTree } from './helpers/trees.js';
 import { skipAllBut } from './helpers/stages.js';
 import { debugfsWrite } from './helpers/images.js';
-import { mtreeLine, toMtree, visDecode, visEncode } from '../src/manifest/mtree.js';
+import { mtreeLine, toMtree } from '../src/manifest/mtree.js';
+import { visDecode, visEncode } from '../src/manifest/vis.js';
 import { makeManifest } from '../src/manifest/entry.js';
 import type { ManifestEntry } from '../src/types.js';
 

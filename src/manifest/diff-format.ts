@@ -1,6 +1,6 @@
 // Reporters for one diff result: text for people (grouped by path, like a
 // `git diff --stat` that also names the fields) and JSON for programs.
-import type { Delta, DeltaCode } from './diff.js';
+import { deltaKind, fieldByKey, type Delta, type DeltaCode } from './fields.js';
 
 export interface DiffSide {
   /** What the user named: a path, or "golden"/"image". */
@@ -15,25 +15,16 @@ export interface DiffLabels {
   b: string;
 }
 
-const SHORT_HEX = 16;
-
 /** A value as a person wants to read it: hashes cut, xattr text shown as text, long hex cut with its length. */
 export function showValue(d: Delta, v: unknown): string {
   if (v === undefined || v === null) return '(none)';
   if (typeof v !== 'string') return String(v);
-  if (d.field === 'sha256') return `${v.slice(0, SHORT_HEX)}…`;
-  if (d.code === 'xattr' && /^([0-9a-f]{2})*$/.test(v)) {
-    const bytes = Buffer.from(v, 'hex');
-    if (bytes.length > 0 && bytes.every((b) => b >= 0x20 && b < 0x7f)) return JSON.stringify(bytes.toString('latin1'));
-    return v.length > 32 ? `${v.slice(0, 32)}… (${bytes.length} bytes)` : v;
-  }
-  return v;
+  const show = fieldByKey(d.field)?.show ?? deltaKind(d.code).show;
+  return show ? show(v) : v;
 }
 
 function fieldLabel(d: Delta): string {
-  if (d.code === 'xattr') return `xattr ${d.field}`;
-  if (d.code === 'content') return `content ${d.field ?? ''}`.trimEnd();
-  return d.field ?? d.code;
+  return deltaKind(d.code).label(d.field);
 }
 
 interface PathGroup {

@@ -1,10 +1,6 @@
 // Helpers that every reader uses to produce the same manifest model.
 import type { EntryType, Manifest, ManifestEntry } from '../types.js';
-
-/** The key order of a serialized entry. Golden files depend on it: append only. */
-export const ENTRY_KEYS = [
-  'path', 'type', 'mode', 'uid', 'gid', 'size', 'sha256', 'target', 'rdev', 'xattrs', 'nlink', 'hardlink', 'mtime',
-] as const satisfies readonly (keyof ManifestEntry)[];
+import { FIELDS } from './fields.js';
 
 /** Permission + special bits of a st_mode, as 4 octal digits. */
 export function formatMode(stMode: number): string {
@@ -37,19 +33,14 @@ export function comparePaths(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
 
-/** A copy of `e` with keys in ENTRY_KEYS order and empty optional fields dropped. */
+/** A copy of `e` with keys in FIELDS order (golden files depend on it) and empty optional fields dropped. */
 export function normalizeEntry(e: ManifestEntry): ManifestEntry {
   const out: Record<string, unknown> = {};
-  for (const key of ENTRY_KEYS) {
-    const v = e[key];
+  for (const f of FIELDS) {
+    const v = e[f.key];
     if (v === undefined) continue;
-    if (key === 'xattrs') {
-      const names = Object.keys(v as Record<string, string>).sort();
-      if (names.length === 0) continue;
-      out.xattrs = Object.fromEntries(names.map((n) => [n, (v as Record<string, string>)[n]]));
-      continue;
-    }
-    out[key] = v;
+    const n = f.normalize ? f.normalize(v) : v;
+    if (n !== undefined) out[f.key] = n;
   }
   return out as unknown as ManifestEntry;
 }

@@ -10,8 +10,10 @@
 //   the file diffs like the JSON manifest;
 // - keywords: type, mode, uid, gid, then size and sha256digest (files),
 //   link (symlinks), device=native,MAJOR,MINOR (devices), nlink (hardlinked
-//   files), xattr.NAME=BASE64 (go-mtree's keyword, see below);
-// - names, link targets and xattr names are vis(3)-encoded as go-mtree does
+//   files), xattr.NAME=BASE64 (go-mtree's keyword, see below), in the
+//   order of MTREE_KEYWORDS; each keyword's words come from its field's row
+//   in fields.ts;
+// - names, link targets and xattr names are vis(3)-encoded (vis.ts) as go-mtree does
 //   (VIS_WHITE|VIS_OCTAL|VIS_GLOB, with "\" and "=" in octal too, as
 //   libarchive writes them): every byte that is not a
 //   printable ASCII character, plus space, "\", "#", "*", "?", "[" and "=",
@@ -21,52 +23,22 @@
 // - xattrs: go-mtree writes `xattr.<vis(name)>=<base64(value)>`. NetBSD mtree
 //   and libarchive reject that keyword ("unknown keyword"), so `xattrs: false`
 //   leaves it out for them.
-import type { EntryType, Manifest, ManifestEntry } from '../types.js';
+import type { Manifest, ManifestEntry } from '../types.js';
+import { appliesTo, FIELDS, type Field, type MtreeOptions } from './fields.js';
+import { visEncode } from './vis.js';
 
-export interface MtreeOptions {
-  /** sha256digest of files (default true). */
-  hash?: boolean;
-  /** go-mtree's xattr.* keywords (default true); off for NetBSD mtree and bsdtar. */
-  xattrs?: boolean;
-}
+export type { MtreeOptions } from './fields.js';
 
-const MTREE_TYPE: Record<EntryType, string> = {
-  file: 'file', dir: 'dir', symlink: 'link', char: 'char', block: 'block', fifo: 'fifo', socket: 'socket',
-};
+/**
+ * The keywords written, in line order (go-mtree's keyword set). Each comes
+ * from the field row that names it in FIELDS.
+ */
+export const MTREE_KEYWORDS = ['type', 'mode', 'uid', 'gid', 'size', 'sha256digest', 'nlink', 'link', 'device', 'xattr'] as const;
 
-const NEEDS_ESCAPE = new Set([...' \\#*?[='].map((c) => c.charCodeAt(0)));
+const byKeyword = new Map<string, Field>(FIELDS.flatMap((f) => (f.mtree ? [[f.mtree.keyword, f] as const] : [])));
 
-/** vis(3) with VIS_WHITE|VIS_OCTAL|VIS_GLOB, byte-wise on the UTF-8 bytes (as go-mtree's govis). */
-export function visEncode(s: string | Buffer): string {
-  const bytes = typeof s === 'string' ? Buffer.from(s, 'utf8') : s;
-  let out = '';
-  for (const b of bytes) {
-    if (b > 0x20 && b < 0x7f && !NEEDS_ESCAPE.has(b)) out += String.fromCharCode(b);
-    else out += `\\${b.toString(8).padStart(3, '0')}`;
-  }
-  return out;
-}
-
-/** strunvis for the escapes visEncode writes (and the C-style ones NetBSD mtree -c writes). */
-export function visDecode(s: string): Buffer {
-  const out: number[] = [];
-  const cstyle: Record<string, number> = { s: 0x20, t: 0x09, n: 0x0a, r: 0x0d, b: 0x08, a: 0x07, v: 0x0b, f: 0x0c, '\\': 0x5c, '#': 0x23 };
-  for (let i = 0; i < s.length; i++) {
-    const c = s[i];
-    if (c !== '\\') {
-      out.push(...Buffer.from(c, 'utf8'));
-      continue;
-    }
-    const oct = /^[0-7]{3}/.exec(s.slice(i + 1));
-    if (oct) {
-      out.push(parseInt(oct[0], 8));
-      i += 3;
-    } else if (s[i + 1] in cstyle) {
-      out.push(cstyle[s[i + 1]]);
-      i += 1;
-    } else throw new Error(`unsupported vis escape at ${i} in ${s}`);
-  }
-  return Buffer.from(out);
+function selectedKeywords(o: MtreeOptions): readonly string[] {
+  return MTREE_KEYWORDS.filter((k) => !(k === 'sha256digest' && o.hash === false) && !(k === 'xattr' && o.xattrs === false));
 }
 
 /** The mtree name of a manifest path: "/" is ".", "/usr/bin" is "./usr/bin". */
@@ -75,20 +47,13 @@ export function mtreeName(path: string): string {
 }
 
 export function mtreeLine(e: ManifestEntry, o: MtreeOptions = {}): string {
-  const kw: string[] = [`type=${MTREE_TYPE[e.type]}`, `mode=${e.mode}`, `uid=${e.uid}`, `gid=${e.gid}`];
-  if (e.type === 'file') {
-    if (e.size !== undefined) kw.push(`size=${e.size}`);
-    if ((o.hash ?? true) && e.sha256) kw.push(`sha256digest=${e.sha256}`);
-    if (e.nlink && e.nlink > 1) kw.push(`nlink=${e.nlink}`);
+  const words: string[] = [];
+  for (const keyword of selectedKeywords(o)) {
+    const f = byKeyword.get(keyword);
+    if (!f?.mtree) throw new Error(`no manifest field has the mtree keyword ${keyword}`);
+    if (appliesTo(f, e.type)) words.push(...f.mtree.words(e));
   }
-  if (e.type === 'symlink') kw.push(`link=${visEncode(e.target ?? '')}`);
-  if ((e.type === 'char' || e.type === 'block') && e.rdev) kw.push(`device=native,${e.rdev}`);
-  if (o.xattrs ?? true) {
-    for (const [name, hex] of Object.entries(e.xattrs ?? {}).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))) {
-      kw.push(`xattr.${visEncode(name)}=${Buffer.from(hex, 'hex').toString('base64')}`);
-    }
-  }
-  return `${mtreeName(e.path)} ${kw.join(' ')}`;
+  return `${mtreeName(e.path)} ${words.join(' ')}`;
 }
 
 /**
