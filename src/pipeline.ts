@@ -22,7 +22,7 @@ import { sniffFile } from './manifest/load.js';
 import { openImage, refuseUnreadable } from './image/open.js';
 import { readExt4Superblock } from './image/superblock.js';
 import { VERSION } from './version.js';
-import { primaryCause } from './stages/diagnose.js';
+import { primaryCause } from './boot/cause.js';
 
 export interface BuildRequest {
   input: string;
