@@ -29,12 +29,11 @@ import { hostElfClass, hostElfMachine, isElf, machineName, parseElf, parseSheban
 import { manifestLookup, resolvePath, type Lookup } from '../boot/resolve.js';
 import { readImageFiles, type FileReader } from '../boot/read-files.js';
 import { checkDynamic } from '../boot/ld-so.js';
+import { NSPAWN_INIT_PATHS } from '../boot/probe-files.js';
 import { describeFailure } from '../boot/unresolved.js';
 import { passedOrFailed, type Stage, imageManifestOf } from './context.js';
 
 export const INIT_PATHS = ['/sbin/init', '/usr/lib/systemd/systemd', '/lib/systemd/systemd'];
-/** The order systemd-nspawn -b tries them in. */
-const BOOT_ORDER = ['/usr/lib/systemd/systemd', '/lib/systemd/systemd', '/sbin/init'];
 export const OS_RELEASE_PATHS = ['/etc/os-release', '/usr/lib/os-release'];
 const MERGED_DIRS = ['/bin', '/sbin', '/lib', '/lib64', '/lib32', '/libx32'];
 /** nspawn's PATH for a command given without a slash. */
@@ -137,7 +136,7 @@ export async function diagnoseTree(manifest: Manifest, read: FileReader, opts: D
     role = { name: 'init', label: 'the init' };
     details.mode = 'boot';
     const tried: string[] = [];
-    for (const p of BOOT_ORDER) {
+    for (const p of NSPAWN_INIT_PATHS) {
       const r = resolvePath(lookup, p);
       if (r.ok) {
         start = p;

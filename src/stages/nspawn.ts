@@ -50,7 +50,8 @@ import { manifestLookup, treeLookup, type Lookup } from '../boot/resolve.js';
 import { cachedVmImage } from '../vm/image.js';
 import { runNspawnInVm, type NspawnInVmResult } from '../vm/nspawn-in-vm.js';
 import { consoleTail, type VmResult } from '../vm/run.js';
-import { outputTail, NSPAWN_INIT_PATHS, hasSystemdInit, writeProbe, judgeBoot } from '../boot/probe.js';
+import { outputTail, judgeBoot } from '../boot/probe.js';
+import { NSPAWN_INIT_PATHS, hasSystemdInit, writeProbe } from '../boot/probe-files.js';
 export * from '../boot/probe.js';
 import { skipped, type Stage, type StageContext, type StageOutcome, imageManifestOf } from './context.js';
 
