@@ -32,6 +32,7 @@ import { checkDynamic } from '../boot/ld-so.js';
 import { NSPAWN_INIT_PATHS } from '../boot/probe-files.js';
 import { describeFailure } from '../boot/unresolved.js';
 import { passedOrFailed, type Stage, imageManifestOf } from './context.js';
+import { OPTION } from './options.js';
 
 export const INIT_PATHS = ['/sbin/init', '/usr/lib/systemd/systemd', '/lib/systemd/systemd'];
 export const OS_RELEASE_PATHS = ['/etc/os-release', '/usr/lib/os-release'];
@@ -229,6 +230,8 @@ export const diagnoseStage: Stage = {
   name: 'diagnose',
   tools: ['debugfs'],
   runs: 'rootless',
+  // --skip nspawn leaves out the init checks.
+  options: { type: 'object', properties: { nspawnCommand: OPTION.nspawnCommand, skip: OPTION.skip }, required: ['skip'], additionalProperties: false },
   summary: 'rootless boot diagnosis from the image: os-release, init, ELF machine, loader and libraries, usr-merge links',
   async run(ctx) {
     const manifest = await imageManifestOf(ctx, { hash: false });

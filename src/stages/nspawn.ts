@@ -54,6 +54,7 @@ import { outputTail, judgeBoot } from '../boot/probe.js';
 import { NSPAWN_INIT_PATHS, hasSystemdInit, writeProbe } from '../boot/probe-files.js';
 export * from '../boot/probe.js';
 import { skipped, type Stage, type StageContext, type StageOutcome, imageManifestOf } from './context.js';
+import { OPTION } from './options.js';
 
 const UNAVAILABLE_HINT =
   'run part-image as root with systemd-nspawn installed (apt-get install systemd-container), ' +
@@ -224,6 +225,17 @@ export const nspawnStage: Stage = {
   name: 'nspawn',
   tools: ['systemd-nspawn', 'mount', 'umount'],
   runs: 'boot',
+  options: {
+    type: 'object',
+    properties: {
+      bootTimeoutMs: OPTION.bootTimeoutMs,
+      // Unit names or bare service names ("foo" allows foo.service).
+      allowFailedUnits: { type: 'array', items: { type: 'string' } },
+      nspawnCommand: OPTION.nspawnCommand,
+    },
+    required: ['bootTimeoutMs', 'allowFailedUnits'],
+    additionalProperties: false,
+  },
   summary: 'boot the image under systemd-nspawn (on the host as root, else in the VM): systemd images to their default target with no failed unit, others run --nspawn-command',
   run: runStage,
 };
