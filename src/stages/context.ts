@@ -84,6 +84,9 @@ export interface Stage {
   run(ctx: StageContext): Promise<StageOutcome>;
 }
 
+/** What doctor and --help know of a step: its name, what it does, its host tools, where it runs. */
+export type StageDeclaration = Pick<Stage, 'name' | 'summary' | 'tools' | 'runs'>;
+
 export function passedOrFailed(findings: Finding[], details?: Record<string, unknown>): StageOutcome {
   return { status: findings.length ? 'failed' : 'passed', findings, details };
 }
