@@ -59,7 +59,6 @@ function installHint(tools: readonly string[]): string | undefined {
   return pkgs.length ? `apt-get install ${pkgs.join(' ')}` : undefined;
 }
 
-
 async function detectVm(qemuPresent: boolean): Promise<Pick<DoctorResult, 'kvm' | 'vmImage' | 'vmImageDamage'>> {
   const state = await cachedVmImageState().catch(() => undefined);
   const cached = state?.state === 'ok' ? state.image : undefined;
