@@ -8,7 +8,7 @@
 import { hasTool } from './exec.js';
 import { packageFor } from './tools/packages.js';
 import { PIPELINE_STEPS } from './stages/index.js';
-import { decidePlace, forcedFor, hostFacts, hostReasons, VM_TOOLS, vmMissing, NSPAWN_WHERE_ENV } from './stages/where.js';
+import { decidePlace, forcedFor, hostFacts, hostReasons, installHint, VM_TOOLS, vmMissing, NSPAWN_WHERE_ENV } from './stages/where.js';
 import { cachedVmImageState } from './vm/image.js';
 import { detectAccel } from './vm/kvm.js';
 
@@ -52,11 +52,6 @@ export interface DoctorResult {
   vmImageDamage?: string;
   tools: DoctorTool[];
   stages: DoctorStage[];
-}
-
-function installHint(tools: readonly string[]): string | undefined {
-  const pkgs = [...new Set(tools.map((t) => packageFor(t) ?? t))];
-  return pkgs.length ? `apt-get install ${pkgs.join(' ')}` : undefined;
 }
 
 async function detectVm(qemuPresent: boolean): Promise<Pick<DoctorResult, 'kvm' | 'vmImage' | 'vmImageDamage'>> {

@@ -12,6 +12,7 @@
 // PART_IMAGE_NSPAWN=host|vm forces where the nspawn stage runs (no fallback).
 import { access, readFile } from 'node:fs/promises';
 import { hasTool } from '../exec.js';
+import { packageFor } from '../tools/packages.js';
 import { cachedVmImage } from '../vm/image.js';
 import type { Stage } from './context.js';
 
@@ -91,9 +92,16 @@ export function decidePlace(runs: Stage['runs'], host: readonly string[], vm: re
   return forced ? { unavailable: true, forced } : { unavailable: true };
 }
 
-const UNAVAILABLE_HINT =
-  'run part-image as root with systemd-nspawn installed (apt-get install systemd-container), ' +
-  'or let the VM run the boot stages (see `part-image doctor`)';
+const UNAVAILABLE_HINT: Record<'boot' | 'portable', string> = {
+  boot: 'run part-image as root with systemd-nspawn installed (apt-get install systemd-container), or let the VM run the boot stages (see `part-image doctor`)',
+  portable: 'run part-image as root on a host whose PID 1 is systemd, with portablectl installed (apt-get install systemd-container), or let the VM run it (see `part-image doctor`)',
+};
+
+/** "apt-get install e2fsprogs qemu-utils" for these tools. */
+export function installHint(tools: readonly string[]): string | undefined {
+  const pkgs = [...new Set(tools.map((t) => packageFor(t) ?? t))];
+  return pkgs.length ? `apt-get install ${pkgs.join(' ')}` : undefined;
+}
 
 /** Where a stage runs (a rootless one: here, as "host"): PART_IMAGE_NSPAWN=host|vm, else the host when it can, else the VM; or why it cannot run. */
 export async function placeOf(stage: Pick<Stage, 'name' | 'tools' | 'runs'>, env: NodeJS.ProcessEnv = process.env): Promise<{ where: Place } | { unavailable: string }> {
@@ -107,9 +115,10 @@ export async function placeOf(stage: Pick<Stage, 'name' | 'tools' | 'runs'>, env
   const vm = host.length || f.forced === 'vm' ? vmMissing(Boolean(await cachedVmImage().catch(() => undefined)), (t) => present.get(t)!) : [];
   const d = decidePlace(stage.runs, host, vm, f.forced);
   if ('where' in d) return { where: d.where === 'vm' ? 'vm' : 'host' };
-  if (stage.runs === 'rootless') return { unavailable: host.join('; ') };
-  const hostWhy = `${host.join(', ')}${missing.includes('systemd-nspawn') ? ' (apt-get install systemd-container)' : ''}`;
-  if (d.forced === 'host') return { unavailable: `${NSPAWN_WHERE_ENV}=host, but ${hostWhy}; ${UNAVAILABLE_HINT}` };
+  const hostWhy = `${host.join(', ')}${missing.length ? ` (${installHint(missing)})` : ''}`;
+  if (stage.runs === 'rootless') return { unavailable: hostWhy };
+  const hint = UNAVAILABLE_HINT[stage.runs];
+  if (d.forced === 'host') return { unavailable: `${NSPAWN_WHERE_ENV}=host, but ${hostWhy}; ${hint}` };
   if (d.forced === 'vm') return { unavailable: `${NSPAWN_WHERE_ENV}=vm, but ${describeVmMissing(vm)}; see \`part-image doctor\`` };
-  return { unavailable: `not on the host: ${hostWhy}; not in the VM: ${describeVmMissing(vm)}; ${UNAVAILABLE_HINT}` };
+  return { unavailable: `not on the host: ${hostWhy}; not in the VM: ${describeVmMissing(vm)}; ${hint}` };
 }
