@@ -1,13 +1,14 @@
 // `part-image doctor`: which stages can run on this host, how (rootless, on
 // the host as root, or in the VM), and what to install for the others.
+// What it checks comes from the stages' declarations (their tools and where
+// they run, stages/index.ts), and where each runs is decided by the code the
+// stages use (stages/where.ts).
 // The JSON output is the DoctorResult object as is; formatDoctor() is the
 // human view.
-import { access, readFile } from 'node:fs/promises';
-import { constants } from 'node:fs';
 import { hasTool } from './exec.js';
 import { packageFor } from './tools/packages.js';
-import { VERIFY_STAGES } from './stages/index.js';
-import type { Stage } from './stages/context.js';
+import { PIPELINE_STEPS } from './stages/index.js';
+import { decidePlace, forcedFor, hostFacts, hostReasons, installHint, VM_TOOLS, vmMissing, NSPAWN_WHERE_ENV } from './stages/where.js';
 import { cachedVmImageState } from './vm/image.js';
 import { detectAccel } from './vm/kvm.js';
 
@@ -53,28 +54,6 @@ export interface DoctorResult {
   stages: DoctorStage[];
 }
 
-/**
- * Every step, in pipeline order, with the host tools it needs: read and build,
- * then each verification stage as it declares itself, then the conversion.
- */
-export const STAGE_TOOLS: { name: string; tools: readonly string[]; kind: Stage['runs'] }[] = [
-  { name: 'read', tools: ['getfattr'], kind: 'rootless' },
-  { name: 'build', tools: ['mke2fs', 'debugfs', 'dumpe2fs'], kind: 'rootless' },
-  ...VERIFY_STAGES.map((s) => ({ name: s.name, tools: s.tools, kind: s.runs })),
-  { name: 'convert', tools: ['qemu-img'], kind: 'rootless' },
-];
-
-/** What the VM needs on the host: qemu to run it, mmdebstrap and mke2fs to build its root image once. */
-export const VM_TOOLS = ['qemu-system-x86_64', 'mmdebstrap', 'mke2fs'];
-
-const exists = (p: string, mode = constants.F_OK) => access(p, mode).then(() => true, () => false);
-
-function installHint(tools: readonly string[]): string | undefined {
-  const pkgs = [...new Set(tools.map((t) => packageFor(t) ?? t))];
-  return pkgs.length ? `apt-get install ${pkgs.join(' ')}` : undefined;
-}
-
-
 async function detectVm(qemuPresent: boolean): Promise<Pick<DoctorResult, 'kvm' | 'vmImage' | 'vmImageDamage'>> {
   const state = await cachedVmImageState().catch(() => undefined);
   const cached = state?.state === 'ok' ? state.image : undefined;
@@ -97,73 +76,62 @@ export interface DoctorOptions {
 }
 
 export async function doctor(opts: DoctorOptions = {}): Promise<DoctorResult> {
-  const names = [...new Set([...STAGE_TOOLS.flatMap((s) => s.tools), ...VM_TOOLS, 'losetup'])].sort();
+  const names = [...new Set([...PIPELINE_STEPS.flatMap((s) => s.tools), ...VM_TOOLS, 'losetup'])].sort();
   const present = new Map<string, boolean>(await Promise.all(names.map(async (t) => [t, await hasTool(t)] as const)));
   const tools: DoctorTool[] = names.map((tool) => ({ tool, present: present.get(tool)!, package: packageFor(tool) }));
-  const root = process.getuid?.() === 0;
-  const pid1 = (await readFile('/proc/1/comm', 'utf8').catch(() => 'unknown')).trim();
-  const systemdPid1 = pid1 === 'systemd';
-  const loopControl = await exists('/dev/loop-control');
+  const facts = await hostFacts();
   const { kvm, vmImage, vmImageDamage } =
     opts.probeKvm === false
       ? { kvm: { status: 'unknown' as const, reason: 'not probed' }, vmImage: 'unknown' as const }
       : await detectVm(present.get('qemu-system-x86_64')!);
 
   const missingOf = (ts: readonly string[]) => ts.filter((t) => !present.get(t));
-  // A cached VM image needs only qemu; building one needs the rest.
-  const vmMissing = missingOf(vmImage === 'cached' ? ['qemu-system-x86_64'] : VM_TOOLS);
-  const vmOk = vmMissing.length === 0;
+  const vmLacks = vmMissing(vmImage === 'cached', (t) => present.get(t)!);
   const vmNote = kvm.status === 'unusable' ? 'VM runs under TCG (software emulation: slower)' : undefined;
 
-  const stages: DoctorStage[] = STAGE_TOOLS.map(({ name, tools: needs, kind }) => {
+  const stages: DoctorStage[] = PIPELINE_STEPS.map(({ name, tools: needs, runs }) => {
     const missing = missingOf(needs);
-    if (kind === 'rootless') {
+    if (runs === 'rootless') {
       return missing.length
         ? { name, canRun: false, missing, hint: installHint(missing) }
         : { name, canRun: true, how: 'rootless' as const, missing };
     }
-    const hostReasons: string[] = [];
-    if (!root) hostReasons.push('not root');
-    if (kind === 'boot' && !loopControl) hostReasons.push('no /dev/loop-control');
-    if (kind === 'portable' && !systemdPid1) hostReasons.push(`PID 1 is ${pid1}, not systemd (portablectl needs systemd-portabled)`);
-    if (missing.length) hostReasons.push(`missing ${missing.join(', ')}`);
-    // PART_IMAGE_NSPAWN=host|vm forces where the nspawn stage runs (src/stages/nspawn.ts).
-    const forced = name === 'nspawn' ? process.env.PART_IMAGE_NSPAWN || undefined : undefined;
-    if (forced !== undefined && forced !== 'host' && forced !== 'vm') {
-      return { name, canRun: false, missing, note: `PART_IMAGE_NSPAWN must be 'host' or 'vm' (or unset), not '${forced}'` };
-    }
-    if (!hostReasons.length && forced !== 'vm') return { name, canRun: true, how: 'host' as const, missing };
-    if (forced === 'vm' && !hostReasons.length) hostReasons.push('PART_IMAGE_NSPAWN=vm');
+    const f = forcedFor({ name });
+    if ('invalid' in f) return { name, canRun: false, missing, note: f.invalid };
+    const host = hostReasons(runs, facts, missing);
+    const decision = decidePlace(runs, host, vmLacks, f.forced);
+    if ('where' in decision && decision.where === 'host') return { name, canRun: true, how: 'host' as const, missing };
+    const hostWhy = host.length ? host : [`${NSPAWN_WHERE_ENV}=vm`];
     const hostHint = [
-      !root ? 'run as root' : '',
+      !facts.root ? 'run as root' : '',
       missing.length ? installHint(missing) : '',
     ]
       .filter(Boolean)
       .join(' and ');
-    if (forced === 'host') {
-      return { name, canRun: false, missing, note: `PART_IMAGE_NSPAWN=host, but not on the host: ${hostReasons.join('; ')}`, hint: hostHint || undefined };
-    }
-    if (vmOk) {
+    if ('where' in decision) {
       return {
         name,
         canRun: true,
         how: 'vm' as const,
         missing,
-        note: [`not on the host: ${hostReasons.join('; ')}`, vmNote].filter(Boolean).join('; '),
-        hint: kind === 'boot' && hostHint ? `to run it on the host (faster): ${hostHint}` : undefined,
+        note: [`not on the host: ${hostWhy.join('; ')}`, vmNote].filter(Boolean).join('; '),
+        hint: runs === 'boot' && hostHint ? `to run it on the host (faster): ${hostHint}` : undefined,
       };
     }
-    const all = [...new Set([...missing, ...vmMissing])];
+    if (decision.forced === 'host') {
+      return { name, canRun: false, missing, note: `${NSPAWN_WHERE_ENV}=host, but not on the host: ${host.join('; ')}`, hint: hostHint || undefined };
+    }
+    const all = [...new Set([...missing, ...vmLacks])];
     return {
       name,
       canRun: false,
       missing: all,
-      note: `not on the host: ${hostReasons.join('; ')}; no VM: missing ${vmMissing.join(', ')}`,
-      hint: [hostHint && kind === 'boot' ? `on the host: ${hostHint}` : '', `for the VM: ${installHint(vmMissing)}`].filter(Boolean).join('; or '),
+      note: `not on the host: ${hostWhy.join('; ')}; no VM: missing ${vmLacks.join(', ')}`,
+      hint: [hostHint && runs === 'boot' ? `on the host: ${hostHint}` : '', `for the VM: ${installHint(vmLacks)}`].filter(Boolean).join('; or '),
     };
   });
 
-  return { root, pid1, systemdPid1, loopControl, kvm, vmImage, vmImageDamage, tools, stages };
+  return { ...facts, kvm, vmImage, vmImageDamage, tools, stages };
 }
 
 /** The human view of a doctor result. */

@@ -22,7 +22,7 @@ import { sniffFile } from './manifest/load.js';
 import { openImage, refuseUnreadable } from './image/open.js';
 import { readExt4Superblock } from './image/superblock.js';
 import { VERSION } from './version.js';
-import { primaryCause } from './stages/diagnose.js';
+import { primaryCause } from './boot/cause.js';
 
 export interface BuildRequest {
   input: string;
@@ -116,7 +116,7 @@ async function checkBuildRequest(req: BuildRequest, output: string): Promise<voi
   }
 }
 
-/** The one line a person reads first when an image is rejected: boot causes rank first (diagnose.ts). */
+/** The one line a person reads first when an image is rejected: boot causes rank first (boot/cause.ts). */
 function causeOf(results: readonly StageResult[]): string | undefined {
   return primaryCause(results.filter((r) => r.status === 'failed').flatMap((r) => r.findings));
 }

@@ -8,7 +8,9 @@ import { Scope } from '../src/cleanup.js';
 import { makeManifest } from '../src/manifest/entry.js';
 import type { ManifestEntry } from '../src/types.js';
 import { manifestLookup, resolvePath } from '../src/boot/resolve.js';
-import { diagnoseStage, primaryCause, readImageFiles } from '../src/stages/diagnose.js';
+import { diagnoseStage } from '../src/stages/diagnose.js';
+import { primaryCause } from '../src/boot/cause.js';
+import { readImageFiles } from '../src/boot/read-files.js';
 import { extractDebianRoot, makeBusyboxTree, makeImage, stageContext } from './fixtures/boot/images.js';
 
 const tmp = await mkdtemp(join(tmpdir(), 'part-image-diagnose-'));

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { doctor, formatDoctor } from '../src/doctor.js';
+import { decidePlace, forcedPlace, hostReasons, vmMissing, type HostFacts } from '../src/stages/where.js';
 
 const tmp = await mkdtemp(join(tmpdir(), 'part-image-doctor-'));
 afterAll(() => rm(tmp, { recursive: true, force: true }));
@@ -62,5 +63,37 @@ describe('doctor', () => {
     const text = formatDoctor(r);
     expect(text).toMatch(/^fsck +NO/m);
     expect(text).toMatch(/^install: apt-get install .*e2fsprogs/m);
+  });
+});
+
+describe('where a stage runs (stages/where.ts, shared by doctor and the nspawn stage)', () => {
+  const rootNoSystemd: HostFacts = { root: true, pid1: 'bash', systemdPid1: false, loopControl: true };
+  it('names why the host cannot run a stage', () => {
+    expect(hostReasons('boot', rootNoSystemd, [])).toEqual([]);
+    expect(hostReasons('portable', rootNoSystemd, [])).toEqual(['PID 1 is bash, not systemd (portablectl needs systemd-portabled)']);
+    expect(hostReasons('boot', { ...rootNoSystemd, root: false, loopControl: false }, ['systemd-nspawn'])).toEqual(['not root', 'no /dev/loop-control', 'missing systemd-nspawn']);
+    expect(hostReasons('rootless', { ...rootNoSystemd, root: false }, [])).toEqual([]);
+    expect(vmMissing(true, () => false)).toEqual(['qemu-system-x86_64']);
+    expect(vmMissing(false, (t) => t === 'qemu-system-x86_64')).toEqual(['mmdebstrap', 'mke2fs']);
+  });
+
+  it.each([
+    ['the host when it can', 'boot', [], [], undefined, { where: 'host' }],
+    ['else the VM', 'boot', ['not root'], [], undefined, { where: 'vm' }],
+    ['neither', 'portable', ['not root'], ['qemu-system-x86_64'], undefined, { unavailable: true }],
+    ['forced to the VM although the host can', 'boot', [], [], 'vm', { where: 'vm' }],
+    ['forced to the VM, which cannot', 'boot', [], ['qemu-system-x86_64'], 'vm', { unavailable: true, forced: 'vm' }],
+    ['forced to the host, which cannot: no fallback', 'boot', ['not root'], [], 'host', { unavailable: true, forced: 'host' }],
+    ['rootless with its tools', 'rootless', [], ['qemu-system-x86_64'], undefined, { where: 'rootless' }],
+    ['rootless without them: never the VM', 'rootless', ['missing e2fsck'], [], undefined, { unavailable: true }],
+  ] as const)('decides: %s', (_what, runs, host, vm, forced, want) => {
+    expect(decidePlace(runs, host, vm, forced)).toEqual(want);
+  });
+
+  it('reads PART_IMAGE_NSPAWN', () => {
+    expect(forcedPlace({})).toEqual({ forced: undefined });
+    expect(forcedPlace({ PART_IMAGE_NSPAWN: '' })).toEqual({ forced: undefined });
+    expect(forcedPlace({ PART_IMAGE_NSPAWN: 'vm' })).toEqual({ forced: 'vm' });
+    expect(forcedPlace({ PART_IMAGE_NSPAWN: 'cloud' })).toEqual({ invalid: "PART_IMAGE_NSPAWN must be 'host' or 'vm' (or unset), not 'cloud'" });
   });
 });

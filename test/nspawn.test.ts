@@ -9,7 +9,7 @@ import { Scope } from '../src/cleanup.js';
 import { hasTool } from '../src/exec.js';
 import type { VerifyOptions } from '../src/stages/context.js';
 import { judgeBoot, nspawnStage, parseProbeOutput } from '../src/stages/nspawn.js';
-import { primaryCause } from '../src/stages/diagnose.js';
+import { primaryCause } from '../src/boot/cause.js';
 import { buildNspawnArgs } from '../src/tools/nspawn.js';
 import { addEnabledUnit, extractDebianRoot, leftovers, makeBusyboxTree, makeImage, stageContext } from './fixtures/boot/images.js';
 

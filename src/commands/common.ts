@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Report } from '../types.js';
 import type { VerifyOptions } from '../stages/context.js';
+import { forcedPlace } from '../stages/where.js';
 import { UsageError } from '../errors.js';
 import { writeJsonReport } from '../report/json.js';
 import { writeJunitReport } from '../report/junit.js';
@@ -117,10 +118,8 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
     }
   }
   if (bootTimeoutMs <= 0) throw new UsageError('--boot-timeout must be more than 0');
-  const where = process.env.PART_IMAGE_NSPAWN;
-  if (where && where !== 'host' && where !== 'vm') {
-    throw new UsageError(`PART_IMAGE_NSPAWN must be 'host' or 'vm' (or unset), not '${where}'`, 'Unset it to let part-image choose: the host when it can, else the VM.');
-  }
+  const where = forcedPlace(process.env);
+  if ('invalid' in where) throw new UsageError(where.invalid, 'Unset it to let part-image choose: the host when it can, else the VM.');
   return {
     skip,
     compareMtime: Boolean(v['compare-mtime']),

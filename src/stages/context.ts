@@ -57,6 +57,20 @@ export interface StageOutcome {
   details?: Record<string, unknown>;
 }
 
+/**
+ * A stage's options as data (osbuild's model: each stage an options schema):
+ * a JSON schema of the VerifyOptions fields the stage reads, checked with ajv
+ * before it runs (stages/options.ts). Sets are checked as arrays.
+ */
+export interface StageOptionsSchema {
+  type: 'object';
+  properties: { [K in keyof VerifyOptions]?: Record<string, unknown> };
+  required?: readonly (keyof VerifyOptions)[];
+  additionalProperties: false;
+  /** Rules between fields (if/then, dependencies). */
+  [keyword: string]: unknown;
+}
+
 export interface Stage {
   name: string;
   /** One line for doctor and --help. */
@@ -65,8 +79,13 @@ export interface Stage {
   tools: readonly string[];
   /** Where it runs: anywhere rootless, a boot (host root or the VM), a portable attach (systemd PID 1 or the VM). */
   runs: 'rootless' | 'boot' | 'portable';
+  /** The options it reads, as a JSON schema. */
+  options: StageOptionsSchema;
   run(ctx: StageContext): Promise<StageOutcome>;
 }
+
+/** What doctor and --help know of a step: its name, what it does, its host tools, where it runs. */
+export type StageDeclaration = Pick<Stage, 'name' | 'summary' | 'tools' | 'runs'>;
 
 export function passedOrFailed(findings: Finding[], details?: Record<string, unknown>): StageOutcome {
   return { status: findings.length ? 'failed' : 'passed', findings, details };

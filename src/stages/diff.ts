@@ -1,6 +1,7 @@
 // diff stage: the image manifest against the input manifest.
 import { deltaToFinding, diffManifests } from '../manifest/diff.js';
 import { imageManifestOf, passedOrFailed, skipped, type Stage } from './context.js';
+import { OPTION } from './options.js';
 
 /** mke2fs always creates /lost+found; it is not a difference. */
 export const isLostFound = (path: string) => path === '/lost+found';
@@ -9,6 +10,7 @@ export const diffStage: Stage = {
   name: 'diff',
   tools: [],
   runs: 'rootless',
+  options: { type: 'object', properties: { compareMtime: OPTION.compareMtime }, required: ['compareMtime'], additionalProperties: false },
   summary: 'compare the image with its input: ownership, modes, xattrs, content, links, devices',
   async run(ctx) {
     if (!ctx.input) return skipped('no input given to compare with (use --input)', 'not-applicable');

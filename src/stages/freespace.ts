@@ -6,6 +6,8 @@ export const freespaceStage: Stage = {
   name: 'freespace',
   tools: ['dumpe2fs'],
   runs: 'rootless',
+  // Whole MiB, as FREE_MB is (README: 0 to 16777215).
+  options: { type: 'object', properties: { requiredFreeMb: { type: 'integer', minimum: 0, maximum: 16777215 } }, additionalProperties: false },
   summary: 'free space left in the filesystem, against FREE_MB',
   async run(ctx) {
     const sb = await readSuperblock(ctx.image);

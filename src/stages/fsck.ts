@@ -10,11 +10,13 @@ import { e2fsck } from '../tools/e2fsck.js';
 import { readExt4Superblock, superblockProblems, superblockWarnings } from '../image/superblock.js';
 import type { Finding } from '../types.js';
 import type { Stage } from './context.js';
+import { NO_OPTIONS } from './options.js';
 
 export const fsckStage: Stage = {
   name: 'fsck',
   tools: ['e2fsck'],
   runs: 'rootless',
+  options: NO_OPTIONS,
   summary: 'the superblock as the kernel checks it (size, checksum, features), then e2fsck -fn: forced read-only filesystem check',
   async run(ctx) {
     const findings: Finding[] = [];

@@ -10,11 +10,22 @@ import { compareWithGolden, goldenFinding, staleRuleFinding } from '../golden/co
 import { goldenView, readGoldenFile, writeGoldenFile } from '../golden/file.js';
 import { readAllowFile, type AllowRule } from '../golden/allow.js';
 import { imageManifestOf, passedOrFailed, skipped, type Stage, type StageContext, type StageOutcome } from './context.js';
+import { OPTION } from './options.js';
 
 export const goldenStage: Stage = {
   name: 'golden',
   tools: [],
   runs: 'rootless',
+  options: {
+    type: 'object',
+    properties: { golden: { type: 'string' }, updateGolden: { type: 'boolean' }, goldenAllow: { type: 'string' }, compareMtime: OPTION.compareMtime },
+    required: ['compareMtime'],
+    // --update-golden and --golden-allow work on a golden file.
+    if: { properties: { updateGolden: { const: true } }, required: ['updateGolden'] },
+    then: { required: ['golden'] },
+    dependencies: { goldenAllow: ['golden'] },
+    additionalProperties: false,
+  },
   summary: 'compare the image with a golden manifest kept in git (--golden FILE, --update-golden, --golden-allow FILE)',
   async run(ctx) {
     const file = ctx.opts.golden;

@@ -36,27 +36,26 @@
 //   fault: skipped (unavailable, exit 3), not a finding.
 // - PART_IMAGE_NSPAWN=host|vm forces one place (no fallback); unset means
 //   the host when it can, else the VM. When neither can run, the stage is
-//   skipped (unavailable) with both reasons.
+//   skipped (unavailable) with both reasons. The choice is stages/where.ts's,
+//   which doctor shares.
 // nspawn runs with --volatile=overlay, so nothing is ever written to the
 // image. The container, the mount and the loop device (or the VM) are
 // released before the stage returns (and by ctx.scope if the run is
 // interrupted).
-import { access, mkdir } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { hasTool, type RunResult } from '../exec.js';
+import type { RunResult } from '../exec.js';
 import { loopMountReadOnly } from '../image/loop-mount.js';
 import { buildNspawnArgs, machineName, runNspawn, type NspawnOptions } from '../tools/nspawn.js';
 import { manifestLookup, treeLookup, type Lookup } from '../boot/resolve.js';
-import { cachedVmImage } from '../vm/image.js';
 import { runNspawnInVm, type NspawnInVmResult } from '../vm/nspawn-in-vm.js';
 import { consoleTail, type VmResult } from '../vm/run.js';
-import { outputTail, NSPAWN_INIT_PATHS, hasSystemdInit, writeProbe, judgeBoot } from '../boot/probe.js';
+import { outputTail, judgeBoot } from '../boot/probe.js';
+import { NSPAWN_INIT_PATHS, hasSystemdInit, writeProbe } from '../boot/probe-files.js';
 export * from '../boot/probe.js';
 import { skipped, type Stage, type StageContext, type StageOutcome, imageManifestOf } from './context.js';
-
-const UNAVAILABLE_HINT =
-  'run part-image as root with systemd-nspawn installed (apt-get install systemd-container), ' +
-  'or let the VM run the boot stages (see `part-image doctor`)';
+import { OPTION } from './options.js';
+import { placeOf } from './where.js';
 
 // ---- the stage -------------------------------------------------------------
 
@@ -71,40 +70,9 @@ class VmFailed extends Error {
   }
 }
 
-export const NSPAWN_WHERE_ENV = 'PART_IMAGE_NSPAWN';
-
-/** Why host nspawn cannot run here, or undefined when it can. */
-export async function nspawnHostProblem(): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return 'not root (host nspawn needs a loop mount)';
-  if (!(await hasTool('systemd-nspawn'))) return 'systemd-nspawn is missing (apt-get install systemd-container)';
-  if (!(await access('/dev/loop-control').then(() => true, () => false))) return 'no /dev/loop-control (host nspawn needs a loop mount)';
-  return undefined;
-}
-
-/** Why the part-image VM cannot run here, or undefined when it can (qemu, and a cached image or the tools to build one). */
-export async function vmProblem(): Promise<string | undefined> {
-  if (!(await hasTool('qemu-system-x86_64'))) return 'qemu-system-x86_64 is missing (apt-get install qemu-system-x86)';
-  if (await cachedVmImage().catch(() => undefined)) return undefined;
-  const missing: string[] = [];
-  for (const t of ['mmdebstrap', 'mke2fs']) if (!(await hasTool(t))) missing.push(t);
-  return missing.length ? `the VM image is not built yet and ${missing.join(', ')} (to build it) is missing` : undefined;
-}
-
-/** Where the stage runs: PART_IMAGE_NSPAWN=host|vm, else the host when it can, else the VM; or why it cannot run. */
-export async function nspawnWhere(env: NodeJS.ProcessEnv = process.env): Promise<{ where: 'host' | 'vm' } | { unavailable: string }> {
-  const forced = env[NSPAWN_WHERE_ENV] || undefined;
-  if (forced !== undefined && forced !== 'host' && forced !== 'vm') {
-    return { unavailable: `${NSPAWN_WHERE_ENV} must be 'host' or 'vm' (or unset), not '${forced}'` };
-  }
-  if (forced !== 'vm') {
-    const host = await nspawnHostProblem();
-    if (!host) return { where: 'host' };
-    if (forced === 'host') return { unavailable: `${NSPAWN_WHERE_ENV}=host, but ${host}; ${UNAVAILABLE_HINT}` };
-    const vm = await vmProblem();
-    return vm ? { unavailable: `not on the host: ${host}; not in the VM: ${vm}; ${UNAVAILABLE_HINT}` } : { where: 'vm' };
-  }
-  const vm = await vmProblem();
-  return vm ? { unavailable: `${NSPAWN_WHERE_ENV}=vm, but ${vm}; see \`part-image doctor\`` } : { where: 'vm' };
+/** Where the stage runs: PART_IMAGE_NSPAWN=host|vm, else the host when it can, else the VM; or why it cannot run (stages/where.ts). */
+export function nspawnWhere(env: NodeJS.ProcessEnv = process.env): Promise<{ where: 'host' | 'vm' } | { unavailable: string }> {
+  return placeOf(nspawnStage, env);
 }
 
 async function runStage(ctx: StageContext): Promise<StageOutcome> {
@@ -223,6 +191,17 @@ export const nspawnStage: Stage = {
   name: 'nspawn',
   tools: ['systemd-nspawn', 'mount', 'umount'],
   runs: 'boot',
+  options: {
+    type: 'object',
+    properties: {
+      bootTimeoutMs: OPTION.bootTimeoutMs,
+      // Unit names or bare service names ("foo" allows foo.service).
+      allowFailedUnits: { type: 'array', items: { type: 'string' } },
+      nspawnCommand: OPTION.nspawnCommand,
+    },
+    required: ['bootTimeoutMs', 'allowFailedUnits'],
+    additionalProperties: false,
+  },
   summary: 'boot the image under systemd-nspawn (on the host as root, else in the VM): systemd images to their default target with no failed unit, others run --nspawn-command',
   run: runStage,
 };

@@ -16,6 +16,7 @@ import { basename } from 'node:path';
 import type { Finding, Manifest } from '../types.js';
 import { manifestLookup, resolvePath } from '../boot/resolve.js';
 import { passedOrFailed, skipped, type Stage, imageManifestOf } from './context.js';
+import { OPTION } from './options.js';
 import { InternalError } from '../errors.js';
 
 export const PORTABLE_UNIT_DIRS = ['/usr/lib/systemd/system', '/lib/systemd/system', '/etc/systemd/system'];
@@ -204,6 +205,7 @@ export const portableLintStage: Stage = {
   name: 'portable-lint',
   tools: ['debugfs'],
   runs: 'rootless',
+  options: { type: 'object', properties: { portable: OPTION.portable }, required: ['portable'], additionalProperties: false },
   summary: 'rootless portable-service lint: unit files matching the name prefix, os-release, resolv.conf, machine-id, API dirs, .raw name',
   async run(ctx) {
     const manifest = await imageManifestOf(ctx, { hash: false });

@@ -38,6 +38,7 @@ import { readImageManifest } from '../image/debugfs-reader.js';
 import { consoleTail, runVm, vmFailure, type VmResult } from '../vm/run.js';
 import { checkPortableName, isValidUnitName, matchingUnits, portableNameProblem, portablePrefix } from './portable-lint.js';
 import { passedOrFailed, skipped, type Stage, type StageContext, type StageOutcome } from './context.js';
+import { OPTION } from './options.js';
 
 export interface PortableImage {
   /** Host path of the raw image. */
@@ -530,6 +531,7 @@ export const portableStage: Stage = {
   name: 'portable',
   tools: ['portablectl'],
   runs: 'portable',
+  options: { type: 'object', properties: { portable: OPTION.portable, bootTimeoutMs: OPTION.bootTimeoutMs }, required: ['portable', 'bootTimeoutMs'], additionalProperties: false },
   summary: 'attach the image with portablectl --runtime (on the host when systemd is PID 1, else in the VM) and start its units',
   run: runStage,
 };

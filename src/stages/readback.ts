@@ -5,11 +5,13 @@
 // error of part-image.
 import { readImageManifest, UnreadableImageError } from '../image/debugfs-reader.js';
 import type { Stage, StageOutcome } from './context.js';
+import { NO_OPTIONS } from './options.js';
 
 export const readbackStage: Stage = {
   name: 'readback',
   tools: ['debugfs'],
   runs: 'rootless',
+  options: NO_OPTIONS,
   summary: 'read the whole image back rootless (debugfs): types, modes, owners, xattrs, content hashes',
   async run(ctx) {
     try {

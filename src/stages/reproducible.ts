@@ -18,6 +18,7 @@ export const reproducibleStage: Stage = {
   name: 'reproducible',
   tools: ['mke2fs', 'debugfs', 'dumpe2fs'],
   runs: 'rootless',
+  options: { type: 'object', properties: { checkReproducible: { type: 'boolean' } }, additionalProperties: false },
   summary: 'build the input a second time and compare the two images byte for byte (--check-reproducible)',
   async run(ctx) {
     if (!ctx.opts.checkReproducible) return skipped('not asked for (use --check-reproducible)', 'not-applicable');

@@ -18,6 +18,7 @@ import { log } from '../log.js';
 import type { Stage, StageContext, StageOutcome } from './context.js';
 import { UnreadableImageError } from '../image/debugfs-reader.js';
 import { unreadableOutcome } from './readback.js';
+import { checkStageOptions } from './options.js';
 
 /**
  * PART_IMAGE_TEST_FAULT=STAGE makes that stage throw a TypeError as a bug
@@ -45,6 +46,7 @@ export async function runStages(stages: readonly Stage[], ctx: StageContext, res
     } else {
       try {
         outcome = await log.step(stage.name, async () => {
+          checkStageOptions(stage, ctx.opts);
           injectedFault(stage.name);
           return stage.run(ctx);
         });
