@@ -47,7 +47,7 @@ function caseOut(s: StageResult): string | undefined {
 }
 
 export function reportToJunit(report: Report): string {
-  const width = String(report.stages.length).length < 2 ? 2 : String(report.stages.length).length;
+  const width = Math.max(2, String(report.stages.length).length);
   const counted = report.stages.map((s, i) => ({ s, order: String(i + 1).padStart(width, '0') }))
     .filter(({ s }) => !(s.status === 'skipped' && s.skippedBy === 'not-applicable'));
   const notApplicable = report.stages.filter((s) => s.status === 'skipped' && s.skippedBy === 'not-applicable');
