@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
 
-export type SchemaName = 'report' | 'manifest' | 'golden-allow';
+export type SchemaName = 'report' | 'manifest' | 'golden-allow' | 'doctor' | 'diff';
 
 /** Returns the problems of `data` against the schema, one readable line each; [] when it is valid. */
 export type SchemaCheck = (data: unknown) => string[];
@@ -36,4 +36,11 @@ export function formatSchemaErrors(errors: readonly ErrorObject[], max = 10): st
     return `${e.instancePath || '(top level)'}: ${e.message ?? e.keyword}${extra}`;
   });
   return lines.length > max ? [...lines.slice(0, max), `... and ${lines.length - max} more`] : lines;
+}
+
+/** JSON text of an output that must match its shipped schema; a mismatch is a bug in part-image, never the user's fault. */
+export function checkedJson(name: SchemaName, data: unknown): string {
+  const problems = schemaCheck(name)(data);
+  if (problems.length) throw new Error(`internal error: the ${name} output does not match schema/${name}.schema.json: ${problems.join('; ')}`);
+  return `${JSON.stringify(data, null, 2)}\n`;
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Report } from '../src/types.js';
 import { reportToJson } from '../src/report/json.js';
-import { reportToJunit } from '../src/report/junit.js';
+import { reportToJunit, xmlEscape } from '../src/report/junit.js';
 import { formatTextReport } from '../src/report/text.js';
 import { exitCodeFor, isAccepted } from '../src/stages/run.js';
 
@@ -34,6 +34,24 @@ describe('reports', () => {
     expect(xml).toContain('failures="1" errors="0" skipped="1"');
     expect(xml).toContain('[mode] /a &amp; &lt;b&gt;: mode differs');
     expect(xml).toContain('<skipped message="request: --skip"/>');
+  });
+  it('leaves not-applicable stages out of the JUnit counts, numbers the classnames in pipeline order, and carries the summary', () => {
+    const stages = [...report.stages, { name: 'portable', status: 'skipped' as const, skippedBy: 'not-applicable' as const, reason: 'no unit', durationMs: 0, findings: [] }];
+    const xml = reportToJunit({ ...report, stages });
+    expect(xml.match(/<testcase /g)).toHaveLength(3);
+    expect(xml).toContain('<testsuites name="part-image" tests="3" failures="1" errors="0" time="0.150">');
+    expect(xml).toContain('tests="3" failures="1" errors="0" skipped="1"');
+    expect(xml).not.toMatch(/<testsuites [^>]*skipped=/);
+    expect(xml).toContain('<property name="part-image.not-applicable.portable" value="no unit"/>');
+    expect([...xml.matchAll(/classname="([^"]+)"/g)].map((m) => m[1])).toEqual(['part-image.01-fsck', 'part-image.02-diff', 'part-image.03-nspawn']);
+    expect(xml).toContain('<system-out>root: 11/100 files</system-out>');
+    expect(xml).toContain('<system-out>  PASS  fsck');
+    expect(xml).toContain('REJECTED: out.img.rejected (1.2 s)\n</system-out>');
+  });
+  it('writes a JSON report with its format version first, and an XML file that holds no character XML forbids', () => {
+    expect(Object.keys(JSON.parse(reportToJson(report)))[0]).toBe('format');
+    expect(JSON.parse(reportToJson(report)).format).toBe('part-image-report/1');
+    expect(xmlEscape('a\u0001b\ud800c\uffffd\u{1F600}&')).toBe('ab\ufffdcd\u{1F600}&amp;');
   });
   it('prints a summary with each stage, its time and the verdict', () => {
     const text = formatTextReport(report);

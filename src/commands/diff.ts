@@ -5,6 +5,7 @@ import { diffManifests } from '../manifest/diff.js';
 import { diffToJson, formatDiffText } from '../manifest/diff-format.js';
 import { isLostFound } from '../stages/diff.js';
 import { UsageError } from '../errors.js';
+import { checkedJson } from '../schema.js';
 
 export const diffCommand: Command = {
   name: 'diff',
@@ -20,7 +21,7 @@ export const diffCommand: Command = {
     ~ PATH
           FIELD  VALUE-IN-A -> VALUE-IN-B
   Hashes are cut to 16 hex digits and long xattr values to 16 bytes in text; --format json (or
-  --json) gives every value whole, with a summary by code.
+  --json) gives every value whole, with a summary by code (schema/diff.schema.json).
   Exit 0 when they are the same, 1 when they differ, 2 when an argument cannot be read.
 
 Examples:
@@ -48,7 +49,7 @@ Examples:
     }).filter((d) => !(d.code === 'missing' && isLostFound(d.path)));
     if (format === 'json') {
       const json = diffToJson(deltas, { name: a, kind: ma.kind, entries: ma.manifest.entries.length }, { name: b, kind: mb.kind, entries: mb.manifest.entries.length });
-      process.stdout.write(`${JSON.stringify(json, null, 2)}\n`);
+      process.stdout.write(checkedJson('diff', { format: 'part-image-diff/1', ...json }));
     } else if (deltas.length === 0) {
       process.stdout.write(`same: ${ma.manifest.entries.length} entries in A (${ma.kind}), ${mb.manifest.entries.length} in B (${mb.kind})\n`);
     } else {

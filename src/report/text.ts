@@ -22,7 +22,8 @@ function secs(ms: number): string {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
 }
 
-function detail(s: StageResult): string {
+/** The one-line summary of a stage (what it counted or where it ran); '' when there is nothing to say. */
+export function stageDetail(s: StageResult): string {
   // A stage that failed before it could count anything (an unreadable image) has no details.
   if (!s.details) return '';
   const d = s.details;
@@ -60,7 +61,7 @@ export function formatTextReport(r: Report): string {
   if (r.cause) lines.push(`cause: ${r.cause}`, '');
   for (const s of r.stages) {
     const why = s.status === 'skipped' ? `(${s.skippedBy === 'request' ? 'skipped by request' : s.skippedBy}: ${s.reason})`
-      : s.status === 'error' ? `(stopped: ${s.reason ?? 'error'})` : detail(s);
+      : s.status === 'error' ? `(stopped: ${s.reason ?? 'error'})` : stageDetail(s);
     lines.push(`  ${mark(s).padEnd(markWidth)}  ${s.name.padEnd(width)}  ${secs(s.durationMs).padStart(7)}  ${why}`.trimEnd());
     for (const note of (s.details?.notes as string[] | undefined) ?? []) lines.push(`        note: ${note}`);
     for (const f of s.findings.slice(0, MAX_FINDINGS)) lines.push(`        - [${f.code}] ${f.message.split('\n').join('\n          ')}`);
