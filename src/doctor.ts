@@ -5,7 +5,7 @@
 import { access, readFile } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { hasTool } from './exec.js';
-import { packageFor } from './tools/packages.js';
+import { packageFor } from './packages.js';
 import { VERIFY_STAGES } from './stages/index.js';
 import type { Stage } from './stages/context.js';
 import { cachedVmImageState } from './vm/image.js';

@@ -6,4 +6,4 @@ export { buildRawImage } from './build/index.js';
 export { buildImage, verifyImage } from './pipeline.js';
 export { diffManifests } from './manifest/diff.js';
 export { serializeManifest, parseManifest } from './manifest/serialize.js';
-export { loadManifest } from './manifest/load.js';
+export { loadManifest } from './source/load.js';

@@ -34,11 +34,8 @@ import { readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Manifest, ManifestEntry } from '../types.js';
 import { checkNotInterrupted, settleAll, withScope } from '../cleanup.js';
-import { InputError, ToolError } from '../errors.js';
+import { InputError, ToolError, UnreadableImageError } from '../errors.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
-import { UnreadableImageError } from './unreadable.js';
-
-export { UnreadableImageError } from './unreadable.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
 import {
   aclDiskToXattr,

@@ -1,7 +1,6 @@
 // dumpe2fs -h: the superblock numbers part-image needs (free space, sizes).
 import { run } from '../exec.js';
-import { ToolError } from '../errors.js';
-import { UnreadableImageError } from '../image/unreadable.js';
+import { ToolError, UnreadableImageError } from '../errors.js';
 
 export interface SuperblockInfo {
   blockSize: number;

@@ -3,7 +3,10 @@
 // beside the walk, and file contents hashed as streams, 8 files at a time.
 //
 // scanDir() is the walk itself, without hashing or hardlink groups; the layer
-// reader (layers.ts) merges several scans before it hashes the winners.
+// reader (input/layers.ts) merges several scans before it hashes the winners.
+//
+// It sits below input/ and image/ because both read directories: input/ a
+// tree given as a folder, image/mount-reader.ts a loop-mounted image.
 import { createHash } from 'node:crypto';
 import { createReadStream, lstatSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
 import { lstat, readFile, realpath } from 'node:fs/promises';
@@ -12,7 +15,7 @@ import type { ContentMap, InputTree, ManifestEntry } from '../types.js';
 import { InputError, InterruptedError } from '../errors.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
 import { READ_HINT, readXattrTree } from '../tools/getfattr.js';
-import { checkApparentSize } from '../build/size.js';
+import { checkApparentSize } from '../manifest/apparent-size.js';
 import { isShuttingDown } from '../cleanup.js';
 import { log } from '../log.js';
 
