@@ -10,22 +10,12 @@ import { parseDumpe2fsHeader } from '../src/tools/dumpe2fs.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import {
-  aclDiskToXattr,
-  checkDebugfsCommand,
-  decodeCString,
-  encodeDebugfsValue,
-  parseBlockList,
-  parseEaGetHex,
-  parseLsP,
-  parseLsPSections,
-  parseStat,
-  parseStatSections,
-  parseXattrLine,
-  quoteDebugfsArg,
-  splitDebugfsOutput,
-  type InodeStat,
-} from '../src/tools/debugfs.js';
+import { aclDiskToXattr } from '../src/manifest/acl.js';
+import { checkDebugfsCommand, encodeDebugfsValue, quoteDebugfsArg, splitDebugfsOutput } from '../src/tools/debugfs.js';
+import { decodeCString } from '../src/tools/debugfs-text.js';
+import { parseLsP, parseLsPSections } from '../src/tools/debugfs-ls.js';
+import { parseBlockList, parseStat, parseStatSections, type InodeStat } from '../src/tools/debugfs-stat.js';
+import { parseEaGetHex, parseXattrLine } from '../src/tools/debugfs-xattr.js';
 
 const dir = join(import.meta.dirname, 'fixtures/debugfs');
 const fixture = (name: string): Buffer => readFileSync(join(dir, name));

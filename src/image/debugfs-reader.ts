@@ -37,19 +37,11 @@ import { checkNotInterrupted, settleAll, withScope } from '../cleanup.js';
 import { InputError, ToolError, UnreadableImageError } from '../errors.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
-import {
-  aclDiskToXattr,
-  isAclXattr,
-  parseEaGetHex,
-  parseLsPSections,
-  parseStatSections,
-  quoteDebugfsArg,
-  runDebugfs,
-  splitDebugfsOutput,
-  type DebugfsResult,
-  type InodeStat,
-  type LsSection,
-} from '../tools/debugfs.js';
+import { aclDiskToXattr, isAclXattr } from '../manifest/acl.js';
+import { quoteDebugfsArg, runDebugfs, splitDebugfsOutput, type DebugfsResult } from '../tools/debugfs.js';
+import { parseLsPSections, type LsSection } from '../tools/debugfs-ls.js';
+import { parseStatSections, type InodeStat } from '../tools/debugfs-stat.js';
+import { parseEaGetHex } from '../tools/debugfs-xattr.js';
 
 export interface ImageReadOptions {
   /** Hash regular file contents (default true). Symlink targets are read either way. */
