@@ -11,7 +11,8 @@ import { describe, expect, it } from 'vitest';
 // both need moves down). The base files form one unit.
 const BASE = ['errors.ts', 'log.ts', 'cleanup.ts', 'stale.ts', 'types.ts', 'schema.ts', 'version.ts', 'packages.ts'];
 const LAYERS: string[][] = [
-  ['cli.ts', 'bin.ts', 'index.ts'],
+  ['bin.ts', 'bin/'],
+  ['cli.ts', 'index.ts'],
   ['commands/'],
   ['pipeline.ts', 'doctor.ts'],
   ['stages/', 'report/'],
@@ -89,12 +90,12 @@ describe('layers', () => {
     );
     expect(specs).toEqual(['../vm/run.js', './b.js', '../../stages/x.js', '../exec.js', '../pipeline.js']);
     expect(violations('boot/probe.ts', specs)).toEqual([
-      'src/boot/probe.ts imports ../vm/run.js (upward: layer 6 vm/ above layer 7 boot/)',
+      'src/boot/probe.ts imports ../vm/run.js (upward: layer 7 vm/ above layer 8 boot/)',
       'src/boot/probe.ts imports ../../stages/x.js (outside src/)',
-      'src/boot/probe.ts imports ../pipeline.js (upward: layer 3 pipeline.ts above layer 7 boot/)',
+      'src/boot/probe.ts imports ../pipeline.js (upward: layer 4 pipeline.ts above layer 8 boot/)',
     ]);
     expect(violations('image/a.ts', ['../input/dir.js', '../manifest/entry.js'])).toEqual([
-      'src/image/a.ts imports ../input/dir.js (peers in layer 10: image/ and input/)',
+      'src/image/a.ts imports ../input/dir.js (peers in layer 11: image/ and input/)',
     ]);
     expect(violations('nowhere/x.ts', ['../errors.js'])).toEqual([]);
     expect(layerOf(unitOf('nowhere/x.ts'))).toBe(-1);
