@@ -6,7 +6,7 @@
 // The JSON output is the DoctorResult object as is; formatDoctor() is the
 // human view.
 import { hasTool } from './exec.js';
-import { packageFor } from './tools/packages.js';
+import { packageFor } from './packages.js';
 import { PIPELINE_STEPS } from './stages/index.js';
 import { decidePlace, forcedFor, hostFacts, hostReasons, installHint, VM_TOOLS, vmMissing, NSPAWN_WHERE_ENV } from './stages/where.js';
 import { cachedVmImageState } from './vm/image.js';

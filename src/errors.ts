@@ -9,6 +9,11 @@
 // - InterruptedError: a signal arrived, cleanup ran (exit 130);
 // - InternalError, and anything that is not a PartImageError: a bug in
 //   part-image (exit 4), never a verdict on the image.
+//
+// UnreadableImageError (an InputError) lives here, below tools/dumpe2fs.ts
+// and the image readers, which both raise it.
+
+import type { Finding } from './types.js';
 
 export const EXIT = {
   ok: 0,
@@ -44,6 +49,27 @@ export class UsageError extends PartImageError {
 export class InputError extends PartImageError {
   constructor(message: string, hint?: string, cause?: unknown) {
     super(message, EXIT.usage, { hint, cause });
+  }
+}
+
+/**
+ * The image cannot be read the way the kernel would read it: a damaged
+ * superblock, group descriptor, inode, extent tree or directory, or a file
+ * shorter than its filesystem. Bad input (exit 2); a verification stage
+ * turns it into an `unreadable` finding instead (see `finding`).
+ */
+export class UnreadableImageError extends InputError {
+  readonly image: string;
+  readonly why: string;
+  constructor(image: string, why: string, cause?: unknown) {
+    super(`${image} is not a readable ext4 image: ${why}; run part-image verify ${image} for the fsck findings`, undefined, cause);
+    this.image = image;
+    this.why = why;
+  }
+
+  /** The finding a verification stage reports for it. */
+  get finding(): Finding {
+    return { code: 'unreadable', message: `the image cannot be read as the kernel would read it: ${this.why}` };
   }
 }
 

@@ -4,7 +4,7 @@
 // so that it can be pasted into a shell.
 import { execa, type Options } from 'execa';
 import { EnvironmentError, ToolError } from './errors.js';
-import { packageFor } from './tools/packages.js';
+import { packageFor } from './packages.js';
 import { cancelSignal, checkNotInterrupted, trackChild } from './cleanup.js';
 import { log } from './log.js';
 
@@ -101,8 +101,8 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
   return { command, exitCode, stdout, stderr, timedOut: result.timedOut ?? false };
 }
 
-/** True when `cmd` can be found on PATH (or is an executable path). */
+/** True when `cmd` can be found on PATH (or is an executable path). Through run(): logged, and cancelled by a shutdown. */
 export async function hasTool(cmd: string): Promise<boolean> {
-  const result = await execa('sh', ['-c', 'command -v "$1"', 'sh', cmd], { reject: false });
+  const result = await run('sh', ['-c', 'command -v "$1"', 'sh', cmd], { okCodes: 'any' });
   return result.exitCode === 0;
 }

@@ -18,7 +18,7 @@ import { VERIFY_STAGES } from './stages/index.js';
 import type { Stage, VerifyOptions } from './stages/context.js';
 import { convertImage, type OutputFormat } from './build/convert.js';
 import { log } from './log.js';
-import { sniffFile } from './manifest/load.js';
+import { sniffFile } from './source/load.js';
 import { openImage, refuseUnreadable } from './image/open.js';
 import { readExt4Superblock } from './image/superblock.js';
 import { VERSION } from './version.js';

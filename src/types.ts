@@ -111,3 +111,11 @@ export interface ReportError {
   /** For internal errors: where in part-image's code it broke (stack frames). */
   where?: string;
 }
+
+/** A reference from a qcow2 or vmdk file to another file (image/foreign-refs.ts reads them, tools/qemu-img.ts cross-checks). */
+export interface ForeignReference {
+  /** backing file | external data file | extent | parent | descriptor */
+  kind: string;
+  /** The reference as the file spells it (a path, a json: spec, a descriptor line). */
+  target: string;
+}

@@ -4,10 +4,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import {
-  ACL_TAG, ACL_UNDEFINED_ID, AclError, aclFromXattr, aclTextToXattrHex, aclToText, aclToXattr, isMinimalAcl, parseAclText,
+  ACL_TAG, ACL_UNDEFINED_ID, AclError, aclFromXattr, aclTextToXattrHex, aclToText, aclToXattr, aclXattrName, isAclXattr, isMinimalAcl, parseAclText,
 } from '../src/manifest/acl.js';
 
 const U = ACL_UNDEFINED_ID;
+
+describe('which xattrs hold an ACL', () => {
+  it('exactly the two names the kernel uses, and the names aclXattrName gives', () => {
+    expect(isAclXattr(aclXattrName('access'))).toBe(true);
+    expect(isAclXattr(aclXattrName('default'))).toBe(true);
+    for (const name of ['system.posix_acl_other', 'system.posix_acl_', 'user.posix_acl_access', 'security.capability']) expect(isAclXattr(name), name).toBe(false);
+  });
+});
 
 describe('parseAclText / aclToXattr (pure)', () => {
   it('parses the GNU tar / getfacl form and sorts by tag, then id', () => {

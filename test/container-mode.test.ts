@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCli } from './helpers/cli.js';
 import { isRoot, makeSampleTree } from './helpers/trees.js';
-import { sniffFile } from '../src/manifest/load.js';
+import { sniffFile } from '../src/source/load.js';
 import { ALL_STAGE_NAMES } from '../src/stages/index.js';
 import { Scope } from '../src/cleanup.js';
 import { copyAcceptedImage } from '../src/raptor/container.js';

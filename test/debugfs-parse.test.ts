@@ -10,22 +10,12 @@ import { parseDumpe2fsHeader } from '../src/tools/dumpe2fs.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import {
-  aclDiskToXattr,
-  checkDebugfsCommand,
-  decodeCString,
-  encodeDebugfsValue,
-  parseBlockList,
-  parseEaGetHex,
-  parseLsP,
-  parseLsPSections,
-  parseStat,
-  parseStatSections,
-  parseXattrLine,
-  quoteDebugfsArg,
-  splitDebugfsOutput,
-  type InodeStat,
-} from '../src/tools/debugfs.js';
+import { aclDiskToXattr, aclFromXattr, ext4AclBytes } from '../src/manifest/acl.js';
+import { checkDebugfsCommand, encodeDebugfsValue, quoteDebugfsArg, splitDebugfsOutput } from '../src/tools/debugfs.js';
+import { decodeCString } from '../src/tools/debugfs-text.js';
+import { parseLsP, parseLsPSections } from '../src/tools/debugfs-ls.js';
+import { parseBlockList, parseStat, parseStatSections, type InodeStat } from '../src/tools/debugfs-stat.js';
+import { parseEaGetHex, parseXattrLine } from '../src/tools/debugfs-xattr.js';
 
 const dir = join(import.meta.dirname, 'fixtures/debugfs');
 const fixture = (name: string): Buffer => readFileSync(join(dir, name));
@@ -143,6 +133,9 @@ describe('parseStat', () => {
     const linux = Buffer.from(getfattr.get('/plain')!['system.posix_acl_access'], 'hex');
     expect(aclDiskToXattr(linux)).toEqual(linux);
     expect(() => aclDiskToXattr(Buffer.from('03000000', 'hex'))).toThrow(/neither/);
+    // ext4AclBytes, which sizes xattrs for the tree limits, counts the bytes ext4 really stored.
+    expect(ext4AclBytes(aclFromXattr(aclDiskToXattr(access)))).toBe(access.length);
+    expect(ext4AclBytes(aclFromXattr(aclDiskToXattr(dflt)))).toBe(dflt.length);
   });
 
   it('reads fast symlink targets by their size, even with a quote and a newline inside', () => {

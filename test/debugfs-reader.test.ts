@@ -15,7 +15,7 @@ import { readMountedImage } from '../src/image/mount-reader.js';
 import { diffManifests } from '../src/manifest/diff.js';
 import { withScope } from '../src/cleanup.js';
 import { InputError, ToolError } from '../src/errors.js';
-import { UnreadableImageError } from '../src/image/unreadable.js';
+import { UnreadableImageError } from '../src/errors.js';
 import { log } from '../src/log.js';
 import { encodeDebugfsValue, quoteDebugfsArg, runDebugfs } from '../src/tools/debugfs.js';
 import type { Manifest, ManifestEntry } from '../src/types.js';

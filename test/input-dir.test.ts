@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatRdev, readDirTree } from '../src/input/dir.js';
+import { formatRdev, readDirTree } from '../src/walk/dir.js';
 import { InputError } from '../src/errors.js';
 import type { InputTree, ManifestEntry } from '../src/types.js';
 import { isRoot, makeSampleTree } from './helpers/trees.js';

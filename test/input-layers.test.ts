@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLayerTree, selectLayers } from '../src/input/layers.js';
-import { readDirTree } from '../src/input/dir.js';
+import { readDirTree } from '../src/walk/dir.js';
 import { Scope } from '../src/cleanup.js';
 import { InputError } from '../src/errors.js';
 import { diffManifests } from '../src/manifest/diff.js';

@@ -11,7 +11,7 @@ import { execa } from 'execa';
 import { extract as tarExtract } from 'tar-stream';
 import { readTarTree } from '../src/input/tar.js';
 import { parsePaxRecords } from '../src/input/tar-pax.js';
-import { readDirTree } from '../src/input/dir.js';
+import { readDirTree } from '../src/walk/dir.js';
 import { Scope } from '../src/cleanup.js';
 import { InputError } from '../src/errors.js';
 import { diffManifests } from '../src/manifest/diff.js';

@@ -10,7 +10,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
 import { makeSampleTree } from './helpers/trees.js';
-import { sniffFile } from '../src/manifest/load.js';
+import { sniffFile } from '../src/source/load.js';
 import { ALL_STAGE_NAMES } from '../src/stages/index.js';
 
 // The boot stages need an init in the tree; these tests are about make.

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readMountedImage } from '../src/image/mount-reader.js';
-import { readDirTree } from '../src/input/dir.js';
+import { readDirTree } from '../src/walk/dir.js';
 import { diffManifests } from '../src/manifest/diff.js';
 import { isShuttingDown, Scope, withScope } from '../src/cleanup.js';
 import { EnvironmentError, InputError } from '../src/errors.js';

@@ -20,7 +20,9 @@ import { explainDifference } from '../src/stages/reproducible.js';
 import { manifestUsedMb } from '../src/build/index.js';
 import { readInput } from '../src/input/index.js';
 import { Scope } from '../src/cleanup.js';
-import { blockRole, parseDumpe2fsGroups, parseIcheck, parseNcheck } from '../src/image/block-owner.js';
+import { blockRole } from '../src/image/block-owner.js';
+import { parseDumpe2fsGroups } from '../src/tools/dumpe2fs.js';
+import { parseIcheck, parseNcheck } from '../src/tools/debugfs-icheck.js';
 import { differingFields, INODE_FIELDS } from '../src/image/ext4-fields.js';
 
 const SEED = '6e0c5a2a-0f3c-4e7b-9a3e-1d2c3b4a5f60';

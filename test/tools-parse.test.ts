@@ -3,7 +3,12 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { buildMke2fsArgs, mke2fsEnv } from '../src/tools/mke2fs.js';
 import { buildE2fsckArgs, decodeFsckExit, parseE2fsckOutput } from '../src/tools/e2fsck.js';
-import { parseDumpe2fsHeader } from '../src/tools/dumpe2fs.js';
+import { buildLayoutArgs, parseDumpe2fsGroups, parseDumpe2fsHeader } from '../src/tools/dumpe2fs.js';
+import { parseIcheck, parseNcheck } from '../src/tools/debugfs-icheck.js';
+import { splitDebugfsOutput } from '../src/tools/debugfs.js';
+import { blockRole } from '../src/image/block-owner.js';
+import { hasTool } from '../src/exec.js';
+import { log } from '../src/log.js';
 import { buildConvertArgs } from '../src/tools/qemu-img.js';
 import { formatCommand, shellQuote } from '../src/exec.js';
 
@@ -58,6 +63,58 @@ describe('dumpe2fs -h', () => {
   });
   it('says which line is missing on foreign output', () => {
     expect(() => parseDumpe2fsHeader('nothing here')).toThrow(/no "Block size" line/);
+  });
+});
+
+// Captured from e2fsprogs 1.47.0 on a 16 MiB image with 1 KiB blocks:
+// mke2fs -t ext4 -b 1024 -N 64 -d ROOT (ROOT: /hard and /sub/data one file
+// of 5000 bytes, /small), then `dumpe2fs IMG` and one `debugfs -f` script of
+// `icheck 1 164 168 170 9000` and `ncheck 12 14 2`, echo lines included.
+describe('dumpe2fs groups, debugfs icheck and ncheck (1 KiB blocks)', () => {
+  it('reads the full listing: with 1 KiB blocks the primary superblock is block 1', () => {
+    expect(buildLayoutArgs('/x/img')).toEqual(['/x/img']);
+    const layout = parseDumpe2fsGroups(fixture('dumpe2fs-groups-1k.txt'));
+    expect(layout).toMatchObject({ blockSize: 1024, inodeSize: 256, inodesPerGroup: 32, journalInode: 8 });
+    expect(layout.groups).toEqual([
+      { group: 0, first: 1, last: 8192, superblock: 1, gdt: [2, 2], reservedGdt: [3, 129], blockBitmap: 130, inodeBitmap: 132, inodeTable: [134, 141] },
+      { group: 1, first: 8193, last: 16383, superblock: 8193, gdt: [8194, 8194], reservedGdt: [8195, 8321], blockBitmap: 131, inodeBitmap: 133, inodeTable: [142, 149] },
+    ]);
+    expect(blockRole(layout, 1)).toEqual({ kind: 'superblock', group: 0 });
+    // Group 1's bitmaps and inode table sit in group 0 (flex_bg): the role still names group 1.
+    expect(blockRole(layout, 133)).toEqual({ kind: 'inode-bitmap', group: 1 });
+    // 4 inodes of 256 bytes per 1 KiB block: block 143 holds inodes 37-40.
+    expect(blockRole(layout, 143)).toEqual({ kind: 'inode-table', group: 1, firstInode: 37, lastInode: 40 });
+  });
+  it('parses icheck and ncheck, each from its section of one script\'s output', () => {
+    const [icheck, ncheck] = splitDebugfsOutput(fixture('debugfs-icheck-ncheck-1k.txt'), ['icheck 1 164 168 170 9000', 'ncheck 12 14 2']).map((s) => s.output);
+    expect([...parseIcheck(icheck)]).toEqual([[1, undefined], [164, 12], [168, 12], [170, 14], [9000, 8]]);
+    // A file with two names gets both; the root (2) has no name to print.
+    expect([...parseNcheck(ncheck)]).toEqual([[12, ['/hard', '/sub/data']], [14, ['/sub']]]);
+  });
+  it('ignores the header lines and foreign text', () => {
+    expect(parseIcheck('Block\tInode number\n')).toEqual(new Map());
+    expect(parseNcheck('Inode\tPathname\nsomething else\n')).toEqual(new Map());
+  });
+});
+
+describe('hasTool', () => {
+  it('answers through run(): found, missing, and the command logged as a line to paste', async () => {
+    const lines: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string | Uint8Array) => {
+      lines.push(String(chunk));
+      return true;
+    }) as typeof process.stderr.write;
+    const before = log.verbosity;
+    log.setVerbosity('verbose');
+    try {
+      expect(await hasTool('sh')).toBe(true);
+      expect(await hasTool('part-image-no-such-tool')).toBe(false);
+    } finally {
+      log.setVerbosity(before);
+      process.stderr.write = write;
+    }
+    expect(lines).toEqual([`+ sh -c 'command -v "$1"' sh sh\n`, `+ sh -c 'command -v "$1"' sh part-image-no-such-tool\n`]);
   });
 });
 

@@ -139,9 +139,3 @@ export function resolvePath(lookup: Lookup, path: string, opts: ResolveOptions =
   if (!entry) return fail('missing', root, `${root} does not exist`);
   return { ok: true, path: root, entry, links };
 }
-
-/** Does `path` resolve to an existing entry of one of `types`? */
-export function resolvesTo(lookup: Lookup, path: string, types: readonly EntryType[] = ['file']): boolean {
-  const r = resolvePath(lookup, path);
-  return r.ok && types.includes(r.entry.type);
-}

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { ContentMap, Manifest, ManifestEntry } from '../types.js';
 import { typeBits, parentPath } from '../manifest/entry.js';
 import { InputError } from '../errors.js';
+import { isAclXattr } from '../manifest/acl.js';
 import { DEBUGFS_MAX_LINE, quoteDebugfsArg, runDebugfs } from '../tools/debugfs.js';
 
 export interface PopulateOptions {
@@ -106,7 +107,7 @@ export async function buildPopulateScript(manifest: Manifest, content: ContentMa
       }
       // -r: the value is stored as given. POSIX ACLs arrive in the Linux
       // xattr format and debugfs converts that format itself without -r.
-      const raw = attr.startsWith('system.posix_acl_') ? '' : '-r ';
+      const raw = isAclXattr(attr) ? '' : '-r ';
       cmds.push(`ea_set ${raw}-f ${q(file)} ${self} ${q(attr)}`);
     }
     if (e.mtime !== undefined) {

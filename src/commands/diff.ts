@@ -1,6 +1,6 @@
 import type { Command } from './common.js';
 import { withScope } from '../cleanup.js';
-import { loadManifest } from '../manifest/load.js';
+import { loadManifest } from '../source/load.js';
 import { diffManifests } from '../manifest/diff.js';
 import { diffToJson, formatDiffText } from '../manifest/diff-format.js';
 import { isLostFound } from '../stages/diff.js';

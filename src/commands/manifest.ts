@@ -1,6 +1,6 @@
 import type { Command } from './common.js';
 import { withScope } from '../cleanup.js';
-import { loadManifest } from '../manifest/load.js';
+import { loadManifest } from '../source/load.js';
 import { serializeManifest } from '../manifest/serialize.js';
 import { toMtree } from '../manifest/mtree.js';
 import { schemaCheck } from '../schema.js';

@@ -12,13 +12,7 @@
 // them.
 import { open } from 'node:fs/promises';
 import { InputError } from '../errors.js';
-
-export interface ForeignReference {
-  /** backing file | external data file | extent | parent | descriptor */
-  kind: string;
-  /** The reference as the file spells it (a path, a json: spec, a descriptor line). */
-  target: string;
-}
+import type { ForeignReference } from '../types.js';
 
 // ---------------------------------------------------------------------------
 // qcow2 (docs/interop/qcow2.txt): big-endian header, then header extensions.

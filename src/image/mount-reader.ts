@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import type { Manifest } from '../types.js';
 import type { Scope } from '../cleanup.js';
 import { EnvironmentError, InputError } from '../errors.js';
-import { readDirTree } from '../input/dir.js';
+import { readDirTree } from '../walk/dir.js';
 import { loopMountReadOnly } from './loop-mount.js';
 import { log } from '../log.js';
 

@@ -5,10 +5,11 @@
 // opens it; only then is it converted to a raw copy in a private temporary
 // folder, with options that cannot follow a backing file.
 import type { Scope } from '../cleanup.js';
-import { InputError } from '../errors.js';
-import { describeReferences, findForeignReferences, type ForeignReference } from './foreign-refs.js';
+import { InputError, UnreadableImageError } from '../errors.js';
+import type { ForeignReference } from '../types.js';
+import { describeReferences, findForeignReferences } from './foreign-refs.js';
 import { readExt4Superblock, superblockProblems } from './superblock.js';
-import { readImageManifest, UnreadableImageError } from './debugfs-reader.js';
+import { readImageManifest } from './debugfs-reader.js';
 
 export function foreignReferenceError(path: string, format: string, refs: readonly ForeignReference[]): InputError {
   return new InputError(

@@ -41,7 +41,7 @@ export async function readInput(path: string, scope: Scope, opts: ReadInputOptio
       const { readLayerTree } = await import('./layers.js');
       tree = await readLayerTree(path, scope, { ...opts, maxBytes });
     } else {
-      const { readDirTree } = await import('./dir.js');
+      const { readDirTree } = await import('../walk/dir.js');
       tree = await readDirTree(path, { ...opts, maxBytes });
       if (opts.limits !== false) checkTreeLimits(tree.manifest, path, (p) => join(path, p));
     }

@@ -32,9 +32,10 @@ import type { ContentMap, InputTree, ManifestEntry } from '../types.js';
 import type { Scope } from '../cleanup.js';
 import { InputError } from '../errors.js';
 import { assignHardlinks, comparePaths, makeManifest, parentPath } from '../manifest/entry.js';
-import { duMegabytes, hashFiles, scanDir, type ScannedEntry } from './dir.js';
+import { duMegabytes, scanDir, type ScannedEntry } from '../walk/dir.js';
+import { hashFiles } from '../walk/hash.js';
 import { checkTreeLimits } from './limits.js';
-import { checkApparentSize } from '../build/size.js';
+import { checkApparentSize } from '../manifest/apparent-size.js';
 
 export interface ReadLayersOptions {
   /** The target to read when raptor.json lists several (--target). */

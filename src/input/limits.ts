@@ -24,7 +24,7 @@
 import type { Manifest, ManifestEntry } from '../types.js';
 import { InputError } from '../errors.js';
 import { BLOCK_SIZE } from '../tools/mke2fs.js';
-import { aclFromXattr } from '../manifest/acl.js';
+import { ACL_XATTR_NAMES, aclFromXattr, ext4AclBytes, isAclXattr } from '../manifest/acl.js';
 
 export const NAME_MAX = 255;
 export const SYMLINK_MAX = BLOCK_SIZE - 1;
@@ -56,8 +56,7 @@ const MTIME_RANGE = `${isoTime(MTIME_MIN)} .. ${isoTime(MTIME_MAX)} (${MTIME_MIN
  */
 const XATTR_PREFIXES: [prefix: string, exact: boolean][] = [
   ['user.', false],
-  ['system.posix_acl_access', true],
-  ['system.posix_acl_default', true],
+  ...ACL_XATTR_NAMES.map((name): [string, boolean] => [name, true]),
   ['trusted.', false],
   ['security.', false],
 ];
@@ -88,10 +87,9 @@ export const XATTR_ROOM = { inode: INODE_SIZE - 128 - 32 - 8, block: BLOCK_SIZE 
 /** The bytes a value takes on disk: POSIX ACLs are stored in ext4's shorter format. */
 function storedValueLength(name: string, hex: string): number {
   const bytes = hex.length / 2;
-  if (!name.startsWith('system.posix_acl_')) return bytes;
+  if (!isAclXattr(name)) return bytes;
   try {
-    // ext4_acl: a 4-byte header, 8 bytes for named user/group entries, 4 for the others.
-    return 4 + aclFromXattr(Buffer.from(hex, 'hex')).reduce((n, e) => n + (e.tag === 2 || e.tag === 8 ? 8 : 4), 0);
+    return ext4AclBytes(aclFromXattr(Buffer.from(hex, 'hex')));
   } catch {
     return bytes;
   }

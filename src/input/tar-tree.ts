@@ -3,7 +3,7 @@
 // root is refused.
 import type { ManifestEntry } from '../types.js';
 import { InputError } from '../errors.js';
-import { INODE_BYTES } from '../build/size.js';
+import { INODE_BYTES } from '../manifest/apparent-size.js';
 import type { AclKind } from '../manifest/acl.js';
 
 export const BLOCK = 512;

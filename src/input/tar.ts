@@ -24,7 +24,7 @@ import { assignHardlinks, formatMode, makeManifest } from '../manifest/entry.js'
 import { AclError, aclTextToXattrHex, aclXattrName, type AclKind, type AclNameResolver } from '../manifest/acl.js';
 import { log } from '../log.js';
 import { FILE_SIZE_MAX, checkTreeLimits } from './limits.js';
-import { treeTooBig } from '../build/size.js';
+import { treeTooBig } from '../manifest/apparent-size.js';
 import { headerNumber, hookRawPax, mergeRecords, paxNumber, paxString, sparse00Map, sparseOf, strictUtf8, xattrsOf, type RawPaxHeader } from './tar-pax.js';
 import { BLOCK, INODE_COST, TarTree, UNSAFE_HINT, type Inode } from './tar-tree.js';
 import { writeBlob } from './tar-blob.js';

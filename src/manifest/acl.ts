@@ -8,7 +8,13 @@
 // *_OBJ, MASK and OTHER entries carry id 0xffffffff. Entries are sorted by
 // tag, then id, as the kernel and libacl write them.
 //
-// Pure functions, no I/O.
+// ext4 keeps them on disk in its own, shorter format (fs/ext4/acl.h, what
+// debugfs prints): le32 version (1), then 4 bytes (le16 tag, le16 perm) for
+// the *_OBJ, MASK and OTHER entries and 8 (with le32 id) for USER and GROUP.
+// aclDiskToXattr() reads it, ext4AclBytes() counts it.
+//
+// Pure functions, no I/O. The one place that knows both formats, and which
+// xattr names hold an ACL (isAclXattr).
 
 export const ACL_XATTR_VERSION = 2;
 export const ACL_UNDEFINED_ID = 0xffffffff;
@@ -33,6 +39,13 @@ export interface AclEntry {
 }
 
 export type AclKind = 'access' | 'default';
+
+/** The two xattrs that hold POSIX ACLs. */
+export const ACL_XATTR_NAMES = ['system.posix_acl_access', 'system.posix_acl_default'] as const;
+
+export function isAclXattr(name: string): boolean {
+  return (ACL_XATTR_NAMES as readonly string[]).includes(name);
+}
 
 /** Maps a user or group name used in an ACL text to its numeric id, or undefined when unknown. */
 export type AclNameResolver = (kind: 'user' | 'group', name: string) => number | undefined;
@@ -156,17 +169,62 @@ export function isMinimalAcl(entries: AclEntry[]): boolean {
   return !entries.some((e) => e.tag === ACL_TAG.USER || e.tag === ACL_TAG.GROUP);
 }
 
-/** The binary xattr value of an ACL (entries are sorted first). */
-export function aclToXattr(entries: AclEntry[]): Buffer {
-  const sorted = sortAcl(entries);
-  const buf = Buffer.alloc(4 + 8 * sorted.length);
+/** The binary xattr value of entries, in the order given. */
+function encodeXattr(entries: readonly AclEntry[]): Buffer {
+  const buf = Buffer.alloc(4 + 8 * entries.length);
   buf.writeUInt32LE(ACL_XATTR_VERSION, 0);
-  sorted.forEach((e, i) => {
+  entries.forEach((e, i) => {
     buf.writeUInt16LE(e.tag, 4 + 8 * i);
     buf.writeUInt16LE(e.perm, 6 + 8 * i);
     buf.writeUInt32LE(e.id, 8 + 8 * i);
   });
   return buf;
+}
+
+/** The binary xattr value of an ACL (entries are sorted first). */
+export function aclToXattr(entries: AclEntry[]): Buffer {
+  return encodeXattr(sortAcl(entries));
+}
+
+const EXT4_ACL_VERSION = 1;
+const isNamed = (tag: number) => tag === ACL_TAG.USER || tag === ACL_TAG.GROUP;
+const isShort = (tag: number) => tag === ACL_TAG.USER_OBJ || tag === ACL_TAG.GROUP_OBJ || tag === ACL_TAG.MASK || tag === ACL_TAG.OTHER;
+
+/**
+ * Converts a system.posix_acl_* value from the ext4 on-disk format to the
+ * Linux xattr format that getfattr shows, as the kernel's
+ * posix_acl_to_xattr() writes it (entries in their stored order, id
+ * 0xffffffff where there is none). A value already in the xattr format is
+ * returned as is.
+ */
+export function aclDiskToXattr(disk: Buffer): Buffer {
+  if (disk.length >= 4 && disk.readUInt32LE(0) === ACL_XATTR_VERSION) return disk;
+  if (disk.length < 4 || disk.readUInt32LE(0) !== EXT4_ACL_VERSION) {
+    throw new Error(`ACL value is neither ext4 (version 1) nor Linux (version 2) format: ${disk.toString('hex')}`);
+  }
+  const entries: AclEntry[] = [];
+  let off = 4;
+  while (off < disk.length) {
+    if (off + 4 > disk.length) throw new Error(`truncated ext4 ACL: ${disk.toString('hex')}`);
+    const tag = disk.readUInt16LE(off);
+    const perm = disk.readUInt16LE(off + 2);
+    if (isShort(tag)) {
+      entries.push({ tag: tag as AclTag, perm, id: ACL_UNDEFINED_ID });
+      off += 4;
+    } else if (isNamed(tag)) {
+      if (off + 8 > disk.length) throw new Error(`truncated ext4 ACL: ${disk.toString('hex')}`);
+      entries.push({ tag: tag as AclTag, perm, id: disk.readUInt32LE(off + 4) });
+      off += 8;
+    } else {
+      throw new Error(`unknown tag 0x${tag.toString(16)} in ext4 ACL: ${disk.toString('hex')}`);
+    }
+  }
+  return encodeXattr(entries);
+}
+
+/** The bytes an ACL takes in ext4's on-disk format. */
+export function ext4AclBytes(entries: readonly AclEntry[]): number {
+  return 4 + entries.reduce((n, e) => n + (isNamed(e.tag) ? 8 : 4), 0);
 }
 
 /** Decodes a system.posix_acl_* xattr value. */

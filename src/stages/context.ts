@@ -1,7 +1,8 @@
 // What every verification stage receives, and the shape of a stage.
 import type { Finding, InputTree, Manifest, StageResult } from '../types.js';
 import type { Scope } from '../cleanup.js';
-import { readImageManifest, UnreadableImageError } from '../image/debugfs-reader.js';
+import { readImageManifest } from '../image/debugfs-reader.js';
+import { UnreadableImageError } from '../errors.js';
 
 export interface VerifyOptions {
   /** Stages the user asked to skip (--skip). */

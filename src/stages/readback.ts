@@ -3,7 +3,8 @@
 // tree, directory or superblock) fails the stage with an `unreadable` finding
 // that names what could not be read; it is a verdict on the image, not an
 // error of part-image.
-import { readImageManifest, UnreadableImageError } from '../image/debugfs-reader.js';
+import { readImageManifest } from '../image/debugfs-reader.js';
+import { UnreadableImageError } from '../errors.js';
 import type { Stage, StageOutcome } from './context.js';
 import { NO_OPTIONS } from './options.js';
 

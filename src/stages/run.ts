@@ -12,11 +12,10 @@
 // Once fsck or the read-back found the filesystem damaged, the stages that
 // mount it (nspawn, portable) do not run: it is rejected already.
 import type { StageResult } from '../types.js';
-import { EnvironmentError, InterruptedError, PartImageError, ToolError, asPartImageError } from '../errors.js';
+import { EnvironmentError, InterruptedError, PartImageError, ToolError, UnreadableImageError, asPartImageError } from '../errors.js';
 import { checkNotInterrupted, isShuttingDown } from '../cleanup.js';
 import { log } from '../log.js';
 import type { Stage, StageContext, StageOutcome } from './context.js';
-import { UnreadableImageError } from '../image/debugfs-reader.js';
 import { unreadableOutcome } from './readback.js';
 import { checkStageOptions } from './options.js';
 

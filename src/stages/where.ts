@@ -12,7 +12,7 @@
 // PART_IMAGE_NSPAWN=host|vm forces where the nspawn stage runs (no fallback).
 import { access, readFile } from 'node:fs/promises';
 import { hasTool } from '../exec.js';
-import { packageFor } from '../tools/packages.js';
+import { packageFor } from '../packages.js';
 import { cachedVmImage } from '../vm/image.js';
 import type { Stage } from './context.js';
 

@@ -1,5 +1,6 @@
 // debugfs (e2fsprogs) as a batch tool: one process runs a whole script given
-// with -f, and pure parsers read what it prints. Used to read images rootless
+// with -f, and pure parsers read what it prints (debugfs-ls.ts, -stat.ts,
+// -xattr.ts, -icheck.ts; debugfs-text.ts decodes its bytes). Used to read images rootless
 // (image/debugfs-reader.ts) and to write them (the builder's scripts).
 //
 // Facts about debugfs 1.47.0 this module relies on (checked in its source and
@@ -62,9 +63,7 @@ import { join } from 'node:path';
 import { formatCommand, run } from '../exec.js';
 import { withScope } from '../cleanup.js';
 import { EnvironmentError, ToolError } from '../errors.js';
-import { fromBinary, toBinary } from './debugfs-parse.js';
-
-export * from './debugfs-parse.js';
+import { fromBinary, toBinary } from './debugfs-text.js';
 
 // ---------------------------------------------------------------------------
 // Running scripts

@@ -1,5 +1,5 @@
 // systemd-nspawn, the way it works on a host without systemd as PID 1, udev or
-// a system bus (see docs/host-notes.md): a directory (-D, the loop-mounted
+// a system bus: a directory (-D, the loop-mounted
 // image; --image needs udev), no registration, no resolv.conf or timezone
 // binds, a volatile overlay so that the image is never written, a private
 // network so that the guest cannot touch the host's interfaces, and

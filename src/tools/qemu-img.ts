@@ -8,7 +8,7 @@
 import { resolve } from 'node:path';
 import { run } from '../exec.js';
 import { EnvironmentError, InputError, ToolError } from '../errors.js';
-import type { ForeignReference } from '../image/foreign-refs.js';
+import type { ForeignReference } from '../types.js';
 
 export function buildConvertArgs(raw: string, out: string, format: string): string[] {
   return ['convert', '-q', '-f', 'raw', '-O', format, raw, out];

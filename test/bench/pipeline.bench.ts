@@ -10,7 +10,7 @@ import { execa } from 'execa';
 import { afterAll, bench, describe } from 'vitest';
 import { Scope } from '../../src/cleanup.js';
 import { readTarTree } from '../../src/input/tar.js';
-import { readDirTree } from '../../src/input/dir.js';
+import { readDirTree } from '../../src/walk/dir.js';
 import { buildRawImage } from '../../src/build/index.js';
 import { readImageManifest } from '../../src/image/debugfs-reader.js';
 import { readMountedImage } from '../../src/image/mount-reader.js';

@@ -1,5 +1,7 @@
 // Any source to a manifest: an ext4 image (raw, qcow2, vmdk), a manifest
-// file, or an input tree (directory, tar, layer stack).
+// file, or an input tree (directory, tar, layer stack). It sniffs the file
+// and picks the reader, so it sits above every reader (image/, input/) and
+// below the commands and the pipeline that name a source.
 import { open, stat } from 'node:fs/promises';
 import type { Manifest } from '../types.js';
 import type { Scope } from '../cleanup.js';
@@ -9,9 +11,7 @@ import { readMountedImage } from '../image/mount-reader.js';
 import { openImage, refuseUnreadable } from '../image/open.js';
 import { readExt4Superblock } from '../image/superblock.js';
 import { readInput } from '../input/index.js';
-import { looksLikeManifest, readManifestFile } from './serialize.js';
-
-export { rawCopy } from '../image/open.js';
+import { looksLikeManifest, readManifestFile } from '../manifest/serialize.js';
 
 export type SourceKind = 'image' | 'qcow2' | 'vmdk' | 'manifest' | 'other';
 

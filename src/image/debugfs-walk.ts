@@ -1,0 +1,156 @@
+// The debugfs side of the rootless image reader (image/debugfs-reader.ts):
+// one level of the tree as `ls -p` and `stat` batches run side by side, the
+// xattr values `stat` leaves out, and debugfs's error output read as damage
+// (debugfs exits 0 whatever it finds).
+import { settleAll } from '../cleanup.js';
+import { aclDiskToXattr, isAclXattr } from '../manifest/acl.js';
+import { quoteDebugfsArg, runDebugfs, splitDebugfsOutput, type DebugfsResult } from '../tools/debugfs.js';
+import { parseLsPSections, type LsSection } from '../tools/debugfs-ls.js';
+import { parseStatSections, type InodeStat } from '../tools/debugfs-stat.js';
+import { parseEaGetHex } from '../tools/debugfs-xattr.js';
+
+/** Damage found deep in the reader; readImageManifest() names the image. */
+export class Damage extends Error {}
+
+/** Most commands per debugfs process; a bigger batch is split over processes run side by side. */
+export const BATCH = 4000;
+
+export interface Node {
+  path: string;
+  ino: number;
+}
+
+// ---------------------------------------------------------------------------
+// One level: listings and inodes, in processes run side by side
+
+export interface LevelResult {
+  listings: Map<number, LsSection>;
+  inodes: InodeStat[];
+}
+
+export async function startLevel(image: string, dirs: Node[], inodes: number[], pathOf: Map<number, string>): Promise<LevelResult> {
+  const lsJobs = chunks(dirs, BATCH).map((part) => listDirs(image, part));
+  const statJobs = chunks(inodes, BATCH).map((part) => statInodes(image, part, pathOf));
+  // settleAll: every batch has ended (and removed its temp dir) before one's failure leaves.
+  const lists = settleAll(lsJobs);
+  const stats = settleAll(statJobs);
+  await settleAll<unknown>([lists, stats]);
+  return { listings: new Map((await lists).flatMap((m) => [...m])), inodes: (await stats).flat() };
+}
+
+export function chunks<T>(items: T[], size: number): T[][] {
+  const n = Math.ceil(items.length / size);
+  const per = Math.ceil(items.length / Math.max(1, n));
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += per) out.push(items.slice(i, i + per));
+  return out;
+}
+
+// ls and stat run with stderr merged into stdout: an error lands in the
+// section of the command that caused it, so it can name the path.
+
+async function listDirs(image: string, dirs: Node[]): Promise<Map<number, LsSection>> {
+  const cmds = dirs.map((d) => `ls -p <${d.ino}>`);
+  const res = await runDebugfs(image, cmds, { mergeStderr: true });
+  failOnPreamble(res);
+  const out = new Map<number, LsSection>();
+  for (const section of parseLsPSections(res.raw)) {
+    const m = /^ls -p <(\d+)>$/.exec(section.command);
+    // The first section of a command is the real one (an echo line inside a name comes later).
+    if (!m || out.has(Number(m[1]))) continue;
+    out.set(Number(m[1]), section);
+  }
+  for (const dir of dirs) {
+    const section = out.get(dir.ino);
+    if (!section || section.errors.length > 0) {
+      throw new Damage(`cannot list directory ${dir.path} (inode ${dir.ino}): ${firstError(section?.errors)}`);
+    }
+  }
+  return out;
+}
+
+async function statInodes(image: string, inos: number[], pathOf: Map<number, string>): Promise<InodeStat[]> {
+  const cmds = inos.map((ino) => `stat <${ino}>`);
+  const res = await runDebugfs(image, cmds, { mergeStderr: true });
+  failOnPreamble(res);
+  const byIno = new Map<number, { stat?: InodeStat; errors: string[] }>();
+  for (const section of parseStatSections(res.raw)) {
+    const m = /^stat <(\d+)>$/.exec(section.command);
+    if (!m || byIno.has(Number(m[1]))) continue;
+    byIno.set(Number(m[1]), section);
+  }
+  return inos.map((ino) => {
+    const s = byIno.get(ino);
+    if (!s?.stat || s.stat.inode !== ino || s.errors.length > 0) {
+      throw new Damage(`cannot read inode ${ino} (${pathOf.get(ino) ?? 'path unknown'}): ${firstError(s?.errors)}`);
+    }
+    return s.stat;
+  });
+}
+
+/**
+ * debugfs's first words on what went wrong, without the command-name prefix
+ * it adds ("ls: ", "-p: " after getopt, "stat: "). After the first error a
+ * section holds whatever debugfs printed anyway (the rest of a half-read
+ * inode), which says nothing more.
+ */
+function firstError(errors: string[] | undefined): string {
+  const lines = (errors ?? []).map((e) => e.replace(/^(?:-\w|[a-z_]+): /, '').trim()).filter((e) => e !== '');
+  return lines[0] ?? 'debugfs printed nothing for it';
+}
+
+/** debugfs exits 0 whatever happens; anything on stderr is a failure of the read. */
+export function failOnErrors(res: DebugfsResult, what: string): void {
+  const lines = res.stderr.split('\n').filter((l) => l.trim() !== '');
+  if (lines.length > 0) throw new Damage(`debugfs could not ${what}: ${firstError(lines)}`);
+}
+
+/**
+ * With stderr merged, what debugfs printed before the first command ran is
+ * about opening the filesystem ("Checksum errors in superblock!  Retrying...",
+ * a group descriptor it had to fall back from): the image is damaged even
+ * when every command then succeeds.
+ */
+function failOnPreamble(res: DebugfsResult): void {
+  const first = res.stdout.startsWith('debugfs: ') ? 0 : res.stdout.indexOf('\ndebugfs: ');
+  const preamble = first < 0 ? res.stdout : res.stdout.slice(0, first);
+  const lines = preamble.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  if (lines.length > 0) throw new Damage(`debugfs, opening it: ${firstError(lines)}`);
+}
+
+// ---------------------------------------------------------------------------
+// xattr values stat does not print (40 bytes and more)
+
+export async function fillLongXattrs(image: string, stats: Map<number, InodeStat>): Promise<void> {
+  const wanted: { st: InodeStat; name: string; cmd: string }[] = [];
+  for (const st of stats.values()) {
+    for (const [name, value] of st.xattrs) {
+      if (value !== null || name === 'system.data') continue;
+      wanted.push({ st, name, cmd: `ea_get -r -x <${st.inode}> ${quoteDebugfsArg(name)}` });
+    }
+  }
+  for (const part of chunks(wanted, BATCH)) {
+    const cmds = part.map((w) => w.cmd);
+    const res = await runDebugfs(image, cmds);
+    failOnErrors(res, 'read extended attributes');
+    const sections = splitDebugfsOutput(res.raw, cmds);
+    part.forEach((w, i) => {
+      const got = parseEaGetHex(sections[i].output);
+      const length = w.st.xattrLengths.get(w.name);
+      if (!got || got.value.length !== length) {
+        throw new Damage(`cannot read xattr ${w.name} of inode ${w.st.inode}: ${sections[i].output.trim() || 'debugfs printed nothing for it'}`);
+      }
+      w.st.xattrs.set(w.name, got.value);
+    });
+  }
+}
+
+export function manifestXattrs(st: InodeStat, path: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of st.xattrs) {
+    if (name === 'system.data') continue; // the inline-data area, not a user-visible xattr
+    if (value === null) throw new Error(`xattr ${name} of ${path} was not read`);
+    out[name] = (isAclXattr(name) ? aclDiskToXattr(value) : value).toString('hex');
+  }
+  return out;
+}
