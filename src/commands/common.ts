@@ -41,6 +41,8 @@ export interface Command {
   options: Options;
   /** Number of positional arguments: [min, max]. */
   positionals: [number, number];
+  /** Turns argv the option parser cannot read (make's `-L NAME PATH`, two values) into options it can. */
+  rewriteArgv?(argv: string[]): string[];
   run(values: Values, positionals: string[]): Promise<number>;
 }
 
@@ -79,7 +81,7 @@ export function parse(cmd: Command, argv: string[]): { values: Values; positiona
   let parsed;
   const options = { ...GLOBAL_OPTIONS, ...cmd.options };
   try {
-    parsed = parseArgs({ args: joinDashValues(argv, options), options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: joinDashValues(cmd.rewriteArgv ? cmd.rewriteArgv(argv) : argv, options), options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError(`${cmd.name}: ${(err as Error).message}`, `Run \`part-image ${cmd.name} --help\` for the usage.`);
   }
