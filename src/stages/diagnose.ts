@@ -30,10 +30,12 @@ import { hostElfClass, hostElfMachine, isElf, machineName, parseElf, parseSheban
 import { manifestLookup, resolvePath, type Lookup, type Resolved } from '../boot/resolve.js';
 import { passedOrFailed, type Stage, imageManifestOf } from './context.js';
 
-export const INIT_PATHS = ['/sbin/init', '/usr/lib/systemd/systemd', '/lib/systemd/systemd'];
+import { INIT_PATHS, OS_RELEASE_PATHS, notForRole } from '../boot/role.js';
+import { roleOf } from './role.js';
+import { skipped } from './context.js';
+export { INIT_PATHS, OS_RELEASE_PATHS };
 /** The order systemd-nspawn -b tries them in. */
 const BOOT_ORDER = ['/usr/lib/systemd/systemd', '/lib/systemd/systemd', '/sbin/init'];
-export const OS_RELEASE_PATHS = ['/etc/os-release', '/usr/lib/os-release'];
 const MERGED_DIRS = ['/bin', '/sbin', '/lib', '/lib64', '/lib32', '/libx32'];
 /** nspawn's PATH for a command given without a slash. */
 const EXEC_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
@@ -479,6 +481,9 @@ export const diagnoseStage: Stage = {
   runs: 'rootless',
   summary: 'rootless boot diagnosis from the image: os-release, init, ELF machine, loader and libraries, usr-merge links',
   async run(ctx) {
+    const role = await roleOf(ctx);
+    if (role.role === 'data') return { ...skipped(notForRole(role, 'diagnose'), 'not-applicable'), details: { role: role.role } };
+    if (role.role === 'portable' && !ctx.opts.nspawnCommand) return (await import('./portable-exec.js')).diagnosePortable(ctx, role.why);
     const manifest = await imageManifestOf(ctx, { hash: false });
     // With --skip nspawn the image may be one that never boots (a portable
     // service, a data partition): its init is checked only when it has one.

@@ -41,6 +41,9 @@
 // image. The container, the mount and the loop device (or the VM) are
 // released before the stage returns (and by ctx.scope if the run is
 // interrupted).
+import { notForRole } from '../boot/role.js';
+import { roleOf } from './role.js';
+import { portableNspawnCommand } from './portable-exec.js';
 import { access, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { hasTool, type RunResult } from '../exec.js';
@@ -108,6 +111,13 @@ export async function nspawnWhere(env: NodeJS.ProcessEnv = process.env): Promise
 }
 
 async function runStage(ctx: StageContext): Promise<StageOutcome> {
+  const role = await roleOf(ctx);
+  if (role.role === 'data') return skipped(notForRole(role, 'nspawn'), 'not-applicable');
+  if (role.role === 'portable' && !ctx.opts.nspawnCommand) {
+    const exec = await portableNspawnCommand(ctx);
+    if ('reason' in exec) return skipped(exec.reason, 'not-applicable');
+    ctx = { ...ctx, opts: { ...ctx.opts, nspawnCommand: exec.command } };
+  }
   const chosen = await nspawnWhere();
   if ('unavailable' in chosen) return skipped(chosen.unavailable, 'unavailable');
   const { where } = chosen;
