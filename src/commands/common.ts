@@ -9,6 +9,7 @@ import { writeJsonReport } from '../report/json.js';
 import { writeJunitReport } from '../report/junit.js';
 import { formatTextReport } from '../report/text.js';
 import { log } from '../log.js';
+import { parseRole } from '../boot/role.js';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 export type Values = Record<string, string | boolean | string[] | undefined>;
@@ -31,6 +32,7 @@ export const VERIFY_OPTIONS: Options = {
   'allow-failed-unit': { type: 'string', multiple: true },
   'nspawn-command': { type: 'string' },
   portable: { type: 'boolean' },
+  role: { type: 'string' },
   target: { type: 'string' },
 };
 
@@ -134,6 +136,7 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
     allowFailedUnits: (v['allow-failed-unit'] as string[] | undefined) ?? [],
     nspawnCommand: typeof v['nspawn-command'] === 'string' ? splitCommand(v['nspawn-command']) : undefined,
     portable: Boolean(v.portable),
+    role: parseRole(v.role as string | undefined),
   };
 }
 

@@ -20,6 +20,7 @@ import { BUILDER_ENV, isPartImageRun, planRun, raptorWouldRun, selectRuns, type 
 import { classifyInput, raptorCommand, resolveRunInput, type InputKind } from '../raptor/inputs.js';
 import { mergeLinks } from '../raptor/module-name.js';
 import { checkFreshness } from '../raptor/up-to-date.js';
+import { parseRole, ROLE_ENV, type ImageRole } from '../boot/role.js';
 
 export const makeCommand: Command = {
   name: 'make',
@@ -58,7 +59,6 @@ Examples:
     batch: { type: 'boolean', short: 'b' },
     'always-make': { type: 'boolean', short: 'B' },
     link: { type: 'string', multiple: true },
-    role: { type: 'string' },
     ...VERIFY_OPTIONS,
   },
   positionals: [0, Infinity],
@@ -163,10 +163,11 @@ async function buildAll(todo: { plan: RunPlan; inputs: InputKind[] }[], _config:
   });
 }
 
-/** --role, else the run's env.PART_IMAGE_ROLE: only when the verify options know roles. */
-function roleOption(v: Values, p: RunPlan): Record<string, unknown> {
-  const role = (v.role as string | undefined) ?? p.env.PART_IMAGE_ROLE;
-  return role === undefined ? {} : { role };
+/** --role, else the run's env.PART_IMAGE_ROLE, as the builder reads it in the container. */
+function roleOption(v: Values, p: RunPlan): { role?: ImageRole } {
+  if (typeof v.role === 'string') return {};
+  const role = parseRole(p.env[ROLE_ENV], `run ${p.name}: env.${ROLE_ENV}`);
+  return role ? { role } : {};
 }
 
 const rel = (x: string) => relative(process.cwd(), x) || '.';

@@ -111,7 +111,8 @@ export async function nspawnWhere(env: NodeJS.ProcessEnv = process.env): Promise
 }
 
 async function runStage(ctx: StageContext): Promise<StageOutcome> {
-  const role = await roleOf(ctx);
+  // The role needs the manifest; when it cannot be read here (no debugfs), the stage goes on as for a root.
+  const role = (await roleOf(ctx).catch(() => undefined)) ?? { role: 'root' as const, forced: false, why: '' };
   if (role.role === 'data') return skipped(notForRole(role, 'nspawn'), 'not-applicable');
   if (role.role === 'portable' && !ctx.opts.nspawnCommand) {
     const exec = await portableNspawnCommand(ctx);
