@@ -10,7 +10,8 @@
 // checked with e2fsck and diffed against the merged input layers.
 // Differences from Raptor, for this host (docs/raptor.md): --register=no
 // --keep-unit --resolv-conf=off --timezone=off (no system bus, see
-// host-notes), and no /dev/kvm bind.
+// host-notes), no --background= (systemd 256 and later; Debian 12 has 252),
+// and no /dev/kvm bind.
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
@@ -115,7 +116,7 @@ async function runBuilder(run: RaptorRun): Promise<{ exitCode: number; output: s
     '-D', root,
     ...Object.entries(run.env).flatMap(([k, v]) => ['--setenv', `${k}=${v}`]),
     '--register=no', '--keep-unit', '--resolv-conf=off', '--timezone=off',
-    '--background=', '--no-pager',
+    '--no-pager', // Raptor also passes --background= (systemd 256+; this host has 252: only a terminal tint)
     '/bin/sh', '-c', recipeCmd(rapt),
   ];
   const r = await execa('systemd-nspawn', args, { reject: false, all: true, timeout: 300_000 });
