@@ -4,11 +4,12 @@
 // can ask for: its generate-part.sh passes OUTPUT_FORMAT straight to
 // `qemu-img create -f` and `guestfish --format`.
 import type { Finding } from '../types.js';
-import { qemuImgCompare, qemuImgConvert } from '../tools/qemu-img.js';
+import { WRITABLE_FORMATS, qemuImgCompare, qemuImgConvert, type WritableFormat } from '../tools/qemu-img.js';
 import { UsageError } from '../errors.js';
+import { formatListHint } from '../tools/qemu-img.js';
 
-export const OUTPUT_FORMATS = ['raw', 'qcow2', 'qcow', 'qed', 'vdi', 'vhdx', 'vmdk', 'vpc'] as const;
-export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+export const OUTPUT_FORMATS = WRITABLE_FORMATS;
+export type OutputFormat = WritableFormat;
 
 export function parseFormat(value: string | undefined): OutputFormat {
   // Empty means raw, as in the seed builder's ${OUTPUT_FORMAT:-raw}.
@@ -18,7 +19,7 @@ export function parseFormat(value: string | undefined): OutputFormat {
 }
 
 export function formatHint(): string {
-  return `Use one of: ${OUTPUT_FORMATS.join(', ')} (the formats qemu-img writes; --format or OUTPUT_FORMAT).`;
+  return formatListHint();
 }
 
 export async function convertImage(raw: string, out: string, format: Exclude<OutputFormat, 'raw'>): Promise<Finding[]> {

@@ -6,7 +6,7 @@
 // error: it is left to `raptor make`, by name.
 import { isAbsolute, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
-import { OUTPUT_FORMATS, formatHint, type OutputFormat } from '../build/convert.js';
+import { WRITABLE_FORMATS as OUTPUT_FORMATS, formatListHint as formatHint, type WritableFormat as OutputFormat } from '../tools/qemu-img.js';
 import type { RaptorConfig, RaptorRun } from './toml.js';
 import { parseModuleName, resolveLogicalPath } from './module-name.js';
 
