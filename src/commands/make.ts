@@ -106,7 +106,8 @@ Examples:
     }
     for (const { plan, command } of needRaptor) {
       const targets = plan.inputSpecs.join(', ');
-      say(`needs Raptor: ${plan.name}: its input ${targets} is a Raptor target, which only Raptor can build. With part-image as the builder:\n  ${command}`);
+      const one = plan.inputSpecs.length > 1 ? ' (Raptor\'s --overlay input mount takes one target: make one target of these first)' : '';
+      say(`needs Raptor: ${plan.name}: its input ${targets} is a Raptor target, which only Raptor can build${one}. With part-image as the builder:\n  ${command}`);
     }
     for (const { run, err } of problems) {
       if (planOnly) say(`cannot plan ${run}: ${err.message}${err.hint ? `\n  ${err.hint.split('\n').join('\n  ')}` : ''}`);
