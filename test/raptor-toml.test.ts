@@ -151,8 +151,8 @@ describe('selectRuns', () => {
 describe('planRun', () => {
   const c = parseRaptorToml(SAMPLE, FILE);
   it('resolves the output as Raptor does (relative to the folder make runs in) and reads the builder env', () => {
-    const p = planRun(c.runs.get('part2')!, c.links, '/work/here');
-    expect(p).toMatchObject({ output: '/work/here/out/part.qcow2', format: 'qcow2', builderEnv: { OUTPUT_FORMAT: 'qcow2', FREE_MB: '64', SIZE_MB: '300' } });
+    const p = planRun(c.runs.get('part2')!, c.links, '/srv/here');
+    expect(p).toMatchObject({ output: '/srv/here/out/part.qcow2', format: 'qcow2', builderEnv: { OUTPUT_FORMAT: 'qcow2', FREE_MB: '64', SIZE_MB: '300' } });
     expect(planRun(c.runs.get('part1')!, c.links, '/w').format).toBe('raw');
   });
   it('takes every format qemu-img writes; refuses others listing them, bad sizes, no input and several outputs', () => {
