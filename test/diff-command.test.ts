@@ -133,7 +133,7 @@ describe('part-image diff', () => {
     await writeFile(join(stack, 'base/etc/os-release'), 'base\n');
     await writeFile(join(stack, 'base/etc/only-base'), 'b\n');
     await writeFile(join(stack, 'top/etc/os-release'), 'top!\n');
-    await writeFile(join(stack, 'raptor.json'), JSON.stringify({ layers: ['base', 'top'] }));
+    await writeFile(join(stack, 'raptor.json'), JSON.stringify({ targets: ['t'], layers: { t: ['base', 'top'] } }));
     const flat = join(work, 'flat');
     await mkdir(join(flat, 'etc'), { recursive: true });
     await writeFile(join(flat, 'etc/os-release'), 'top!\n');

@@ -102,14 +102,14 @@ describe('format selection', () => {
   });
 
   it.each([
-    ['--format', ['--format', 'vdi'], {}],
-    ['OUTPUT_FORMAT', [], { OUTPUT_FORMAT: 'vhdx' }],
+    ['--format', ['--format', 'iso'], {}],
+    ['OUTPUT_FORMAT', [], { OUTPUT_FORMAT: 'dmg' }],
   ])('refuses an unknown format from %s with exit 2 and the list, writing nothing', async (_from, extra, env) => {
     const out = join(work, `unknown-${_from}.img`);
     const r = await build(out, extra as string[], env as Record<string, string>);
     expect(r.exitCode).toBe(2);
-    expect(r.stderr).toMatch(/unknown output format "(vdi|vhdx)"/);
-    expect(r.stderr).toMatch(/raw, qcow2, vmdk/);
+    expect(r.stderr).toMatch(/unknown output format "(iso|dmg)"/);
+    expect(r.stderr).toMatch(/raw, qcow2, qcow, qed, vdi, vhdx, vmdk, vpc/);
     expect(existsSync(out)).toBe(false);
     expect(existsSync(`${out}.rejected`)).toBe(false);
   });

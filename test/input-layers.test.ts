@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readLayerTree, selectLayers } from '../src/input/layers.js';
+import { readLayerTree } from '../src/input/layers.js';
+import { looksLikeLayerStack, selectLayers } from '../src/raptor/mounts-info.js';
+import { readInput } from '../src/input/index.js';
 import { readDirTree } from '../src/walk/dir.js';
 import { Scope } from '../src/cleanup.js';
 import { InputError } from '../src/errors.js';
@@ -110,6 +112,9 @@ const EXPECTED: ManifestEntry[] = [
   dir('/var/lib'),
 ];
 
+/** raptor.json as Raptor's runner writes it into a --layers mount. */
+const mountsInfo = (layers: Record<string, string[]>) => JSON.stringify({ targets: Object.keys(layers), layers }, null, 2);
+
 const withoutMtime = (t: InputTree) => t.manifest.entries.map(({ mtime: _m, ...rest }) => rest);
 
 beforeAll(async () => {
@@ -129,7 +134,7 @@ describe('readLayerTree', () => {
   beforeAll(async () => {
     stack = join(work, 'stack');
     await makeStack(stack);
-    await writeFile(join(stack, 'raptor.json'), JSON.stringify({ layers: ['base', 'mid', 'top'] }));
+    await writeFile(join(stack, 'raptor.json'), mountsInfo({ rootfs: ['base', 'mid', 'top'] }));
     tree = await readLayerTree(stack, scope);
   });
 
@@ -162,7 +167,7 @@ describe('readLayerTree', () => {
     await makeStack(s2);
     await writeFile(
       join(s2, 'raptor.json'),
-      JSON.stringify({ targets: { rootfs: { layers: ['base', 'mid', 'top'] }, minimal: { layers: ['base'] } } }),
+      mountsInfo({ rootfs: ['base', 'mid', 'top'], minimal: ['base'] }),
     );
     const full = await readLayerTree(s2, scope, { target: 'rootfs' });
     expect(withoutMtime(full)).toEqual(EXPECTED);
@@ -170,16 +175,16 @@ describe('readLayerTree', () => {
     expect(minimal.manifest.entries.map((e) => e.path)).toContain('/usr/bin/old');
     const err = await readLayerTree(s2, scope).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(InputError);
-    expect((err as Error).message).toMatch(/several targets: minimal, rootfs/);
-    await expect(readLayerTree(s2, scope, { target: 'nope' })).rejects.toThrow(/no target "nope".*minimal, rootfs/);
+    expect((err as Error).message).toMatch(/several targets: rootfs, minimal/);
+    await expect(readLayerTree(s2, scope, { target: 'nope' })).rejects.toThrow(/no target "nope".*rootfs, minimal/);
   });
 
   it('refuses a layer that is not a folder of the stack', async () => {
     const s3 = join(work, 'stack3');
     await mkdir(join(s3, 'base'), { recursive: true });
-    await writeFile(join(s3, 'raptor.json'), JSON.stringify({ layers: ['base', 'missing'] }));
+    await writeFile(join(s3, 'raptor.json'), mountsInfo({ t: ['base', 'missing'] }));
     await expect(readLayerTree(s3, scope)).rejects.toThrow(/layer missing .*not a folder/);
-    await writeFile(join(s3, 'raptor.json'), '{"layers": ["base", "../etc"]}');
+    await writeFile(join(s3, 'raptor.json'), mountsInfo({ t: ['base', '../etc'] }));
     await expect(readLayerTree(s3, scope)).rejects.toThrow(/bad layer/);
     await writeFile(join(s3, 'raptor.json'), '{"layers": [');
     await expect(readLayerTree(s3, scope)).rejects.toThrow(/not valid JSON/);
@@ -187,16 +192,84 @@ describe('readLayerTree', () => {
 });
 
 describe('selectLayers', () => {
-  it('reads both forms of raptor.json', () => {
-    expect(selectLayers({ layers: ['a', 'b'] })).toEqual({ layers: ['a', 'b'] });
-    expect(selectLayers({ targets: { only: { layers: ['a'] } } })).toEqual({ target: 'only', layers: ['a'] });
-    expect(selectLayers({ targets: { x: { layers: ['a'] }, y: { layers: ['b', 'c'] } } }, 'y')).toEqual({ target: 'y', layers: ['b', 'c'] });
+  it("reads raptor.json as Raptor's runner writes it: one target is the default, --target picks among several", () => {
+    expect(selectLayers({ targets: ['only'], layers: { only: ['a'] } })).toEqual({ target: 'only', layers: ['a'] });
+    const two = { targets: ['x', 'y'], layers: { y: ['a', 'c'], x: ['a', 'b'] } }; // layer a is shared
+    expect(selectLayers(two, 'y')).toEqual({ target: 'y', layers: ['a', 'c'] });
+    expect(() => selectLayers(two)).toThrow(/several targets: x, y/);
+    expect(() => selectLayers(two, 'z')).toThrow(/no target "z"; its targets: x, y/);
+    // Names as Raptor writes them: module names with "$", "." and "@".
+    expect(selectLayers({ targets: ['$book.ssh'], layers: { '$book.ssh': ['ssh-0123456789ABCDEF'] } }, '$book.ssh').layers).toEqual(['ssh-0123456789ABCDEF']);
   });
-  it('refuses malformed files with a hint', () => {
-    for (const bad of [[], null, {}, { targets: {} }, { layers: [] }, { layers: ['/abs'] }, { layers: [1] }, { layers: ['a'], targets: {} }]) {
+  it('refuses malformed files with a hint (exit 2)', () => {
+    for (const bad of [[], null, {}, { targets: [] }, { targets: ['a'] }, { targets: ['a'], layers: {} }, { targets: ['a'], layers: { a: [] } },
+      { targets: ['a'], layers: { a: ['/abs'] } }, { targets: ['a'], layers: { a: [1] } }, { targets: [1], layers: {} }]) {
       expect(() => selectLayers(bad)).toThrow(InputError);
     }
-    expect(() => selectLayers({ layers: ['a'] }, 't')).toThrow(/--target/);
+  });
+  it("refuses part-image 0.1's own forms, giving the same stack in Raptor's form", () => {
+    const e1 = (() => { try { selectLayers({ layers: ['a', 'b'] }); } catch (e) { return e as InputError; } })();
+    expect(e1?.message).toMatch(/part-image 0.1's own stack form/);
+    expect(e1?.hint).toContain('{"targets":["root"],"layers":{"root":["a","b"]}}');
+    expect(() => selectLayers({ targets: { t: { layers: ['a'] } } })).toThrow(/own stack form/);
+  });
+});
+
+describe('what is a layer stack', () => {
+  it('a folder of raptor.json and the layer folders it names is one; a root tree holding a file /raptor.json is not', async () => {
+    const stack = join(work, 'detect-stack');
+    await file(join(stack, 'base-0123456789ABCDEF/etc/os-release'), 'ID=x\n');
+    await writeFile(join(stack, 'raptor.json'), mountsInfo({ base: ['base-0123456789ABCDEF'] }));
+    expect(await looksLikeLayerStack(stack)).toBe(true);
+
+    const root = join(work, 'detect-root');
+    await file(join(root, 'etc/os-release'), 'ID=x\n');
+    await file(join(root, 'usr/share/app/x'), 'x\n');
+    await writeFile(join(root, 'raptor.json'), mountsInfo({ app: ['etc'] })); // even one that names a folder of the tree
+    expect(await looksLikeLayerStack(root)).toBe(false);
+    await writeFile(join(root, 'raptor.json'), '{"name": "some app manifest"}');
+    expect(await looksLikeLayerStack(root)).toBe(false);
+    const t = await readInput(root, scope);
+    expect(t.kind).toBe('dir');
+    expect(t.manifest.entries.map((e) => e.path)).toContain('/raptor.json');
+  });
+});
+
+describe("Raptor's book: the --layers mount of layers-lister (book/src/mount-types/layers.md)", () => {
+  const DEB = 'index.docker.io-library-debian-trixie-675DE2C3A4D8CD82';
+  const FL = 'file-lister-16689594BA5D2989';
+  const FLO = 'file-lister-output-2CFDE4FEBD507157';
+  let mount: string;
+  beforeAll(async () => {
+    mount = join(work, 'book-layers');
+    await file(join(mount, DEB, 'etc/os-release'), 'ID=debian\n');
+    await file(join(mount, DEB, 'etc/motd'), 'debian\n');
+    await file(join(mount, DEB, 'usr/bin/ls'), 'ls\n');
+    await file(join(mount, FL, 'etc/file-lister'), 'lister\n');
+    await whiteout(join(mount, FL, 'etc/motd'));
+  });
+
+  it('one target: the file Raptor writes, verbatim, is read without --target, with the whiteout applied', async () => {
+    await writeFile(join(mount, 'raptor.json'), `{\n  "targets": [\n    "file-lister"\n  ],\n  "layers": {\n    "file-lister": [\n      "${DEB}",\n      "${FL}"\n    ]\n  }\n}\n`);
+    // Raptor binds only the input target's layers.
+    const t = await readInput(mount, scope);
+    expect(t.kind).toBe('layers');
+    const paths = t.manifest.entries.map((e) => e.path);
+    expect(paths).toEqual(['/', '/etc', '/etc/file-lister', '/etc/os-release', '/usr', '/usr/bin', '/usr/bin/ls']);
+  });
+
+  it('two targets sharing the Docker layer: --target picks one, none is exit 2 naming both', async () => {
+    await file(join(mount, FLO, 'etc/file-lister-output'), 'output\n');
+    await writeFile(join(mount, 'raptor.json'), `{\n  "targets": [\n    "file-lister",\n    "file-lister-output"\n  ],\n  "layers": {\n` +
+      `    "file-lister-output": [\n      "${DEB}",\n      "${FLO}"\n    ],\n    "file-lister": [\n      "${DEB}",\n      "${FL}"\n    ]\n  }\n}\n`);
+    const out = await readInput(mount, scope, { target: 'file-lister-output' });
+    expect(out.manifest.entries.map((e) => e.path)).toEqual(['/', '/etc', '/etc/file-lister-output', '/etc/motd', '/etc/os-release', '/usr', '/usr/bin', '/usr/bin/ls']);
+    const fl = await readInput(mount, scope, { target: 'file-lister' });
+    expect(fl.manifest.entries.map((e) => e.path)).not.toContain('/etc/motd');
+    const err = await readInput(mount, scope).catch((e: unknown) => e as InputError);
+    expect(err).toBeInstanceOf(InputError);
+    expect((err as InputError).exitCode).toBe(2);
+    expect((err as InputError).message).toMatch(/lists several targets: file-lister, file-lister-output/);
   });
 });
 
@@ -221,7 +294,7 @@ describe('readLayerTree against a real overlayfs mount', () => {
     await whiteout(join(top, 'srv/gone'));
     await mkdir(join(top, 'etc'), { recursive: true });
     await chmod(join(top, 'etc'), 0o700);
-    await writeFile(join(stack, 'raptor.json'), JSON.stringify({ layers: ['base', 'mid', 'top'] }));
+    await writeFile(join(stack, 'raptor.json'), mountsInfo({ t: ['base', 'mid', 'top'] }));
 
     const merged = join(work, 'merged');
     await mkdir(merged);

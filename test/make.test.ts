@@ -1,11 +1,15 @@
 // `part-image make` end to end with the real tools: Raptor.toml runs built
 // and verified like `part-image build`, qcow2 output checked with qemu-img,
-// several inputs merged as layers, groups, per-run reports, exit codes.
+// several inputs merged as layers, %groups, per-run reports, exit codes; and
+// Raptor's make CLI: -n plans (raptor-builders' tests/Raptor.toml verbatim),
+// -L links, up-to-date runs skipped, Raptor-target inputs left to Raptor.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { utimes } from 'node:fs/promises';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from './helpers/cli.js';
@@ -29,7 +33,7 @@ rbuild = "raptor-builders"
 target = "$rbuild.part-image" # <-- builder is specified here
 input = "tree"
 output = "${out}/part.img"
-env.FREE_MB = 8
+env.FREE_MB = "8"
 
 [run.q]
 target = "$rbuild.part-image"
@@ -75,7 +79,7 @@ describe('part-image make', () => {
     expect(r.exitCode).toBe(0);
     expect(r.stderr).toMatch(/building run part1 \(1\/2\)/);
     expect(r.stderr).toMatch(/building run q \(2\/2\)/);
-    expect(r.stderr).toMatch(/not a part-image run, left to `raptor make`: disk/);
+    expect(r.stderr).toMatch(/left to raptor make: disk \(builder \$rbuild.disk-image\)/);
     expect(r.stdout).toMatch(/run part1:[\s\S]*ACCEPTED[\s\S]*run q:[\s\S]*ACCEPTED/);
     expect(r.stdout).toMatch(/make: 2 runs\n {2}ACCEPTED {2}part1 .*\n {2}ACCEPTED {2}q /);
 
@@ -88,7 +92,7 @@ describe('part-image make', () => {
     const p1 = await readJson(join(work, 'report.part1.json'));
     expect(p1).toMatchObject({ command: 'make part1', accepted: true, input: join(work, 'tree'), output: join(work, 'out/part.img') });
     const free = p1.stages.find((s: { name: string }) => s.name === 'freespace');
-    expect(free.details.freeMb).toBeGreaterThanOrEqual(8); // env.FREE_MB = 8, a TOML number
+    expect(free.details.freeMb).toBeGreaterThanOrEqual(8); // env.FREE_MB = "8"
     expect(free.details.freeMb).toBeLessThan(8 + 8);
     const q = await readJson(join(work, 'report.q.json'));
     expect(q).toMatchObject({ command: 'make q', accepted: true, input: `${join(work, 'base')} + ${join(work, 'app')}` });
@@ -107,51 +111,119 @@ describe('part-image make', () => {
     expect((await readdir(join(work, 'out'))).filter((f) => f.includes('.part-image-'))).toEqual([]);
   });
 
-  it('runs the named run with --file from anywhere; paths resolve against the Raptor.toml, and "test" is read as ./test with a warning', async () => {
+  it('runs the named run with -f from another folder: inputs resolve against the Raptor.toml, the output against the current folder, as Raptor', async () => {
     const dir = join(work, 'seed-page');
-    await mkdir(join(dir, 'test/etc'), { recursive: true });
-    await writeFile(join(dir, 'test/etc/hostname'), 'part1\n');
-    await writeFile(join(dir, 'test.rapt'), 'FROM docker://debian:bookworm\n');
-    await writeFile(join(dir, 'Raptor.toml'), '[raptor.link]\nrbuild = "raptor-builders"\n\n[run.part1]\ntarget = "$rbuild.part-image"\ninput = "test"\noutput = "part.img"\nenv.FREE_MB = "4"\n');
-    const r = await runCli(['make', 'part1', '--file', join(dir, 'Raptor.toml'), ...SKIP, '--report-json', join(dir, 'r.json')], { cwd: '/' });
+    const cwd = join(work, 'elsewhere');
+    await mkdir(join(dir, 'rootfs/etc'), { recursive: true });
+    await mkdir(cwd, { recursive: true });
+    await writeFile(join(dir, 'rootfs/etc/hostname'), 'part1\n');
+    await writeFile(join(dir, 'Raptor.toml'), '[raptor.link]\nrbuild = "raptor-builders"\n\n[run.part1]\ntarget = "$rbuild.part-image"\ninput = "rootfs"\noutput = "part.img"\nenv.FREE_MB = "4"\n');
+    const r = await runCli(['make', 'part1', '-f', join(dir, 'Raptor.toml'), ...SKIP, '--report-json', join(dir, 'r.json')], { cwd });
     expect(r.exitCode).toBe(0);
-    expect(r.stderr).toMatch(/input "test" is read as the path .*seed-page\/test; Raptor would read it as the target .*test.rapt/);
-    expect(await sniffFile(join(dir, 'part.img'))).toBe('image');
+    expect(await sniffFile(join(cwd, 'part.img'))).toBe('image');
+    expect(existsSync(join(dir, 'part.img'))).toBe(false);
     expect((await readJson(join(dir, 'r.json'))).command).toBe('make part1'); // one run: the report path as given
+  });
+
+  it('exits 2 for an input that is both a folder and a Raptor target, naming both, and builds nothing', async () => {
+    const dir = join(work, 'ambiguous');
+    await mkdir(join(dir, 'test/etc'), { recursive: true });
+    await writeFile(join(dir, 'test.rapt'), 'FROM docker://debian:bookworm\n');
+    await writeFile(join(dir, 'Raptor.toml'), '[raptor.link]\nrbuild = "raptor-builders"\n\n[run.part1]\ntarget = "$rbuild.part-image"\ninput = "test"\noutput = "part.img"\n');
+    const r = await runCli(['make', ...SKIP], { cwd: dir });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`input "test" is ambiguous: it is the Raptor target ${join(dir, 'test.rapt')} and the path ${join(dir, 'test')}`);
+    expect(existsSync(join(dir, 'part.img'))).toBe(false);
   });
 
   it('builds the runs of a group', async () => {
     await writeFile(join(work, 'group.toml'), raptorToml('out-group'));
-    const r = await runCli(['make', 'images', '--file', 'group.toml', ...SKIP], { cwd: work });
+    const r = await runCli(['make', '%images', '--file', 'group.toml', ...SKIP], { cwd: work });
     expect(r.exitCode).toBe(0);
     expect(await sniffFile(join(work, 'out-group/part.img'))).toBe('image');
     expect(await sniffFile(join(work, 'out-group/part.qcow2'))).toBe('qcow2');
   });
 
-  it('lists the runs it would build with --list, building nothing', async () => {
+  it('plans with -n (and --list), building nothing', async () => {
     await writeFile(join(work, 'list.toml'), raptorToml('out-list'));
-    const r = await runCli(['make', '--list', '--file', 'list.toml'], { cwd: work });
-    expect(r.exitCode).toBe(0);
-    expect(r.stdout).toBe('part1: tree -> out-list/part.img (raw FREE_MB=8)\nq: base + app -> out-list/part.qcow2 (qcow2 SIZE_MB=24)');
-    expect(existsSync(join(work, 'out-list'))).toBe(false);
+    for (const flag of ['-n', '--list']) {
+      const r = await runCli(['make', flag, '--file', 'list.toml'], { cwd: work });
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout).toBe('left to raptor make: disk (builder $rbuild.disk-image): raptor make would run $rbuild.disk-image -I tree -O out-list/disk.img\n' +
+        'would build part1: tree -> out-list/part.img (raw FREE_MB=8)\nwould build q: base + app -> out-list/part.qcow2 (qcow2 SIZE_MB=24)');
+      expect(existsSync(join(work, 'out-list'))).toBe(false);
+    }
   });
 
-  it('exits 2 for a run of another builder, naming the builders it supports', async () => {
+  it("plans raptor-builders' tests/Raptor.toml verbatim with -n %all (exit 0): other builders left to raptor make, the part-image run's Raptor target with its command", async () => {
+    const fixture = fileURLToPath(new URL('./fixtures/raptor-builders-tests/', import.meta.url));
+    const dir = join(work, 'raptor-builders/tests');
+    await mkdir(dir, { recursive: true });
+    for (const f of ['Raptor.toml', 'test.rapt', 'disk.rapt']) await writeFile(join(dir, f), await readFile(join(fixture, f)));
+    const r = await runCli(['make', '-n', '%all'], { cwd: dir });
+    expect(r.stderr).toBe('');
+    expect(r.exitCode).toBe(0);
+    for (const [run, builder] of [['test-deblive', 'deblive'], ['test-disk-image', 'disk-image'], ['test-disk-image-qcow2', 'disk-image'],
+      ['test-live-disk-image', 'live-disk-image'], ['test-live-disk-image-qcow2', 'live-disk-image']]) {
+      expect(r.stdout).toContain(`left to raptor make: ${run} (builder $rbuild.${builder})`);
+    }
+    expect(r.stdout).toMatch(/needs Raptor: test-part-image: its input test is a Raptor target, which only Raptor can build/);
+    expect(r.stdout).toContain(`cd ${dir} && sudo raptor run -L pib `);
+    expect(r.stdout).toContain(` '$pib.part-image' -I test -O ${join(dir, 'output/part.img')}`);
+    expect(existsSync(join(dir, 'output'))).toBe(false);
+    // As raptor-builders' run-tests calls it: -qb. Building it needs Raptor: exit 2 with the same command.
+    const q = await runCli(['make', '-qb', '%all'], { cwd: dir });
+    expect(q.exitCode).toBe(2);
+    expect(q.stderr).toMatch(/run test-part-image: the input is a Raptor target; part-image cannot build it without Raptor/);
+    expect(q.stderr).toContain(` '$pib.part-image' -I test -O ${join(dir, 'output/part.img')}`);
+  });
+
+  it('exits 2 when no selected run is a part-image run, naming it as left to raptor make', async () => {
     const r = await runCli(['make', 'disk', ...SKIP], { cwd: work });
     expect(r.exitCode).toBe(2);
-    expect(r.stderr).toMatch(/run disk: target "\$rbuild.disk-image" is the disk-image builder, not part-image/);
-    expect(r.stderr).toMatch(/supported builders: part-image/);
+    expect(r.stderr).toMatch(/left to raptor make: disk \(builder \$rbuild.disk-image\)/);
+    expect(r.stderr).toMatch(/nothing for part-image to build/);
   });
 
-  it('exits 2 for an input that names a Raptor target, says how to export it, and builds no run at all', async () => {
+  it('plans every run even when one has an unknown OUTPUT_FORMAT, and exits 2 naming it', async () => {
+    await writeFile(join(work, 'fmt.toml'), raptorToml('out-fmt').replace('env.OUTPUT_FORMAT = "qcow2"', 'env.OUTPUT_FORMAT = "iso"'));
+    const r = await runCli(['make', '-n', '--file', 'fmt.toml'], { cwd: work });
+    expect(r.exitCode).toBe(2);
+    expect(r.stdout).toContain('would build part1: tree -> out-fmt/part.img');
+    expect(r.stdout).toMatch(/cannot plan q: run q: unknown env.OUTPUT_FORMAT "iso"\n {2}Use one of: raw, qcow2, qcow, qed, vdi, vhdx, vmdk, vpc/);
+  });
+
+  it('resolves $link in target and output through -L, skips an up-to-date run as raptor make does, and rebuilds it after a change or with -B', async () => {
+    const dir = join(work, 'links');
+    await mkdir(join(dir, 'root/etc'), { recursive: true });
+    await writeFile(join(dir, 'root/etc/os-release'), 'ID=x\n');
+    await writeFile(join(dir, 'Raptor.toml'), '[run.p]\ntarget = "$pi.part-image"\ninput = "root"\noutput = "$images/p.img"\nenv.FREE_MB = "4"\n');
+    const args = ['make', '-L', 'pi', '/nonexistent/builders', '-L', 'images', join(dir, 'img'), ...SKIP];
+    const first = await runCli(args, { cwd: dir });
+    expect(first.exitCode).toBe(0);
+    expect(await sniffFile(join(dir, 'img/p.img'))).toBe('image');
+    const again = await runCli(args, { cwd: dir });
+    expect(again.exitCode).toBe(0);
+    expect(again.stderr).toMatch(/make: up to date: p: img\/p.img is newer than its input, skipped as raptor make does \(-B builds it\)/);
+    expect(again.stderr).not.toMatch(/building run p/);
+    const forced = await runCli([...args, '-B'], { cwd: dir });
+    expect(forced.stderr).toMatch(/building run p \(1\/1\)/);
+    const later = new Date(Date.now() + 5000);
+    await writeFile(join(dir, 'root/etc/os-release'), 'ID=y\n');
+    await utimes(join(dir, 'root/etc/os-release'), later, later);
+    const changed = await runCli(args, { cwd: dir });
+    expect(changed.exitCode).toBe(0);
+    expect(changed.stderr).toMatch(/building run p \(1\/1\)/);
+  });
+
+  it('exits 2 for an input that names a Raptor target, prints the Raptor command, and builds no run at all', async () => {
     await writeFile(join(work, 'target.toml'), '[raptor.link]\nrbuild = "raptor-builders"\n\n' +
       '[run.good]\ntarget = "$rbuild.part-image"\ninput = "tree"\noutput = "out-target/good.img"\n\n' +
       '[run.part1]\ntarget = "$rbuild.part-image"\ninput = "test"\noutput = "out-target/part.img"\n');
     const r = await runCli(['make', '--file', 'target.toml', ...SKIP], { cwd: work });
     expect(r.exitCode).toBe(2);
-    expect(r.stderr).toMatch(/run part1: input "test" is the Raptor target test.rapt, not a path/);
-    expect(r.stderr).toMatch(/raptor run export-tar -I test -O test.tar/);
-    expect(r.stderr).toMatch(/docs\/layer-stack.md/);
+    expect(r.stderr).toMatch(/run part1: the input is a Raptor target; part-image cannot build it without Raptor/);
+    expect(r.stderr).toContain(`cd ${work} && sudo raptor run -L pib `);
     expect(existsSync(join(work, 'out-target'))).toBe(false);
   });
 
@@ -189,7 +261,7 @@ describe('part-image make', () => {
     expect(none.stderr).toMatch(/no Raptor.toml here/);
     const unknown = await runCli(['make', 'nope'], { cwd: work });
     expect(unknown.exitCode).toBe(2);
-    expect(unknown.stderr).toMatch(/no run or group named "nope"/);
-    expect(unknown.stderr).toMatch(/Runs: part1, q, disk; groups: images/);
+    expect(unknown.stderr).toMatch(/no run named "nope"/);
+    expect(unknown.stderr).toMatch(/Runs: disk, part1, q; groups: %images/);
   });
 });

@@ -1,17 +1,25 @@
 // Output formats: the raw image is verified first; a converted file is then
 // checked against that raw image with `qemu-img compare` before acceptance.
+// The list is every format `qemu-img convert -O` writes that Raptor's builder
+// can ask for: its generate-part.sh passes OUTPUT_FORMAT straight to
+// `qemu-img create -f` and `guestfish --format`.
 import type { Finding } from '../types.js';
-import { qemuImgCompare, qemuImgConvert } from '../tools/qemu-img.js';
+import { WRITABLE_FORMATS, qemuImgCompare, qemuImgConvert, type WritableFormat } from '../tools/qemu-img.js';
 import { UsageError } from '../errors.js';
+import { formatListHint } from '../tools/qemu-img.js';
 
-export const OUTPUT_FORMATS = ['raw', 'qcow2', 'vmdk'] as const;
-export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+export const OUTPUT_FORMATS = WRITABLE_FORMATS;
+export type OutputFormat = WritableFormat;
 
 export function parseFormat(value: string | undefined): OutputFormat {
   // Empty means raw, as in the seed builder's ${OUTPUT_FORMAT:-raw}.
   const v = (value || 'raw').toLowerCase();
   if ((OUTPUT_FORMATS as readonly string[]).includes(v)) return v as OutputFormat;
-  throw new UsageError(`unknown output format "${value}"`, `Use one of: ${OUTPUT_FORMATS.join(', ')} (--format or OUTPUT_FORMAT).`);
+  throw new UsageError(`unknown output format "${value}"`, formatHint());
+}
+
+export function formatHint(): string {
+  return formatListHint();
 }
 
 export async function convertImage(raw: string, out: string, format: Exclude<OutputFormat, 'raw'>): Promise<Finding[]> {

@@ -4,12 +4,14 @@ import { buildImage } from '../pipeline.js';
 import { ALL_STAGE_NAMES } from '../stages/index.js';
 import { parseFormat } from '../build/convert.js';
 import { UsageError } from '../errors.js';
-import { buildOntoFileMount, resolveBuildPaths } from '../raptor/container.js';
+import { resolveBuildPaths } from '../raptor/container.js';
+import { buildOntoFileMount } from './builder-container.js';
+import { parseRole, ROLE_ENV } from '../boot/role.js';
 
 export const buildCommand: Command = {
   name: 'build',
   summary: 'build an ext4 partition image from a root tree and verify it before accepting it',
-  usage: `part-image build --input PATH --output FILE [--format raw|qcow2|vmdk] [--label L]
+  usage: `part-image build --input PATH --output FILE [--format raw|qcow2|vmdk|vdi|vhdx|vpc|qed|qcow] [--label L]
                  [--size-mb N] [--free-mb N] [--used-mb N] [--seed UUID] [--target NAME]
                  [--golden FILE [--update-golden] [--golden-allow FILE]] [--check-reproducible]
                  [--skip STAGE,...] [--compare-mtime] [--report-json FILE] [--junit FILE]
@@ -28,9 +30,12 @@ export const buildCommand: Command = {
   matches nothing fails the stage as stale unless it is marked "optional" (host-dependent).
   The image is written beside FILE and renamed onto it only when every stage passes; a rejected
   image is kept as FILE.rejected and the exit code is 1.
+  Roles: --role root|portable|data (detected when absent: no os-release, no init and no unit file
+  is a data partition, for which the boot stages do not apply; a portable service needs no init).
   Builder-container mode: inside a Raptor builder container (mounts /input and /output/disk.img),
   --input and --output default to those mounts; PART_IMAGE_BUILDER_ROOT=DIR uses DIR/input and
-  DIR/output/disk.img instead (docs/raptor.md).
+  DIR/output/disk.img instead; PART_IMAGE_ROLE names the role and PART_IMAGE_REJECTED_DIR a folder
+  for rejected images and their reports (docs/raptor.md).
 
 Examples:
   part-image build --input rootfs.tar --output root.img
@@ -55,6 +60,9 @@ Examples:
     if (seed !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(seed)) {
       throw new UsageError(`--seed must be a UUID, got "${seed}"`, 'Generate one with `uuidgen` and keep it with your build recipe.');
     }
+    const verify = verifyOptions(v, ALL_STAGE_NAMES);
+    // In the builder container the run's env (env.PART_IMAGE_ROLE in Raptor.toml) names the role.
+    if (paths.mounts && verify.role === undefined) verify.role = parseRole(process.env[ROLE_ENV], ROLE_ENV);
     const { report, exitCode } = await (paths.mounts ? buildOntoFileMount : buildImage)({
       input: paths.input,
       output: paths.output,
@@ -65,7 +73,7 @@ Examples:
       usedMb: v['used-mb'] as string | undefined,
       seed,
       target: v.target as string | undefined,
-      verify: verifyOptions(v, ALL_STAGE_NAMES),
+      verify,
       env: process.env,
     });
     await emitReport(report, v);

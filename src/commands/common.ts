@@ -10,6 +10,7 @@ import { writeJsonReport } from '../report/json.js';
 import { writeJunitReport } from '../report/junit.js';
 import { formatTextReport } from '../report/text.js';
 import { log } from '../log.js';
+import { parseRole } from '../boot/role.js';
 
 export type Options = NonNullable<ParseArgsConfig['options']>;
 export type Values = Record<string, string | boolean | string[] | undefined>;
@@ -32,6 +33,7 @@ export const VERIFY_OPTIONS: Options = {
   'allow-failed-unit': { type: 'string', multiple: true },
   'nspawn-command': { type: 'string' },
   portable: { type: 'boolean' },
+  role: { type: 'string' },
   target: { type: 'string' },
 };
 
@@ -42,6 +44,8 @@ export interface Command {
   options: Options;
   /** Number of positional arguments: [min, max]. */
   positionals: [number, number];
+  /** Turns argv the option parser cannot read (make's `-L NAME PATH`, two values) into options it can. */
+  rewriteArgv?(argv: string[]): string[];
   run(values: Values, positionals: string[]): Promise<number>;
 }
 
@@ -80,7 +84,7 @@ export function parse(cmd: Command, argv: string[]): { values: Values; positiona
   let parsed;
   const options = { ...GLOBAL_OPTIONS, ...cmd.options };
   try {
-    parsed = parseArgs({ args: joinDashValues(argv, options), options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: joinDashValues(cmd.rewriteArgv ? cmd.rewriteArgv(argv) : argv, options), options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError(`${cmd.name}: ${(err as Error).message}`, `Run \`part-image ${cmd.name} --help\` for the usage.`);
   }
@@ -131,6 +135,7 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
     allowFailedUnits: (v['allow-failed-unit'] as string[] | undefined) ?? [],
     nspawnCommand: typeof v['nspawn-command'] === 'string' ? splitCommand(v['nspawn-command']) : undefined,
     portable: Boolean(v.portable),
+    role: parseRole(v.role as string | undefined),
   };
 }
 

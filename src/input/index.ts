@@ -37,7 +37,8 @@ export async function readInput(path: string, scope: Scope, opts: ReadInputOptio
   const maxBytes = opts.sizeMb === undefined ? undefined : opts.sizeMb * MiB;
   let tree: InputTree;
   if (st.isDirectory()) {
-    if (await stat(`${path}/raptor.json`).then(() => true, () => false)) {
+    const { looksLikeLayerStack } = await import('../raptor/mounts-info.js');
+    if (await looksLikeLayerStack(path)) {
       const { readLayerTree } = await import('./layers.js');
       tree = await readLayerTree(path, scope, { ...opts, maxBytes });
     } else {

@@ -1,19 +1,16 @@
-// Reads a Raptor layer stack: the merged view of a target's layers, as
-// overlayfs would show it, without mounting anything.
+// Reads a Raptor `--layers` mount: the merged view of one target's layers,
+// as overlayfs would show it, without mounting anything.
 //
-// A layer stack is a folder holding `raptor.json` and one folder per layer.
-// raptor.json names the layers of each target, bottom layer first, as folder
-// names relative to the stack folder (docs/layer-stack.md):
+// Raptor's runner (src/runner/runner.rs, MountType::Layers) binds every layer
+// of every input target at DEST/NAME-HASH16 and writes DEST/raptor.json:
 //
-//   {"targets": {"rootfs": {"layers": ["base", "app"]},
-//                "debug":  {"layers": ["base", "app", "tools"]}}}
+//   {"targets": ["file-lister", "file-lister-output"],
+//    "layers": {"file-lister":        ["index.docker.io-...-675DE2C3A4D8CD82", "file-lister-16689594BA5D2989"],
+//               "file-lister-output": ["index.docker.io-...-675DE2C3A4D8CD82", "file-lister-output-2CFDE4FEBD507157"]}}
 //
-// or, for a stack with a single target, simply:
-//
-//   {"layers": ["base", "app"]}
-//
-// With several targets, --target picks one; without it the read fails and
-// lists the names. The layers are merged bottom to top:
+// Layers are listed bottom first and may be shared between targets. With one
+// target it is the default; with several, --target picks one (else exit 2,
+// listing them). The layers are merged bottom to top:
 // - a path in an upper layer replaces the same path below; two directories
 //   merge (the upper one's owner, mode and xattrs win, the children of both stay);
 // - a character device 0/0 is a whiteout: the path and everything under it
@@ -26,8 +23,12 @@
 // - whiteouts, OCI markers and every trusted.overlay.* / user.overlay.* xattr
 //   (overlayfs hides them in a merged view) never appear in the result.
 // Hardlinks count only inside one layer: a group is keyed by layer + inode.
-import { readFile, stat } from 'node:fs/promises';
-import { isAbsolute, join } from 'node:path';
+//
+// raptor.json itself is read in raptor/mounts-info.ts; a folder is read as
+// such a mount only when it holds nothing but raptor.json and layer folders
+// that raptor.json names (looksLikeLayerStack there).
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { ContentMap, InputTree, ManifestEntry } from '../types.js';
 import type { Scope } from '../cleanup.js';
 import { InputError } from '../errors.js';
@@ -36,6 +37,7 @@ import { duMegabytes, scanDir, type ScannedEntry } from '../walk/dir.js';
 import { hashFiles } from '../walk/hash.js';
 import { checkTreeLimits } from './limits.js';
 import { checkApparentSize } from '../manifest/apparent-size.js';
+import { FORMAT_HINT, readRaptorJson } from '../raptor/mounts-info.js';
 
 export interface ReadLayersOptions {
   /** The target to read when raptor.json lists several (--target). */
@@ -46,87 +48,6 @@ export interface ReadLayersOptions {
   maxBytes?: number;
   /** Check the merged tree against ext4's limits (default true). */
   limits?: boolean;
-}
-
-export interface LayerSelection {
-  /** The chosen target; undefined for the simple {"layers": [...]} form. */
-  target?: string;
-  /** Layer folder names relative to the stack folder, bottom first. */
-  layers: string[];
-}
-
-const FORMAT_HINT =
-  'raptor.json is {"targets": {"NAME": {"layers": ["base", "app"]}}} or {"layers": ["base", "app"]}: ' +
-  'layer folders relative to the stack folder, bottom first (see docs/layer-stack.md).';
-
-function checkLayerList(value: unknown, where: string): string[] {
-  if (!Array.isArray(value) || value.length === 0) {
-    throw new InputError(`${where}: "layers" must be a non-empty list of folder names`, FORMAT_HINT);
-  }
-  for (const name of value) {
-    if (typeof name !== 'string' || name === '' || isAbsolute(name) || name.split('/').includes('..')) {
-      throw new InputError(
-        `${where}: bad layer ${JSON.stringify(name)}: layers are folder names inside the stack folder`,
-        FORMAT_HINT,
-      );
-    }
-  }
-  return value as string[];
-}
-
-/** Pick the layer list out of a parsed raptor.json. Pure. */
-export function selectLayers(config: unknown, target?: string, file = 'raptor.json'): LayerSelection {
-  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
-    throw new InputError(`${file}: expected a JSON object`, FORMAT_HINT);
-  }
-  const c = config as Record<string, unknown>;
-  if (c.targets !== undefined && c.layers !== undefined) {
-    throw new InputError(`${file}: has both "targets" and "layers"; keep one`, FORMAT_HINT);
-  }
-  if (c.layers !== undefined) {
-    if (target !== undefined) {
-      throw new InputError(`${file} lists no targets, so --target ${target} cannot be chosen`, 'Drop --target.');
-    }
-    return { layers: checkLayerList(c.layers, file) };
-  }
-  const targets = c.targets;
-  if (typeof targets !== 'object' || targets === null || Array.isArray(targets)) {
-    throw new InputError(`${file}: neither "targets" nor "layers" is given`, FORMAT_HINT);
-  }
-  const names = Object.keys(targets).sort();
-  if (names.length === 0) throw new InputError(`${file}: "targets" is empty`, FORMAT_HINT);
-  let chosen: string;
-  if (target !== undefined) {
-    if (!Object.hasOwn(targets, target)) {
-      throw new InputError(`${file} has no target ${JSON.stringify(target)}; its targets: ${names.join(', ')}`, `Pick one with --target: ${names.join(', ')}.`);
-    }
-    chosen = target;
-  } else if (names.length === 1) {
-    chosen = names[0];
-  } else {
-    throw new InputError(`${file} lists several targets: ${names.join(', ')}`, `Pick one with --target, e.g. --target ${names[0]}.`);
-  }
-  const t = (targets as Record<string, unknown>)[chosen];
-  if (typeof t !== 'object' || t === null) throw new InputError(`${file}: target ${chosen} must be an object with "layers"`, FORMAT_HINT);
-  return { target: chosen, layers: checkLayerList((t as Record<string, unknown>).layers, `${file}: target ${chosen}`) };
-}
-
-/** Read and parse `<stack>/raptor.json` and pick the layers. */
-export async function readRaptorJson(stack: string, target?: string): Promise<LayerSelection> {
-  const file = join(stack, 'raptor.json');
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    throw new InputError(`cannot read ${file}: ${(err as Error).message}`, FORMAT_HINT, err);
-  }
-  let config: unknown;
-  try {
-    config = JSON.parse(text);
-  } catch (err) {
-    throw new InputError(`${file} is not valid JSON: ${(err as Error).message}`, FORMAT_HINT, err);
-  }
-  return selectLayers(config, target, file);
 }
 
 const OPAQUE_NAMES = ['trusted.overlay.opaque', 'user.overlay.opaque'];
@@ -233,8 +154,7 @@ export async function readLayerTree(path: string, _scope: Scope, opts: ReadLayer
     const dir = join(path, name);
     const st = await stat(dir).catch(() => undefined);
     if (!st?.isDirectory()) {
-      const what = selection.target ? `target ${selection.target}` : 'raptor.json';
-      throw new InputError(`layer ${name} of ${what} is not a folder: ${dir}`, FORMAT_HINT);
+      throw new InputError(`layer ${name} of target ${selection.target} is not a folder: ${dir}`, FORMAT_HINT);
     }
     scans.push((await scanDir(dir)).entries);
   }

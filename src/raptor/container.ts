@@ -1,4 +1,6 @@
-// Builder-container mode: part-image run as the Raptor builder itself. The
+// Builder-container mode: part-image run as the Raptor builder itself: the
+// container's mounts and the in-place copy onto the output file mount (the
+// build itself is orchestrated in commands/builder-container.ts). The
 // seed builder's container has two mounts, `input` (the target's merged
 // overlay) at /input and `output` (a file) at /output/disk.img; inside such a
 // container `part-image build` with neither --input nor --output uses them.
@@ -11,14 +13,15 @@
 // copy checks first that the image fits (the old content stays when it does
 // not), and truncates the output to 0 bytes when it does not finish (an error,
 // SIGINT/SIGTERM): a partial image never stays at the output path.
-import { open, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { isShuttingDown, withScope, type Scope } from '../cleanup.js';
+import { open, stat, statfs, truncate } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { isShuttingDown, type Scope } from '../cleanup.js';
 import { EnvironmentError, UsageError } from '../errors.js';
-import { buildImage, type BuildRequest, type PipelineResult } from '../pipeline.js';
 import { log } from '../log.js';
 
 export const BUILDER_ROOT_ENV = 'PART_IMAGE_BUILDER_ROOT';
+/** A folder for rejected images and their reports: the container's root is thrown away with it. */
+export const REJECTED_DIR_ENV = 'PART_IMAGE_REJECTED_DIR';
 
 export interface BuilderMounts {
   /** The input mount: a directory. */
@@ -194,35 +197,4 @@ export async function copyAcceptedImage(scope: Scope, src: string, dest: string)
       err,
     );
   }
-}
-
-async function moveOut(from: string, to: string): Promise<void> {
-  try {
-    await rename(from, to);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EXDEV' && (err as NodeJS.ErrnoException).code !== 'EBUSY') throw err;
-    await copyInPlace(from, to);
-    await rm(from, { force: true });
-  }
-}
-
-/** buildImage onto a bind-mounted output file: staged beside it (or in $TMPDIR), copied in once accepted. */
-export async function buildOntoFileMount(req: BuildRequest): Promise<PipelineResult> {
-  const output = resolve(req.output);
-  return withScope(async (scope) => {
-    const dir = await scope.tempDir('.part-image-stage-', dirname(output)).catch(() => scope.tempDir('part-image-stage-'));
-    // Same base name: the portable stage takes the unit prefix from it.
-    const staged = join(dir, basename(output));
-    const result = await buildImage({ ...req, output: staged });
-    const { report } = result;
-    report.output = output;
-    if (report.accepted && result.exitCode === 0) {
-      await log.step('copy', () => copyAcceptedImage(scope, staged, output));
-      report.image = output;
-    } else if (report.image === `${staged}.rejected`) {
-      await moveOut(report.image, `${output}.rejected`);
-      report.image = `${output}.rejected`;
-    }
-    return result;
-  });
 }

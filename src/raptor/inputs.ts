@@ -1,95 +1,117 @@
-// A run's `input` on disk. In Raptor, input names build targets (test ->
-// test.rapt) that the builder sees as one merged overlay. part-image reads
-// paths instead: one directory, tar or layer stack; or several directories,
-// merged in order as the layers of an ad-hoc layer stack (the first at the
-// bottom, as overlayfs lowerdirs are listed in Raptor's overlay). An input
-// that names a Raptor target is explained: how to export it.
+// A part-image run's `input` on disk. In Raptor every input is a module name:
+// the target NAME.rapt, built and mounted at /input (make/maker.rs loads each
+// input with ModuleName::from). part-image also reads paths (a directory, a
+// tar, a layers mount) so that it can build without Raptor. So each input is
+// either a path or a Raptor target, never both: a name that is both (./test
+// and test.rapt) is ambiguous and refused (exit 2, naming both), and one that
+// is a target can only be built by Raptor: the message gives the command.
 import { stat, symlink, writeFile } from 'node:fs/promises';
-import { basename, join, relative } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Scope } from '../cleanup.js';
-import { InputError } from '../errors.js';
+import { InputError, UsageError } from '../errors.js';
 import type { RaptorConfig } from './toml.js';
 import type { RunPlan } from './plan.js';
-import { log } from '../log.js';
+import { parseModuleName, programPath, resolveLogicalPath } from './module-name.js';
 
 const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
 
-/** Where Raptor would look for the target a module name like "test", "os.base" or "$rbuild.base" names. */
-export function raptorModuleCandidates(spec: string, config: RaptorConfig): string[] {
-  const m = /^\$([^.]*)\.(.+)$/.exec(spec);
-  let root = config.dir;
-  let name = spec;
-  if (m) {
-    if (m[1] !== '') {
-      if (!Object.hasOwn(config.links, m[1])) return [];
-      root = join(config.dir, config.links[m[1]]);
-    }
-    name = m[2];
+export type InputKind =
+  | { kind: 'path'; spec: string; path: string }
+  | { kind: 'target'; spec: string; rapt: string };
+
+/** Is `spec` a path, a Raptor target, or (exit 2) both or neither? */
+export async function classifyInput(run: string, spec: string, config: RaptorConfig, links: Record<string, string>): Promise<InputKind> {
+  const name = parseModuleName(spec);
+  const rapt = programPath(name, config.dir, links);
+  if (name.root.kind === 'package' && rapt === undefined && !spec.includes('/')) {
+    throw new UsageError(`run ${run}: input "${spec}" names the link $${name.root.name}, which neither [raptor.link] nor -L defines`,
+      `Add it to [raptor.link] (${name.root.name} = "path"), or give -L ${name.root.name} PATH.`);
   }
-  name = name.replace(/@.*$/, '@'); // instanced names live in NAME@.rapt
-  if (!/^[A-Za-z0-9_@.-]+$/.test(name)) return [];
-  return [join(root, `${name.split('.').join('/')}.rapt`), join(root, `${name}.rapt`)];
+  const logical = spec.split('/').some((c) => c.startsWith('$') && !Object.hasOwn(links, c.slice(1))) ? undefined : resolveLogicalPath(spec, links, `run ${run} input`);
+  const path = logical === undefined ? undefined : isAbsolute(logical) ? logical : resolve(config.dir, logical);
+  const [isTarget, isPath] = await Promise.all([rapt ? exists(rapt) : false, path ? exists(path) : false]);
+  if (isTarget && isPath) {
+    throw new UsageError(`run ${run}: input "${spec}" is ambiguous: it is the Raptor target ${rapt} and the path ${path}`,
+      'Raptor builds the target; part-image would read the path. Rename one of them, or write the path with a slash ("./NAME") ' +
+      'if you mean the folder and have no use for the .rapt here.');
+  }
+  if (isTarget) return { kind: 'target', spec, rapt: rapt! };
+  if (isPath) return { kind: 'path', spec, path: path! };
+  throw new InputError(`run ${run}: input "${spec}" is neither a Raptor target (${rapt ?? 'no .rapt'} does not exist) nor a path (${path ?? spec} does not exist)`,
+    'A bare name is a Raptor target NAME.rapt beside the Raptor.toml; part-image also reads a directory, a tar or a layers mount there.');
 }
 
-export function exportHint(spec: string): string {
-  const target = spec.replace(/^\$\.?/, '');
-  const dir = basename(target.replace(/\./g, '-'));
-  return [
-    'part-image reads a directory, a tar archive or a layer stack, not a Raptor target. Either export the target and point input at it:',
-    `  - a tar (keeps owners and xattrs): \`sudo raptor run export-tar -I ${spec} -O ${dir}.tar\` (it builds the target first),`,
-    `    with export-tar.rapt from docs/raptor.md, and input = "${dir}.tar";`,
-    `  - a directory: unpack that tar as root (\`tar -xpf ${dir}.tar --xattrs --xattrs-include='*' --numeric-owner -C ${dir}.root\`), input = "${dir}.root";`,
-    '  - a layer stack: the layer folders plus a raptor.json listing them, bottom first (docs/layer-stack.md);',
-    'or use part-image as the Raptor builder itself (docs/raptor.md, builder-container mode): Raptor then mounts the target at /input.',
-  ].join('\n');
+/** The folder of part-image's own Raptor builder (builder/part-image.rapt in the package). */
+export function builderDir(): string {
+  return fileURLToPath(new URL('../../builder/', import.meta.url)).replace(/\/$/, '');
 }
 
-/** The error for an input path that does not exist: a Raptor target, or nothing at all. */
-export async function missingInputError(plan: RunPlan, spec: string, abs: string, config: RaptorConfig): Promise<InputError> {
-  for (const rapt of raptorModuleCandidates(spec, config)) {
-    if (await exists(rapt)) {
-      return new InputError(`run ${plan.name}: input "${spec}" is the Raptor target ${relative(config.dir, rapt)}, not a path (${abs} does not exist)`, exportHint(spec));
+/** Quotes a word for a POSIX shell, only when it needs it. */
+export function shellQuote(s: string): string {
+  return /^[A-Za-z0-9_/.,:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * The command that builds this run with Raptor and part-image as its builder:
+ * `raptor run` of builder/part-image.rapt with the run's input, output and env,
+ * from the Raptor.toml's folder (where Raptor resolves module names), with -L
+ * for every link the input needs. A missing builder package is made first.
+ */
+export async function raptorCommand(plan: RunPlan, config: RaptorConfig, links: Record<string, string>): Promise<string> {
+  const dir = builderDir();
+  let link = 'pib';
+  for (let i = 2; Object.hasOwn(links, link); i++) link = `pib${i}`;
+  const words = ['sudo', 'raptor', 'run', '-L', link, dir];
+  const used = new Set<string>();
+  for (const spec of plan.inputSpecs) {
+    const m = parseModuleName(spec);
+    if (m.root.kind === 'package' && !used.has(m.root.name)) {
+      used.add(m.root.name);
+      words.push('-L', m.root.name, links[m.root.name]);
     }
   }
-  return new InputError(`run ${plan.name}: input "${spec}" is neither a path (${abs} does not exist) nor a Raptor target beside ${config.file}`,
-    `Relative inputs resolve against the folder of the Raptor.toml.\n${exportHint(spec)}`);
+  words.push(`$${link}.part-image`);
+  for (const spec of plan.inputSpecs) words.push('-I', spec);
+  words.push('-O', plan.output);
+  for (const [k, v] of Object.entries(plan.env)) words.push('-e', `${k}=${v}`);
+  const run = `cd ${shellQuote(config.dir)} && ${words.map(shellQuote).join(' ')}`;
+  if (await exists(join(dir, 'part-image.tgz'))) return run;
+  const root = dirname(dir);
+  const pack = `(cd ${shellQuote(root)} && npm pack --ignore-scripts --pack-destination ${shellQuote(dir)} && mv ${shellQuote(dir)}/part-image-*.tgz ${shellQuote(join(dir, 'part-image.tgz'))})`;
+  return `${pack} && ${run}`;
 }
 
 const STACK_HINT =
-  'To merge several trees, make them the layers of one layer stack: a folder holding the layer folders and a raptor.json ' +
-  '{"layers": ["base", "app"]} (bottom first, docs/layer-stack.md), and give input = that folder.';
+  'To merge several trees, make them the layers of one layers mount: a folder holding the layer folders and a raptor.json ' +
+  '{"targets": ["root"], "layers": {"root": ["base", "app"]}} (bottom first, docs/layer-stack.md), and give input = that folder.';
 
 /**
  * The path buildImage reads for this run. Several inputs must each be a plain
- * directory; they become a temporary layer stack (symlinks + raptor.json) in `scope`.
+ * directory; they become a temporary layers mount (symlinks + raptor.json) in
+ * `scope`, the first at the bottom. (Raptor's own part-image builder takes one
+ * input only: its --overlay mount refuses more.)
  */
-export async function resolveRunInput(plan: RunPlan, config: RaptorConfig, scope: Scope): Promise<string> {
-  const kinds: ('dir' | 'stack' | 'file')[] = [];
-  for (const [i, abs] of plan.inputs.entries()) {
-    const st = await stat(abs).catch(() => undefined);
-    if (!st) throw await missingInputError(plan, plan.inputSpecs[i], abs, config);
-    if (!st.isDirectory() && !st.isFile()) throw new InputError(`run ${plan.name}: input ${abs} is neither a directory nor a file`);
-    kinds.push(st.isFile() ? 'file' : (await exists(join(abs, 'raptor.json'))) ? 'stack' : 'dir');
-    // Raptor reads a bare name as a target even when a folder of that name exists: say which one we took.
-    if (!plan.inputSpecs[i].includes('/')) {
-      for (const rapt of raptorModuleCandidates(plan.inputSpecs[i], config)) {
-        if (await exists(rapt)) {
-          log.warn(`run ${plan.name}: input "${plan.inputSpecs[i]}" is read as the path ${abs}; Raptor would read it as the target ${rapt}`);
-          break;
-        }
-      }
+export async function resolveRunInput(plan: RunPlan, inputs: InputKind[], scope: Scope): Promise<string> {
+  const paths = inputs.map((i) => {
+    if (i.kind !== 'path') throw new Error(`resolveRunInput: ${i.spec} is a Raptor target`);
+    return i.path;
+  });
+  if (paths.length === 1) return paths[0];
+  for (const [i, p] of paths.entries()) {
+    const st = await stat(p);
+    const stack = st.isDirectory() && (await exists(join(p, 'raptor.json')));
+    if (!st.isDirectory() || stack) {
+      const what = stack ? 'a layer stack' : 'a file (tar archive)';
+      throw new InputError(`run ${plan.name}: input lists ${paths.length} entries and "${plan.inputSpecs[i]}" is ${what}; ` +
+        'several inputs are merged only when each is a plain directory', STACK_HINT);
     }
   }
-  if (plan.inputs.length === 1) return plan.inputs[0];
-  const odd = kinds.findIndex((k) => k !== 'dir');
-  if (odd >= 0) {
-    const what = kinds[odd] === 'file' ? 'a file (tar archive)' : 'a layer stack';
-    throw new InputError(`run ${plan.name}: input lists ${plan.inputs.length} entries and "${plan.inputSpecs[odd]}" is ${what}; ` +
-      'several inputs are merged only when each is a plain directory', STACK_HINT);
-  }
   const stack = await scope.tempDir('part-image-make-layers-');
-  const layers = plan.inputs.map((abs, i) => `${String(i).padStart(2, '0')}-${basename(abs) || 'root'}`);
-  for (const [i, abs] of plan.inputs.entries()) await symlink(abs, join(stack, layers[i]));
-  await writeFile(join(stack, 'raptor.json'), `${JSON.stringify({ layers })}\n`);
+  const layers = paths.map((abs, i) => `${String(i).padStart(2, '0')}-${basename(abs) || 'root'}`);
+  for (const [i, abs] of paths.entries()) await symlink(abs, join(stack, layers[i]));
+  await writeFile(join(stack, 'raptor.json'), `${JSON.stringify({ targets: [plan.name], layers: { [plan.name]: layers } })}\n`);
   return stack;
 }
+
+export const rel = (from: string, p: string): string => relative(from, p) || '.';

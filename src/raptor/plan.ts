@@ -1,101 +1,72 @@
-// Which [run.X] entries `part-image make` builds, and with what: the builder
-// of each run, group expansion, and the run's input/output/env checked and
-// resolved before anything is built (so a bad entry aborts with exit 2
-// before the first image is made).
+// Which [run.X] entries a make selects, and how part-image would build each:
+// the selection as Raptor's planner makes it (src/bin/raptor.rs, make/planner.rs:
+// "NAME" is a run, "%NAME" a group, no names every run), the builder of each
+// run, and the run's output/env checked and resolved (no file system access
+// here; inputs.ts looks at the disk). A run of another builder is not an
+// error: it is left to `raptor make`, by name.
 import { isAbsolute, resolve } from 'node:path';
 import { InputError, UsageError } from '../errors.js';
-import { OUTPUT_FORMATS, parseFormat, type OutputFormat } from '../build/convert.js';
+import { WRITABLE_FORMATS as OUTPUT_FORMATS, formatListHint as formatHint, type WritableFormat as OutputFormat } from '../tools/qemu-img.js';
 import type { RaptorConfig, RaptorRun } from './toml.js';
+import { parseModuleName, resolveLogicalPath } from './module-name.js';
 
-/** Builders part-image can stand in for: `$LINK.<builder>`. */
-export const SUPPORTED_BUILDERS = ['part-image'] as const;
+/** The builder part-image stands in for: a module named part-image ($rbuild.part-image in raptor-builders). */
+export const PART_IMAGE_BUILDER = 'part-image';
 
-/** The builder's env vars that `make` honours; the rest of a run's env does not concern part-image. */
+/** The builder's env vars, as raptor-builders' generate-part.sh and diskspace.zsh read them. */
 export const BUILDER_ENV = ['OUTPUT_FORMAT', 'FREE_MB', 'USED_MB', 'SIZE_MB'] as const;
 
-export interface TargetRef {
-  /** The [raptor.link] key, without the "$". */
-  link?: string;
-  /** The module path after the link: "part-image", "disk-image", ... */
-  builder: string;
+/** True when the run's target is a module named part-image ("$rbuild.part-image", "$.x.part-image", "part-image"). */
+export function isPartImageRun(run: RaptorRun): boolean {
+  const m = parseModuleName(run.target);
+  return m.parts.at(-1) === PART_IMAGE_BUILDER && m.instance === undefined;
 }
 
-/** "$rbuild.part-image" -> {link: "rbuild", builder: "part-image"}; "foo.bar" -> {builder: "foo.bar"}. Pure. */
-export function parseTarget(target: string): TargetRef {
-  const m = /^\$([^.]*)\.(.+)$/.exec(target);
-  if (m) return { link: m[1] === '' ? undefined : m[1], builder: m[2] };
-  return { builder: target };
+export interface Selection {
+  /** The runs, in the order named (a group's in its sorted order), without duplicates. */
+  runs: RaptorRun[];
+  /** [group.X] build entries: layers only Raptor builds. */
+  builds: { group: string; target: string }[];
 }
 
-/** True when the run's target is `$LINK.part-image` with LINK a key of [raptor.link]. */
-export function isPartImageRun(run: RaptorRun, config: RaptorConfig): boolean {
-  const t = parseTarget(run.target);
-  return t.link !== undefined && Object.hasOwn(config.links, t.link) && (SUPPORTED_BUILDERS as readonly string[]).includes(t.builder);
+function runNamesHint(config: RaptorConfig): string {
+  const groups = [...config.groups.keys()].map((g) => `%${g}`);
+  return `Runs: ${[...config.runs.keys()].join(', ') || 'none'}; groups: ${groups.join(', ') || 'none'}.`;
 }
 
-function linkHint(config: RaptorConfig): string {
-  const links = Object.keys(config.links);
-  const example = links[0] ?? 'rbuild';
-  return `part-image make builds runs whose target is "$LINK.part-image", LINK being a key of [raptor.link]` +
-    `${links.length ? ` (here: ${links.join(', ')})` : ` (add e.g. [raptor.link] ${example} = "raptor-builders")`}; ` +
-    `supported builders: ${SUPPORTED_BUILDERS.join(', ')}. Build the other runs with \`raptor make\`.`;
-}
-
-/** Throws (exit 2) when part-image cannot build this run, naming the builder it uses. */
-export function checkBuilder(run: RaptorRun, config: RaptorConfig): void {
-  if (isPartImageRun(run, config)) return;
-  const t = parseTarget(run.target);
-  if (t.link !== undefined && !Object.hasOwn(config.links, t.link)) {
-    throw new UsageError(`run ${run.name}: target "${run.target}" names the link $${t.link}, which [raptor.link] does not define`, linkHint(config));
-  }
-  if (t.link === undefined) {
-    throw new UsageError(`run ${run.name}: target "${run.target}" is a module of this Raptor package, not a builder reached through [raptor.link]`, linkHint(config));
-  }
-  throw new UsageError(`run ${run.name}: target "${run.target}" is the ${t.builder} builder, not part-image`, linkHint(config));
-}
-
-/**
- * The runs to build, in order, without duplicates. Names are runs or groups
- * (groups may name groups). No names: every part-image run of the file.
- */
-export function selectRuns(config: RaptorConfig, names: readonly string[]): { runs: RaptorRun[]; ignored: RaptorRun[] } {
-  if (names.length === 0) {
-    const all = [...config.runs.values()];
-    // A part-image run through an undefined link is an error, not another builder.
-    const runs = all.filter((r) => (SUPPORTED_BUILDERS as readonly string[]).includes(parseTarget(r.target).builder));
-    for (const run of runs) checkBuilder(run, config);
-    if (runs.length === 0) {
-      throw new UsageError(`${config.file} has no [run.X] entry with target "$LINK.part-image"`, linkHint(config));
-    }
-    return { runs, ignored: all.filter((r) => !runs.includes(r)) };
-  }
-  const out: RaptorRun[] = [];
-  const expand = (name: string, via: string[]): void => {
+/** Raptor's selection: no names is every run (sorted by name); "%G" is group G; anything else a run. */
+export function selectRuns(config: RaptorConfig, names: readonly string[]): Selection {
+  if (names.length === 0) return { runs: [...config.runs.values()], builds: [] };
+  const runs: RaptorRun[] = [];
+  const builds: Selection['builds'] = [];
+  const addRun = (name: string, via?: string) => {
     const run = config.runs.get(name);
-    if (run) {
-      if (!out.includes(run)) out.push(run);
-      return;
+    if (!run) {
+      const from = via ? ` (listed in [group.${via}] run)` : '';
+      const hint = !via && config.groups.has(name) ? `${name} is a group: name it %${name}, as raptor make does. ` : '';
+      throw new UsageError(`no run named "${name}" in ${config.file}${from}`, `${hint}${runNamesHint(config)}`);
     }
-    const group = config.groups.get(name);
-    if (!group) {
-      const from = via.length ? ` (listed in group ${via.at(-1)})` : '';
-      throw new UsageError(`no run or group named "${name}" in ${config.file}${from}`,
-        `Runs: ${[...config.runs.keys()].join(', ') || 'none'}; groups: ${[...config.groups.keys()].join(', ') || 'none'}.`);
-    }
-    if (via.includes(name)) throw new InputError(`${config.file}: group ${name} includes itself (${[...via, name].join(' -> ')})`);
-    for (const n of group.run) expand(n, [...via, name]);
+    if (!runs.includes(run)) runs.push(run);
   };
-  for (const n of names) expand(n, []);
-  for (const run of out) checkBuilder(run, config);
-  return { runs: out, ignored: [] };
+  for (const n of names) {
+    if (!n.startsWith('%')) {
+      addRun(n);
+      continue;
+    }
+    const group = config.groups.get(n.slice(1));
+    if (!group) throw new UsageError(`no group named "${n.slice(1)}" in ${config.file}`, runNamesHint(config));
+    for (const r of group.run) addRun(r, group.name);
+    for (const b of group.build) builds.push({ group: group.name, target: b });
+  }
+  return { runs, builds };
 }
 
 export interface RunPlan {
   name: string;
-  /** Absolute paths, as written in `input` and resolved against the Raptor.toml's folder. */
-  inputs: string[];
-  /** `input` as written, for messages. */
+  run: RaptorRun;
+  /** `input` as written. */
   inputSpecs: string[];
+  /** The image file: `output` with $links resolved, relative to the folder make runs in (as Raptor's file mount). */
   output: string;
   format: OutputFormat;
   /** OUTPUT_FORMAT / FREE_MB / USED_MB / SIZE_MB of the run's env, when set. */
@@ -111,12 +82,10 @@ function checkMb(run: string, name: string, value: string | undefined): void {
   }
 }
 
-/** Checks and resolves one run (no file system access). */
-export function planRun(run: RaptorRun, config: RaptorConfig): RunPlan {
-  checkBuilder(run, config);
-  const at = (p: string): string => (isAbsolute(p) ? p : resolve(config.dir, p));
+/** Checks and resolves one part-image run (no file system access). `cwd` anchors relative outputs, as in Raptor. */
+export function planRun(run: RaptorRun, links: Record<string, string>, cwd: string): RunPlan {
   if (run.inputs.length === 0) {
-    throw new InputError(`run ${run.name} has no input`, 'Give it input = "PATH": a directory, a tar archive or a layer stack, relative to the Raptor.toml.');
+    throw new InputError(`run ${run.name} has no input`, 'Give it input = "TARGET" (a Raptor target), or a directory, tar or layer stack beside the Raptor.toml.');
   }
   if (run.outputs.length !== 1) {
     throw new InputError(`run ${run.name} needs exactly one output, got ${run.outputs.length}`,
@@ -125,11 +94,18 @@ export function planRun(run: RaptorRun, config: RaptorConfig): RunPlan {
   const builderEnv: RunPlan['builderEnv'] = {};
   for (const k of BUILDER_ENV) if (run.env[k] !== undefined) builderEnv[k] = run.env[k];
   for (const k of ['FREE_MB', 'USED_MB', 'SIZE_MB'] as const) checkMb(run.name, k, builderEnv[k]);
-  let format: OutputFormat;
-  try {
-    format = parseFormat(builderEnv.OUTPUT_FORMAT);
-  } catch {
-    throw new InputError(`run ${run.name}: unknown env.OUTPUT_FORMAT "${builderEnv.OUTPUT_FORMAT}"`, `Use one of: ${OUTPUT_FORMATS.join(', ')}.`);
+  const fmt = (builderEnv.OUTPUT_FORMAT || 'raw').toLowerCase();
+  if (!(OUTPUT_FORMATS as readonly string[]).includes(fmt)) {
+    throw new InputError(`run ${run.name}: unknown env.OUTPUT_FORMAT "${builderEnv.OUTPUT_FORMAT}"`, formatHint());
   }
-  return { name: run.name, inputs: run.inputs.map(at), inputSpecs: run.inputs, output: at(run.outputs[0]), format, builderEnv, env: run.env };
+  const out = resolveLogicalPath(run.outputs[0], links, `run ${run.name} output`);
+  return {
+    name: run.name, run, inputSpecs: run.inputs, output: isAbsolute(out) ? out : resolve(cwd, out),
+    format: fmt as OutputFormat, builderEnv, env: run.env,
+  };
+}
+
+/** What `raptor make -n` prints for a run: "Would run TARGET -C c -I i -O o" (make/maker.rs). */
+export function raptorWouldRun(run: RaptorRun): string {
+  return `${run.target}${run.cache.map((c) => ` -C ${c}`).join('')}${run.inputs.map((i) => ` -I ${i}`).join('')}${run.outputs.map((o) => ` -O ${o}`).join('')}`;
 }

@@ -3,6 +3,7 @@ import type { Finding, InputTree, Manifest, StageResult } from '../types.js';
 import type { Scope } from '../cleanup.js';
 import { readImageManifest } from '../image/debugfs-reader.js';
 import { UnreadableImageError } from '../errors.js';
+import type { ImageRole, RoleDecision } from '../boot/role.js';
 
 export interface VerifyOptions {
   /** Stages the user asked to skip (--skip). */
@@ -24,6 +25,8 @@ export interface VerifyOptions {
   nspawnCommand?: string[];
   /** The portable stage must run (--portable). */
   portable: boolean;
+  /** --role (or PART_IMAGE_ROLE): root, portable or data; detected when absent (boot/role.ts). */
+  role?: ImageRole;
 }
 
 export interface StageContext {
@@ -45,6 +48,8 @@ export interface StageContext {
   };
   opts: VerifyOptions;
   scope: Scope;
+  /** The image's role, once a boot stage decided it (stages/role.ts). */
+  role?: RoleDecision;
   /** Work that may only happen once every stage passed (writing a golden file); the pipeline runs it. */
   onAccepted?: (() => Promise<void>)[];
 }

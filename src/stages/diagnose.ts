@@ -31,11 +31,11 @@ import { readImageFiles, type FileReader } from '../boot/read-files.js';
 import { checkDynamic } from '../boot/ld-so.js';
 import { NSPAWN_INIT_PATHS } from '../boot/probe-files.js';
 import { describeFailure } from '../boot/unresolved.js';
-import { passedOrFailed, type Stage, imageManifestOf } from './context.js';
+import { passedOrFailed, skipped, type Stage, imageManifestOf } from './context.js';
 import { OPTION } from './options.js';
-
-export const INIT_PATHS = ['/sbin/init', '/usr/lib/systemd/systemd', '/lib/systemd/systemd'];
-export const OS_RELEASE_PATHS = ['/etc/os-release', '/usr/lib/os-release'];
+import { INIT_PATHS, OS_RELEASE_PATHS, notForRole } from '../boot/role.js';
+import { roleOf } from './role.js';
+export { INIT_PATHS, OS_RELEASE_PATHS };
 const MERGED_DIRS = ['/bin', '/sbin', '/lib', '/lib64', '/lib32', '/libx32'];
 /** nspawn's PATH for a command given without a slash. */
 const EXEC_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
@@ -234,6 +234,9 @@ export const diagnoseStage: Stage = {
   options: { type: 'object', properties: { nspawnCommand: OPTION.nspawnCommand, skip: OPTION.skip }, required: ['skip'], additionalProperties: false },
   summary: 'rootless boot diagnosis from the image: os-release, init, ELF machine, loader and libraries, usr-merge links',
   async run(ctx) {
+    const role = await roleOf(ctx);
+    if (role.role === 'data') return { ...skipped(notForRole(role, 'diagnose'), 'not-applicable'), details: { role: role.role } };
+    if (role.role === 'portable' && !ctx.opts.nspawnCommand) return (await import('./portable-exec.js')).diagnosePortable(ctx, role.why);
     const manifest = await imageManifestOf(ctx, { hash: false });
     // With --skip nspawn the image may be one that never boots (a portable
     // service, a data partition): its init is checked only when it has one.

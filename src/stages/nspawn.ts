@@ -42,7 +42,10 @@
 // image. The container, the mount and the loop device (or the VM) are
 // released before the stage returns (and by ctx.scope if the run is
 // interrupted).
-import { mkdir } from 'node:fs/promises';
+import { notForRole } from '../boot/role.js';
+import { roleOf } from './role.js';
+import { portableNspawnCommand } from './portable-exec.js';
+import { access, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RunResult } from '../exec.js';
 import { loopMountReadOnly } from '../image/loop-mount.js';
@@ -76,6 +79,14 @@ export function nspawnWhere(env: NodeJS.ProcessEnv = process.env): Promise<{ whe
 }
 
 async function runStage(ctx: StageContext): Promise<StageOutcome> {
+  // The role needs the manifest; when it cannot be read here (no debugfs), the stage goes on as for a root.
+  const role = (await roleOf(ctx).catch(() => undefined)) ?? { role: 'root' as const, forced: false, why: '' };
+  if (role.role === 'data') return skipped(notForRole(role, 'nspawn'), 'not-applicable');
+  if (role.role === 'portable' && !ctx.opts.nspawnCommand) {
+    const exec = await portableNspawnCommand(ctx);
+    if ('reason' in exec) return skipped(exec.reason, 'not-applicable');
+    ctx = { ...ctx, opts: { ...ctx.opts, nspawnCommand: exec.command } };
+  }
   const chosen = await nspawnWhere();
   if ('unavailable' in chosen) return skipped(chosen.unavailable, 'unavailable');
   const { where } = chosen;

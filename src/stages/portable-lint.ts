@@ -12,6 +12,7 @@
 // - Otherwise: os-release, /etc/resolv.conf and /etc/machine-id (portabled
 //   binds over them; they may be empty), the API mount points /proc /sys /dev
 //   /run /tmp /var/tmp, and an output name that ends in .raw.
+import { notForRole } from '../boot/role.js';
 import { basename } from 'node:path';
 import type { Finding, Manifest } from '../types.js';
 import { manifestLookup, resolvePath } from '../boot/resolve.js';
@@ -208,8 +209,10 @@ export const portableLintStage: Stage = {
   options: { type: 'object', properties: { portable: OPTION.portable }, required: ['portable'], additionalProperties: false },
   summary: 'rootless portable-service lint: unit files matching the name prefix, os-release, resolv.conf, machine-id, API dirs, .raw name',
   async run(ctx) {
+    const role = await (await import('./role.js')).roleOf(ctx);
+    if (role.role === 'data') return skipped(notForRole(role, 'portable-lint'), 'not-applicable');
     const manifest = await imageManifestOf(ctx, { hash: false });
-    const r = lintPortable(manifest, ctx.imageName, ctx.opts.portable);
+    const r = lintPortable(manifest, ctx.imageName, ctx.opts.portable || role.role === 'portable');
     if (!r.applicable) {
       return {
         ...skipped(

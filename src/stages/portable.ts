@@ -28,6 +28,8 @@
 //
 // The job can take several images at once (one VM boot for all), see
 // checkPortable().
+import { notForRole } from '../boot/role.js';
+import { roleOf } from './role.js';
 import { access, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Finding } from '../types.js';
@@ -434,7 +436,9 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
   const name = basename(ctx.imageName);
   const prefix = portablePrefix(name);
   const units = matchingUnits(manifest, prefix).map((u) => u.name);
-  if (!units.length && !ctx.opts.portable) {
+  const role = await roleOf(ctx);
+  if (role.role === 'data') return skipped(notForRole(role, 'portable'), 'not-applicable');
+  if (!units.length && !ctx.opts.portable && role.role !== 'portable') {
     return {
       ...skipped(`not a portable service image: no unit file matches the prefix '${prefix}' of ${name} (pass --portable to require one)`, 'not-applicable'),
       details: { prefix },

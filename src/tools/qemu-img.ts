@@ -10,6 +10,14 @@ import { run } from '../exec.js';
 import { EnvironmentError, InputError, ToolError } from '../errors.js';
 import type { ForeignReference } from '../types.js';
 
+/** The formats `qemu-img convert -O` writes that an image can be asked for in (OUTPUT_FORMAT, --format). */
+export const WRITABLE_FORMATS = ['raw', 'qcow2', 'qcow', 'qed', 'vdi', 'vhdx', 'vmdk', 'vpc'] as const;
+export type WritableFormat = (typeof WRITABLE_FORMATS)[number];
+
+export function formatListHint(): string {
+  return `Use one of: ${WRITABLE_FORMATS.join(', ')} (the formats qemu-img writes; --format or OUTPUT_FORMAT).`;
+}
+
 export function buildConvertArgs(raw: string, out: string, format: string): string[] {
   return ['convert', '-q', '-f', 'raw', '-O', format, raw, out];
 }

@@ -201,7 +201,7 @@ describe('directory and layer inputs are held to the same limits', () => {
     const stack = join(shm, 'stack');
     await mkdir(join(stack, 'base'), { recursive: true });
     await mkdir(join(stack, 'app'));
-    await writeFile(join(stack, 'raptor.json'), JSON.stringify({ layers: ['base', 'app'] }));
+    await writeFile(join(stack, 'raptor.json'), JSON.stringify({ targets: ['app'], layers: { app: ['base', 'app'] } }));
     await writeFile(join(stack, 'base', 'f'), 'base');
     await writeFile(join(stack, 'app', 'f'), 'app');
     await execa('touch', ['-d', `@${MTIME_MAX + 1}`, join(stack, 'app', 'f')]);
