@@ -103,6 +103,6 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
 
 /** True when `cmd` can be found on PATH (or is an executable path). Through run(): logged, and cancelled by a shutdown. */
 export async function hasTool(cmd: string): Promise<boolean> {
-  const result = await run('sh', ['-c', 'command -v "$1"', 'sh', cmd], { okCodes: 'any' });
+  const result = await run('/bin/sh', ['-c', 'command -v "$1"', 'sh', cmd], { okCodes: 'any' });
   return result.exitCode === 0;
 }

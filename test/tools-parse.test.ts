@@ -114,7 +114,7 @@ describe('hasTool', () => {
       log.setVerbosity(before);
       process.stderr.write = write;
     }
-    expect(lines).toEqual([`+ sh -c 'command -v "$1"' sh sh\n`, `+ sh -c 'command -v "$1"' sh part-image-no-such-tool\n`]);
+    expect(lines).toEqual([`+ /bin/sh -c 'command -v "$1"' sh sh\n`, `+ /bin/sh -c 'command -v "$1"' sh part-image-no-such-tool\n`]);
   });
 });
 
