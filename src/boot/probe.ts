@@ -5,7 +5,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isNspawnNoise } from '../tools/nspawn.js';
-import { ANSI, consoleTail } from '../vm/run.js';
+import { ANSI, consoleTail } from './console.js';
 import type { Finding } from '../types.js';
 import { resolvePath, type Lookup } from './resolve.js';
 

@@ -49,7 +49,8 @@ import { buildNspawnArgs, machineName, runNspawn, type NspawnOptions } from '../
 import { manifestLookup, treeLookup, type Lookup } from '../boot/resolve.js';
 import { cachedVmImage } from '../vm/image.js';
 import { runNspawnInVm, type NspawnInVmResult } from '../vm/nspawn-in-vm.js';
-import { consoleTail, type VmResult } from '../vm/run.js';
+import { consoleTail } from '../boot/console.js';
+import type { VmResult } from '../vm/run.js';
 import { outputTail, NSPAWN_INIT_PATHS, hasSystemdInit, writeProbe, judgeBoot } from '../boot/probe.js';
 export * from '../boot/probe.js';
 import { skipped, type Stage, type StageContext, type StageOutcome, imageManifestOf } from './context.js';

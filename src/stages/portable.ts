@@ -35,7 +35,8 @@ import type { Scope } from '../cleanup.js';
 import { hasTool, run } from '../exec.js';
 import { InternalError } from '../errors.js';
 import { readImageManifest } from '../image/debugfs-reader.js';
-import { consoleTail, runVm, vmFailure, type VmResult } from '../vm/run.js';
+import { consoleTail } from '../boot/console.js';
+import { runVm, vmFailure, type VmResult } from '../vm/run.js';
 import { checkPortableName, isValidUnitName, matchingUnits, portableNameProblem, portablePrefix } from './portable-lint.js';
 import { passedOrFailed, skipped, type Stage, type StageContext, type StageOutcome } from './context.js';
 
