@@ -13,21 +13,10 @@ import { buildRawImage } from '../src/build/index.js';
 import { hostBusybox } from './helpers/busybox.js';
 import { ensureVmImage } from '../src/vm/image.js';
 import type { StageContext, VerifyOptions } from '../src/stages/context.js';
-import {
-  buildPortableJob,
-  checkPortable,
-  isStartable,
-  judgePortable,
-  parseProgress,
-  parsePortableResults,
-  portableOutcome,
-  portableStage,
-  unitOk,
-  whereJobStopped,
-  type CheckPortableResult,
-  type PortableImage,
-  type UnitCheck,
-} from '../src/stages/portable.js';
+import { portableOutcome, portableStage } from '../src/stages/portable.js';
+import { buildPortableJob, isStartable, parseProgress, phaseWords, whereJobStopped, type PortableImage } from '../src/stages/portable-job.js';
+import { judgePortable, parsePortableResults, unitOk, type UnitCheck } from '../src/stages/portable-judge.js';
+import { checkPortable, type CheckPortableResult } from '../src/stages/portable-run.js';
 import type { VmResult } from '../src/vm/run.js';
 
 const VM_TEST_MS = 400_000;
@@ -223,7 +212,7 @@ describe('parsing and judging (pure)', () => {
 describe('whose fault: the verdict on a check (pure)', () => {
   const image: PortableImage = { path: '/a', name: 'demo_1.0.raw', units: ['demo.service'] };
   const vm = (over: Partial<VmResult>): VmResult => ({
-    started: true, files: new Map(), errors: [], accel: 'tcg', timedOut: false, qemuExitCode: 0, qemuStderr: '', console: '', jobLog: '', durationMs: 1, ...over,
+    started: true, files: new Map(), errors: [], accel: 'tcg', timedOut: false, qemuExitCode: 0, qemuStderr: '', console: '', jobLog: '', durationMs: 1, boot: 'restore', phases: {}, ...over,
   });
   const checks = (files: Map<string, Buffer>) => parsePortableResults(files, [image]);
 

@@ -97,14 +97,22 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     qmp = await Promise.race([Qmp.connect(qmpSocket, 20_000), done.then(() => undefined)]);
     if (!qmp) return await fail('qemu exited before it took the saved state');
     mark('qmp');
+    // The state was saved with the CPU stopped, so it loads stopped: `cont` once it is in.
     const running = await pollUntil(async () => {
       if (exited) return false;
       const s = (await qmp!.execute('query-status').catch(() => undefined)) as { status?: string } | undefined;
       if (s?.status === 'running') return true;
+      if (s?.status === 'paused' || s?.status === 'postmigrate') {
+        await qmp!.execute('cont');
+        return undefined;
+      }
       if (s && s.status !== 'inmigrate') return false;
       return undefined;
     }, 60_000, 20);
-    if (!running) return await fail(exited ? 'qemu did not load the saved state' : 'qemu did not resume the saved VM');
+    if (!running) {
+      const s = (await qmp.execute('query-status').catch(() => undefined)) as { status?: string } | undefined;
+      return await fail(exited ? 'qemu did not load the saved state' : `qemu did not resume the saved VM (status ${s?.status ?? 'unknown'})`);
+    }
     mark('restored');
     o.onPhase?.('attaching the disks');
     for (const [i, d] of o.disks.entries()) {

@@ -18,8 +18,8 @@
 // (sizes always, sha256 after a change); a damaged one, or one that does not
 // restore, is removed and saved anew (restore.ts, run.ts).
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { withScope, type Scope } from '../cleanup.js';
 import { EnvironmentError } from '../errors.js';
 import { shellQuote } from '../exec.js';
@@ -151,6 +151,10 @@ export async function ensureState(o: EnsureStateOptions): Promise<SavedState> {
     const lock = await acquireVmLock(`${dir}.lock`, scope, isOk, undefined, 'the saved VM state');
     const again = await checkState(dir, key);
     if (again.state === 'ok' || !lock) return again.state === 'ok' ? again.saved : undefined;
+    // With the lock held: what an interrupted save left.
+    for (const name of await readdir(dirname(dir)).catch(() => [] as string[])) {
+      if (name.startsWith(`${basename(dir)}.build-`)) await rm(join(dirname(dir), name), { recursive: true, force: true });
+    }
     await saveState(o, parts, key, dir, scope);
     return undefined;
   });
