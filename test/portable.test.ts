@@ -128,6 +128,35 @@ describe('the portable job (pure)', () => {
     expect(buildPortableJob(images, ['/a', '/b'], { console: '/dev/console' }).script).toContain('C=/dev/console');
   });
 
+  it('in the VM: bind-mounts the disk onto /var/tmp/NAME.raw (copying only if that fails), and skips stop and detach unless asked', () => {
+    const vmJob = buildPortableJob(images, ['/dev/disk/by-id/virtio-pi-img-0', '/dev/disk/by-id/virtio-pi-img-1'], { place: 'bind', detach: false }).script;
+    expect(vmJob).toContain('mount --bind "$(v i0.src)" "$f"');
+    expect(vmJob.indexOf('mount --bind "$(v i0.src)"')).toBeLessThan(vmJob.indexOf('cp --sparse=always "$(v i0.src)"'));
+    expect(vmJob).not.toContain('systemctl stop');
+    expect(vmJob).not.toContain('detach --runtime');
+    expect([...vmJob.matchAll(/^\s*mark (.+)$/gm)].map((m) => m[1])).toEqual([
+      'i0 copy', 'i0 attach', 'i1 copy', 'i1 attach', 'i0 u0 start', 'i0 u2 start', 'i1 u0 start', 'settle', 'i0 show', 'i1 show', 'end',
+    ]);
+    const withDetach = buildPortableJob(images, ['/a', '/b'], { place: 'bind', detach: true }).script;
+    expect(withDetach).toContain('$PCTL detach --runtime "/var/tmp/$(v i0.name)"');
+    expect(withDetach).toContain('umount "/var/tmp/$(v i0.name)"');
+  });
+
+  it('waits for the started units to settle by polling their state, not with a fixed sleep', () => {
+    expect(job).not.toMatch(/sleep [1-9]/);
+    expect(job).toContain('settled "$(v i0.u0)"');
+    expect(job).toContain('settled "$(v i0.u2)"');
+    expect(job).not.toContain('settled "$(v i0.u1)"');
+    expect(job).toContain('ActiveEnterTimestampMonotonic');
+  });
+
+  it('names the phase of the last mark for the progress line', () => {
+    expect(phaseWords(['i0 copy', 'i0 attach'], images)).toBe('attaching demo_1.0.raw');
+    expect(phaseWords(['i0 copy', 'i0 attach', 'i0 u2 start'], images)).toBe('starting demo-x.socket');
+    expect(phaseWords(['settle'], images)).toBe('waiting for the started units to settle');
+    expect(phaseWords([], images)).toBeUndefined();
+  });
+
   it('reads the marks back from the progress file or the console, and names the step and unit of the last one', () => {
     expect(parseProgress('i0 copy\ni0 attach\n')).toEqual(['i0 copy', 'i0 attach']);
     const console = '[  OK  ] Reached target multi-user.target\r\nPART-IMAGE-PORTABLE i0 copy\r\nsome noise PART-IMAGE-PORTABLE i0 attach\n[   30.1] systemd[1]: Starting demo.service...\nPART-IMAGE-PORTABLE i0 u2 start\n';

@@ -97,12 +97,25 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     qmp = await Promise.race([Qmp.connect(qmpSocket, 20_000), done.then(() => undefined)]);
     if (!qmp) return await fail('qemu exited before it took the saved state');
     mark('qmp');
-    // The state was saved with the CPU stopped, so it loads stopped: `cont` once it is in.
+    // The state was saved with the CPU stopped, so it loads stopped: the
+    // disks are plugged in then, and `cont` runs the guest, which takes them
+    // all in one go.
+    let plugged = false;
+    const plug = async () => {
+      o.onPhase?.('attaching the disks');
+      for (const [i, d] of o.disks.entries()) {
+        for (const [cmd, args] of hotplugDiskCommands(`hp${i}`, d.path, d.serial, { readOnly: d.readOnly })) await qmp!.execute(cmd, args);
+      }
+      plugged = true;
+      mark('attached');
+    };
     const running = await pollUntil(async () => {
       if (exited) return false;
       const s = (await qmp!.execute('query-status').catch(() => undefined)) as { status?: string } | undefined;
       if (s?.status === 'running') return true;
       if (s?.status === 'paused' || s?.status === 'postmigrate') {
+        mark('restored');
+        if (!plugged) await plug();
         await qmp!.execute('cont');
         return undefined;
       }
@@ -113,12 +126,8 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
       const s = (await qmp.execute('query-status').catch(() => undefined)) as { status?: string } | undefined;
       return await fail(exited ? 'qemu did not load the saved state' : `qemu did not resume the saved VM (status ${s?.status ?? 'unknown'})`);
     }
-    mark('restored');
-    o.onPhase?.('attaching the disks');
-    for (const [i, d] of o.disks.entries()) {
-      for (const [cmd, args] of hotplugDiskCommands(`hp${i}`, d.path, d.serial, { readOnly: d.readOnly })) await qmp.execute(cmd, args);
-    }
-    mark('attached');
+    mark('running');
+    if (!plugged) await plug();
     const began = await pollUntil(async () => {
       await results.poll();
       await pollConsole();
