@@ -74,6 +74,8 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
   const fail = async (why: string): Promise<RestoreOutcome> => {
     await quit();
     const r = await done;
+    // Out of time is the job's limit, not a state that does not restore.
+    if (r.timedOut) return { restored: true, qemu: r, phases };
     const said = r.stderr.trim().split('\n').filter(Boolean).pop();
     return { restored: false, why: said && r.exitCode !== 0 ? `${why}; qemu said: ${said}` : why, qemu: r };
   };
