@@ -2,10 +2,13 @@
 // the VM), and the reading of its progress marks. Pure.
 //
 // The job, per image:
-// 1. put the image at /var/tmp/NAME.raw (NAME: the image's final file name,
-//    whose prefix up to "_" selects the units): in the VM a bind mount of its
-//    virtio disk onto that name (no copy; portabled takes the block device),
-//    on the host (or when the bind mount fails) a copy; `portablectl inspect`;
+// 1. copy the image to /var/tmp/NAME.raw (NAME: the image's final file name,
+//    whose prefix up to "_" selects the units), and `portablectl inspect` it.
+//    A copy, not the disk itself: portabled attaches a block device bind-
+//    mounted onto that name, but systemd 252 then fails every unit of it
+//    with "Failed to set up mount namespacing: Operation not permitted"
+//    (tried in the VM, read-only and writable); a symlink to the disk makes
+//    portabled name the image after the device (vdb) instead;
 // 2. `portablectl attach --runtime`;
 // 3. start every matching unit that can be started (not templates), then poll
 //    until each started unit is out of its transition and, when active, has
@@ -51,8 +54,6 @@ export interface PortableJob {
 export interface PortableJobOptions {
   /** A /dev node that also receives the progress marks (the VM console). */
   console?: string;
-  /** bind: bind-mount the source (a block device) onto /var/tmp/NAME.raw, copying only if that fails; copy (default): copy it. */
-  place?: 'bind' | 'copy';
   /** Stop the units and detach at the end (default true). */
   detach?: boolean;
 }
@@ -103,17 +104,12 @@ export function buildPortableJob(images: readonly PortableImage[], sources: read
     '}',
   ];
   const unit = (i: number, j: number) => `"$(v i${i}.u${j})"`;
-  // In the VM the source is a block device: bind-mounted onto the name portabled wants, copied only if that fails.
-  const place = (i: number) =>
-    opts.place === 'bind'
-      ? `elif ! { : > "$f" && mount --bind "$(v i${i}.src)" "$f"; } 2>/dev/null && ! { rm -f "$f"; cp --sparse=always "$(v i${i}.src)" "$f" > "$O/i${i}.attach" 2>&1; }; then echo 126 > "$O/i${i}.attach.rc"`
-      : `elif ! cp --sparse=always "$(v i${i}.src)" "$f" > "$O/i${i}.attach" 2>&1; then echo 126 > "$O/i${i}.attach.rc"`;
   images.forEach((_img, i) => {
     lines.push(
       `mark i${i} copy`,
       `f="/var/tmp/$(v i${i}.name)"`,
       `if [ -e "$f" ]; then echo "$f already exists: another image of that name is in the way" > "$O/i${i}.attach"; echo ${IN_THE_WAY} > "$O/i${i}.attach.rc"`,
-      place(i),
+      `elif ! cp --sparse=always "$(v i${i}.src)" "$f" > "$O/i${i}.attach" 2>&1; then echo 126 > "$O/i${i}.attach.rc"`,
       'else',
       `  mark i${i} attach`,
       `  $PCTL inspect "$f" > "$O/i${i}.inspect" 2>&1`,
@@ -151,10 +147,10 @@ export function buildPortableJob(images: readonly PortableImage[], sources: read
       lines.push(
         `  mark i${i} detach`,
         `  $PCTL detach --runtime "/var/tmp/$(v i${i}.name)" > "$O/i${i}.detach" 2>&1; echo $? > "$O/i${i}.detach.rc"`,
-        `  umount "/var/tmp/$(v i${i}.name)" 2>/dev/null; rm -f "/var/tmp/$(v i${i}.name)"`,
+        `  rm -f "/var/tmp/$(v i${i}.name)"`,
       );
     }
-    lines.push(`elif [ "$(cat "$O/i${i}.attach.rc")" != ${IN_THE_WAY} ]; then`, `  umount "/var/tmp/$(v i${i}.name)" 2>/dev/null; rm -f "/var/tmp/$(v i${i}.name)"`, 'fi');
+    lines.push(`elif [ "$(cat "$O/i${i}.attach.rc")" != ${IN_THE_WAY} ]; then`, `  rm -f "/var/tmp/$(v i${i}.name)"`, 'fi');
   });
   lines.push('mark end');
   return { script: `${lines.join('\n')}\n`, data };
@@ -204,7 +200,7 @@ export function whereJobStopped(progress: readonly string[], images: readonly Po
 }
 
 export const STEP_WORDS: Record<PortableStep, string> = {
-  copy: 'putting the image at /var/tmp',
+  copy: 'copying the image to /var/tmp',
   attach: 'portablectl inspect/attach',
   start: 'starting a unit',
   settle: 'waiting for the started units to settle',
@@ -221,7 +217,7 @@ export function phaseWords(progress: readonly string[], images: readonly Portabl
   const img = at.image === undefined ? undefined : images[at.image];
   switch (at.step) {
     case 'copy':
-      return img && `putting ${img.name} at /var/tmp`;
+      return img && `copying ${img.name} to /var/tmp`;
     case 'attach':
       return img && `attaching ${img.name}`;
     case 'start':

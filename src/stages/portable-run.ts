@@ -94,7 +94,6 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
   // The console is kept even when the VM has to be killed: the marks there say how far the job got.
   const job = buildPortableJob(images, images.map((_, i) => `/dev/disk/by-id/virtio-pi-img-${i}`), {
     console: '/dev/console',
-    place: 'bind',
     detach: o.checkDetach ?? false,
   });
   // The progress line names the job's step ("starting demo.service").
@@ -108,7 +107,6 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
     script: job.script,
     files: job.data,
     disks: images.map((img, i) => ({ path: img.path, serial: `pi-img-${i}` })),
-    // Room for a copy, should the bind mount fail.
     scratchMb: Math.ceil(totalMb * 1.1) + 128,
     timeoutMs: o.timeoutMs,
     scope: o.scope,
