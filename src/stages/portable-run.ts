@@ -42,6 +42,8 @@ export interface CheckPortableResult {
   /** Why the VM did not deliver results (then `checks` is undefined). */
   vmError?: string;
   vm?: VmResult;
+  /** In the VM: host milliseconds from the VM run's start to the arrival of each progress mark. */
+  markMs?: Record<string, number>;
   durationMs: number;
 }
 
@@ -98,9 +100,14 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
   });
   // The progress line names the job's step ("starting demo.service").
   let consoleText = '';
+  const vmStart = Date.now();
+  // Host milliseconds at which each of the job's marks reached the host (the phase table of a run).
+  const markMs: Record<string, number> = {};
   const onConsole = (added: string) => {
     consoleText += added;
-    const words = phaseWords(parseProgress(consoleText, true), images);
+    const marks = parseProgress(consoleText, true);
+    for (const m of marks) markMs[m] ??= Date.now() - vmStart;
+    const words = phaseWords(marks, images);
     if (words) log.progress(words);
   };
   const vm = await runVm({
@@ -118,7 +125,7 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
   const timedOut = (vm.timedOut || vm.exitCode === 124) && progress.at(-1) !== 'end';
   const vmError = vmFailure(vm, o.timeoutMs);
   if (vmError) return { where, vmError, vm, timedOut, progress, durationMs: Date.now() - started };
-  return { where, checks: parsePortableResults(vm.files, images), vm, timedOut, progress, durationMs: Date.now() - started };
+  return { where, checks: parsePortableResults(vm.files, images), vm, markMs, timedOut, progress, durationMs: Date.now() - started };
 }
 
 /** The time limit of one check: TCG boots take ~30 s on an idle machine; copying the image takes its share. */
