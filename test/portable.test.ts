@@ -13,21 +13,10 @@ import { buildRawImage } from '../src/build/index.js';
 import { hostBusybox } from './helpers/busybox.js';
 import { ensureVmImage } from '../src/vm/image.js';
 import type { StageContext, VerifyOptions } from '../src/stages/context.js';
-import {
-  buildPortableJob,
-  checkPortable,
-  isStartable,
-  judgePortable,
-  parseProgress,
-  parsePortableResults,
-  portableOutcome,
-  portableStage,
-  unitOk,
-  whereJobStopped,
-  type CheckPortableResult,
-  type PortableImage,
-  type UnitCheck,
-} from '../src/stages/portable.js';
+import { portableOutcome, portableStage } from '../src/stages/portable.js';
+import { buildPortableJob, isStartable, parseProgress, phaseWords, whereJobStopped, type PortableImage } from '../src/stages/portable-job.js';
+import { judgePortable, parsePortableResults, unitOk, type UnitCheck } from '../src/stages/portable-judge.js';
+import { checkPortable, type CheckPortableResult } from '../src/stages/portable-run.js';
 import type { VmResult } from '../src/vm/run.js';
 
 const VM_TEST_MS = 400_000;
@@ -139,6 +128,32 @@ describe('the portable job (pure)', () => {
     expect(buildPortableJob(images, ['/a', '/b'], { console: '/dev/console' }).script).toContain('C=/dev/console');
   });
 
+  it('in a VM that is thrown away: skips stop and detach unless asked', () => {
+    const vmJob = buildPortableJob(images, ['/dev/disk/by-id/virtio-pi-img-0', '/dev/disk/by-id/virtio-pi-img-1'], { detach: false }).script;
+    expect(vmJob).not.toContain('systemctl stop');
+    expect(vmJob).not.toContain('detach --runtime');
+    expect([...vmJob.matchAll(/^\s*mark (.+)$/gm)].map((m) => m[1])).toEqual([
+      'i0 copy', 'i0 attach', 'i1 copy', 'i1 attach', 'i0 u0 start', 'i0 u2 start', 'i1 u0 start', 'settle', 'i0 show', 'i1 show', 'end',
+    ]);
+    const withDetach = buildPortableJob(images, ['/a', '/b'], { detach: true }).script;
+    expect(withDetach).toContain('$PCTL detach --runtime "/var/tmp/$(v i0.name)"');
+  });
+
+  it('waits for the started units to settle by polling their state, not with a fixed sleep', () => {
+    expect(job).not.toMatch(/sleep [1-9]/);
+    expect(job).toContain('settled "$(v i0.u0)"');
+    expect(job).toContain('settled "$(v i0.u2)"');
+    expect(job).not.toContain('settled "$(v i0.u1)"');
+    expect(job).toContain('ActiveEnterTimestampMonotonic');
+  });
+
+  it('names the phase of the last mark for the progress line', () => {
+    expect(phaseWords(['i0 copy', 'i0 attach'], images)).toBe('attaching demo_1.0.raw');
+    expect(phaseWords(['i0 copy', 'i0 attach', 'i0 u2 start'], images)).toBe('starting demo-x.socket');
+    expect(phaseWords(['settle'], images)).toBe('waiting for the started units to settle');
+    expect(phaseWords([], images)).toBeUndefined();
+  });
+
   it('reads the marks back from the progress file or the console, and names the step and unit of the last one', () => {
     expect(parseProgress('i0 copy\ni0 attach\n')).toEqual(['i0 copy', 'i0 attach']);
     const console = '[  OK  ] Reached target multi-user.target\r\nPART-IMAGE-PORTABLE i0 copy\r\nsome noise PART-IMAGE-PORTABLE i0 attach\n[   30.1] systemd[1]: Starting demo.service...\nPART-IMAGE-PORTABLE i0 u2 start\n';
@@ -223,7 +238,7 @@ describe('parsing and judging (pure)', () => {
 describe('whose fault: the verdict on a check (pure)', () => {
   const image: PortableImage = { path: '/a', name: 'demo_1.0.raw', units: ['demo.service'] };
   const vm = (over: Partial<VmResult>): VmResult => ({
-    started: true, files: new Map(), errors: [], accel: 'tcg', timedOut: false, qemuExitCode: 0, qemuStderr: '', console: '', jobLog: '', durationMs: 1, ...over,
+    started: true, files: new Map(), errors: [], accel: 'tcg', timedOut: false, qemuExitCode: 0, qemuStderr: '', console: '', jobLog: '', durationMs: 1, boot: 'restore', phases: {}, ...over,
   });
   const checks = (files: Map<string, Buffer>) => parsePortableResults(files, [image]);
 
@@ -435,7 +450,8 @@ describe('portablectl in the VM', () => {
         { path: demo, name: 'demo_1.0.raw', units: ['demo-daemon.service', 'demo.service'] },
         { path: bad, name: 'bad_1.0.raw', units: ['bad.service'] },
       ],
-      { scope, timeoutMs: 300_000, where: 'vm' },
+      // Detaching is checked here: the VM would be thrown away without it.
+      { scope, timeoutMs: 300_000, where: 'vm', checkDetach: true },
     );
     console.log(`portable check of 2 images in one VM run (${r.vm?.accel}): ${r.durationMs} ms`);
     expect(r.vmError).toBeUndefined();

@@ -4,10 +4,16 @@
 import { describe, expect, it } from 'vitest';
 import { buildQemuArgs, qemuEscape, type QemuSpec } from '../src/tools/qemu.js';
 import { loadRecipe, recipeHash, validateRecipe, type VmRecipe } from '../src/vm/recipe.js';
-import { consoleTail, parseResults, vmFailure, jobCmdline, type VmResult } from '../src/vm/run.js';
-import { buildMmdebstrapArgs } from '../src/vm/image.js';
+import { parseResults, vmFailure, jobCmdline, type VmResult } from '../src/vm/run.js';
+import { consoleTail } from '../src/boot/console.js';
+import { buildMmdebstrapArgs } from '../src/tools/mmdebstrap.js';
 import { bootSector } from '../src/vm/kvm.js';
-import { nspawnArgsForVm, NSPAWN_VM_DISK } from '../src/vm/nspawn-in-vm.js';
+import { nspawnArgsForVm, NSPAWN_VM_DISK, withProbeReport } from '../src/vm/nspawn-in-vm.js';
+import { hotplugDiskCommands } from '../src/vm/qmp.js';
+import { readyCmdline, stateKey, stateKeyParts, READY_WORD, type MachineShape } from '../src/vm/state.js';
+import { resultsSay } from '../src/vm/job.js';
+import { defaultBoot } from '../src/vm/run.js';
+import { buildOverlayArgs } from '../src/tools/qemu-img.js';
 
 const base: QemuSpec = {
   accel: 'tcg',
@@ -99,6 +105,66 @@ describe('KVM probe boot sector', () => {
   });
 });
 
+describe('the saved VM: qemu argv, key, hot-plug', () => {
+  it('names the machine type, and serves QMP, loads a saved state and starts paused when asked', () => {
+    const plain = buildQemuArgs(base);
+    expect(values(plain, '-machine')).toEqual(['pc']);
+    expect(plain).not.toContain('-qmp');
+    expect(plain).not.toContain('-incoming');
+    expect(plain).not.toContain('-S');
+    const args = buildQemuArgs({ ...base, qmpSocket: '/t/q,1.sock', incomingState: "/c/it's/vm.state", paused: true });
+    expect(values(args, '-qmp')).toEqual(['unix:/t/q,,1.sock,server=on,wait=off']);
+    // qemu hands the exec: command to /bin/sh: the path is quoted for it.
+    expect(values(args, '-incoming')).toEqual(["exec:cat '/c/it'\\''s/vm.state'"]);
+    expect(args).toContain('-S');
+  });
+
+  it('keys a state by the image, qemu, machine, CPU model, accelerator, memory, CPUs and command line', async () => {
+    const recipe = await loadRecipe();
+    const image = { hash: 'abcd', recipe } as never;
+    const shape: MachineShape = { accel: 'tcg', cpu: 'max', memoryMb: 1024, cpus: 1 };
+    const key = stateKey(stateKeyParts(image, shape, '7.2.22'));
+    expect(key).toMatch(/^[0-9a-f]{16}$/);
+    expect(stateKey(stateKeyParts(image, shape, '7.2.22'))).toBe(key);
+    const others = [
+      stateKeyParts({ hash: 'abce', recipe } as never, shape, '7.2.22'),
+      stateKeyParts(image, shape, '8.0.0'),
+      stateKeyParts(image, { ...shape, accel: 'kvm' }, '7.2.22'),
+      stateKeyParts(image, { ...shape, cpu: 'host' }, '7.2.22'),
+      stateKeyParts(image, { ...shape, memoryMb: 2048 }, '7.2.22'),
+      stateKeyParts(image, { ...shape, cpus: 2 }, '7.2.22'),
+      stateKeyParts({ hash: 'abcd', recipe: { ...recipe, kernelCmdline: [...recipe.kernelCmdline, 'quiet'] } } as never, shape, '7.2.22'),
+    ].map(stateKey);
+    expect(new Set([key, ...others]).size).toBe(others.length + 1);
+    expect(readyCmdline(image)).toEqual([...recipe.kernelCmdline, 'systemd.wants=part-image-job.service', READY_WORD]);
+  });
+
+  it('hot-plugs a disk as a blockdev plus a virtio-blk-pci device with its serial', () => {
+    expect(hotplugDiskCommands('hp0', '/t/img.raw', 'pi-img-0', { readOnly: true })).toEqual([
+      ['blockdev-add', { 'node-name': 'hp0', driver: 'raw', 'read-only': true, cache: { 'no-flush': true }, file: { driver: 'file', filename: '/t/img.raw', 'read-only': true } }],
+      ['device_add', { driver: 'virtio-blk-pci', drive: 'hp0', serial: 'pi-img-0', id: 'dev-hp0' }],
+    ]);
+    expect(hotplugDiskCommands('hp1', '/t/s.img', 'pi-scratch')[0][1]).toMatchObject({ 'read-only': false });
+  });
+
+  it('makes the saved root an overlay of root.img', () => {
+    expect(buildOverlayArgs('/c/root.img', 'raw', '/c/s/disk.qcow2')).toEqual(['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', '/c/root.img', '/c/s/disk.qcow2']);
+  });
+
+  it("sees the runner's words only once their line has ended", () => {
+    expect(resultsSay('PART-IMAGE-VM ready\n', 'ready')).toBe(true);
+    expect(resultsSay('PART-IMAGE-VM ready', 'ready')).toBe(false);
+    expect(resultsSay('noise\r\nPART-IMAGE-VM exit 3\r\n', 'exit ')).toBe(true);
+    expect(resultsSay('PART-IMAGE-VM begin\n', 'exit ')).toBe(false);
+  });
+
+  it('restores by default, boots cold when PART_IMAGE_VM_BOOT=cold', () => {
+    expect(defaultBoot({})).toBe('restore');
+    expect(defaultBoot({ PART_IMAGE_VM_BOOT: 'cold' })).toBe('cold');
+    expect(defaultBoot({ PART_IMAGE_VM_BOOT: 'restore' })).toBe('restore');
+  });
+});
+
 describe('VM recipe', () => {
   it('loads vm/recipe.json with the packages the brief requires', async () => {
     const r = await loadRecipe();
@@ -184,7 +250,7 @@ describe('results channel', () => {
 
   const failed = (over: Partial<VmResult>): VmResult => ({
     started: false, files: new Map(), errors: [], accel: 'tcg', timedOut: false, qemuExitCode: 0, qemuStderr: '',
-    console: '[    1.0] Linux version 6.1\n\x1b[0;32m  OK  \x1b[0m] Reached target x\n', jobLog: '', durationMs: 1, ...over,
+    console: '[    1.0] Linux version 6.1\n\x1b[0;32m  OK  \x1b[0m] Reached target x\n', jobLog: '', durationMs: 1, boot: 'cold', phases: {}, ...over,
   });
 
   it('says why a VM run delivered nothing', () => {
@@ -207,10 +273,22 @@ describe('nspawn arguments for the VM', () => {
       `--image=${NSPAWN_VM_DISK}`,
       '--quiet',
       '--bind-ro=/run/part-image/job/files/probe.service:/etc/systemd/system/probe.service',
-      '--bind-ro=/run/part-image/job/files:/run/probe',
+      // The probe's own folder is writable in the VM: the probe leaves its report there.
+      '--bind=/run/part-image/job/files:/run/probe',
       '--bind-ro=/tmp/px:/x',
       '-b',
     ]);
     expect(nspawnArgsForVm(['-D', '/m', '--', '/bin/true'])).toEqual([`--image=${NSPAWN_VM_DISK}`, '--', '/bin/true']);
+  });
+
+  it("adds the probe's report file after nspawn's output only when the console lost the report's end", () => {
+    const report = 'PART-IMAGE-PROBE begin\nPART-IMAGE-PROBE state=running\nPART-IMAGE-PROBE end\n';
+    const cut = 'Welcome to Debian\r\nPART-IMAGE-PROBE begin\r\n';
+    expect(withProbeReport(cut, report)).toBe(`${cut}${report}`);
+    expect(withProbeReport('no newline', report)).toBe(`no newline\n${report}`);
+    const whole = `x\r\n${report.replace(/\n/g, '\r\n')}Powering off.\r\n`;
+    expect(withProbeReport(whole, report)).toBe(whole);
+    expect(withProbeReport(cut, undefined)).toBe(cut);
+    expect(withProbeReport(cut, 'PART-IMAGE-PROBE begin\n')).toBe(cut);
   });
 });

@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { Scope } from '../src/cleanup.js';
 import { readInput } from '../src/input/index.js';
 import { buildRawImage } from '../src/build/index.js';
-import { acquireVmLock, ensureVmImage, HEARTBEAT_STALE_MS, lockOwnerSelf, vmCacheRoot, type LockOwner, type VmImage } from '../src/vm/image.js';
+import { ensureVmImage, vmCacheRoot, type VmImage } from '../src/vm/image.js';
+import { acquireVmLock, HEARTBEAT_STALE_MS, lockOwnerSelf, type LockOwner } from '../src/vm/lock.js';
 import { loadRecipe, recipeHash } from '../src/vm/recipe.js';
 import { CLI } from './helpers/cli.js';
 import { execa } from 'execa';
@@ -17,7 +18,8 @@ import { existsSync } from 'node:fs';
 import { readFile, utimes } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { detectAccel, probeBootSector, probeKernel, resetAccelMemo } from '../src/vm/kvm.js';
-import { runVm, vmFailure } from '../src/vm/run.js';
+import { runVm, vmFailure, type VmResult } from '../src/vm/run.js';
+import { consoleTail } from '../src/boot/console.js';
 import { runNspawnInVm } from '../src/vm/nspawn-in-vm.js';
 import { hostBusybox } from './helpers/busybox.js';
 
@@ -123,58 +125,98 @@ describe('accelerator', () => {
 });
 
 describe('runVm', () => {
-  it('boots, runs the job as root under systemd with the disks attached, and brings the results back', async () => {
-    const r = await runVm({
-      image,
-      scope,
-      timeoutMs: 300_000,
-      scratchMb: 32,
-      disks: [{ path: busyboxImage, serial: 'pi-img-0' }],
-      files: { 'greeting.txt': 'hello from the host\n' },
-      script: [
-        'id -u > "$PI_OUT/uid"',
-        'cat /proc/1/comm > "$PI_OUT/pid1"',
-        'cat "$PI_JOB/files/greeting.txt" > "$PI_OUT/greeting"',
-        // the disk under test: read-only, an ext4 with our label
-        'blkid -o value -s LABEL /dev/disk/by-id/virtio-pi-img-0 > "$PI_OUT/label"',
-        'blockdev --getro /dev/disk/by-id/virtio-pi-img-0 > "$PI_OUT/ro"',
-        'findmnt -n -o SOURCE,FSTYPE /var/tmp > "$PI_OUT/scratch"',
-        'systemctl is-active serial-getty@ttyS0.service > "$PI_OUT/getty" 2>&1',
-        'printf "\\000\\001\\377binary" > "$PI_OUT/binary"',
-        'echo to-the-log',
-        'exit 3',
-      ].join('\n'),
-    });
-    console.log(`runVm (${r.accel}): ${r.durationMs} ms`);
-    expect(vmFailure(r, 300_000)).toBeUndefined();
+  const script = [
+    'id -u > "$PI_OUT/uid"',
+    'cat /proc/1/comm > "$PI_OUT/pid1"',
+    'cat "$PI_JOB/files/greeting.txt" > "$PI_OUT/greeting"',
+    // the disk under test: read-only, an ext4 with our label
+    'blkid -o value -s LABEL /dev/disk/by-id/virtio-pi-img-0 > "$PI_OUT/label"',
+    'blockdev --getro /dev/disk/by-id/virtio-pi-img-0 > "$PI_OUT/ro"',
+    'findmnt -n -o SOURCE,FSTYPE /var/tmp > "$PI_OUT/scratch"',
+    'systemctl is-active serial-getty@ttyS0.service > "$PI_OUT/getty" 2>&1',
+    'systemctl is-active systemd-portabled.service > "$PI_OUT/portabled" 2>&1',
+    'cat /proc/sys/kernel/random/uuid > "$PI_OUT/uuid"',
+    'date +%s > "$PI_OUT/date"',
+    'printf "\\000\\001\\377binary" > "$PI_OUT/binary"',
+    'echo to-the-log',
+    'exit 3',
+  ].join('\n');
+  const job = () => ({
+    image,
+    scope,
+    timeoutMs: 300_000,
+    scratchMb: 32,
+    disks: [{ path: busyboxImage, serial: 'pi-img-0' }],
+    files: { 'greeting.txt': 'hello from the host\n' },
+    script,
+  });
+  const f = (r: VmResult, n: string) => r.files.get(n)?.toString();
+  function expectJobRan(r: VmResult, hostStart: number) {
+    expect(vmFailure(r, 300_000), consoleTail(r.console, 60).join('\n')).toBeUndefined();
     expect(r.timedOut).toBe(false);
     expect(r.started).toBe(true);
     expect(r.exitCode).toBe(3);
-    const f = (n: string) => r.files.get(n)?.toString();
-    expect(f('uid')).toBe('0\n');
-    expect(f('pid1')).toBe('systemd\n');
-    expect(f('greeting')).toBe('hello from the host\n');
-    expect(f('label')).toBe('bb\n');
-    expect(f('ro')).toBe('1\n');
-    expect(f('scratch')).toMatch(/^\/dev\/vd\w+ ext4$/m);
-    expect(f('getty')).toMatch(/inactive|masked/);
+    expect(f(r, 'uid')).toBe('0\n');
+    expect(f(r, 'pid1')).toBe('systemd\n');
+    expect(f(r, 'greeting')).toBe('hello from the host\n');
+    expect(f(r, 'label')).toBe('bb\n');
+    expect(f(r, 'ro')).toBe('1\n');
+    expect(f(r, 'scratch')).toMatch(/^\/dev\/vd\w+ ext4$/m);
+    expect(f(r, 'getty')).toMatch(/inactive|masked/);
     expect(r.files.get('binary')).toEqual(Buffer.from([0, 1, 255, ...Buffer.from('binary')]));
     expect(r.jobLog).toContain('to-the-log');
-    expect(r.console).toMatch(/Reached target .*multi-user\.target/);
-    expect(r.console).toMatch(/reboot: Power down/);
+    // The guest's clock is the host's (a restored VM would otherwise live at the time it was saved).
+    const guestNow = Number(f(r, 'date'));
+    expect(guestNow).toBeGreaterThanOrEqual(Math.floor(hostStart / 1000) - 2);
+    expect(guestNow).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000) + 2);
     expect(gone(r.qemuPid)).toBe(true);
+  }
+
+  it('restores the saved VM, hot-plugs the disks, runs the job as root under systemd, and brings the results back', async () => {
+    const t = Date.now();
+    const r = await runVm(job());
+    console.log(`runVm (${r.accel}, ${r.boot}): ${r.durationMs} ms; phases ${JSON.stringify(r.phases)}`);
+    expect(r.boot).toBe('restore');
+    expectJobRan(r, t);
+    // portabled was started before the save: the job finds it running.
+    expect(f(r, 'portabled')).toBe('active\n');
+    expect(Object.keys(r.phases)).toEqual(expect.arrayContaining(['restored', 'attached', 'begin', 'started', 'exit']));
+  }, VM_TEST_MS);
+
+  it('runs two restores of one state side by side, each on its own overlay, with its own randomness', async () => {
+    const t = Date.now();
+    const [a, b] = await Promise.all([runVm(job()), runVm(job())]);
+    console.log(`two restores side by side: ${a.durationMs} ms and ${b.durationMs} ms`);
+    for (const r of [a, b]) {
+      expect(r.boot).toBe('restore');
+      expectJobRan(r, t);
+    }
+    // Reseeded after the restore: the two copies of one saved generator part ways.
+    expect(f(a, 'uuid')).toMatch(/^[0-9a-f-]{36}\n$/);
+    expect(f(a, 'uuid')).not.toBe(f(b, 'uuid'));
+  }, VM_TEST_MS);
+
+  it('boots the VM cold when asked (the fallback), with the same results', async () => {
+    const t = Date.now();
+    const r = await runVm({ ...job(), boot: 'cold' });
+    console.log(`runVm (${r.accel}, cold): ${r.durationMs} ms`);
+    expect(r.boot).toBe('cold');
+    expectJobRan(r, t);
+    expect(r.console).toMatch(/Reached target .*basic\.target/);
+    expect(r.console).toMatch(/reboot: Power down/);
   }, VM_TEST_MS);
 
   it('kills a VM that overruns its time limit, and says where it was', async () => {
     const t = Date.now();
-    const r = await runVm({ image, scope, timeoutMs: 8_000, script: 'sleep 600' });
+    // The job's own limit inside the guest is longer than the host's: the host must kill it.
+    const r = await runVm({ image, scope, timeoutMs: 8_000, jobTimeoutMs: 600_000, script: 'sleep 600' });
     const ms = Date.now() - t;
     console.log(`runVm timeout: ${ms} ms`);
     expect(r.timedOut).toBe(true);
     expect(r.exitCode).toBeUndefined();
     expect(vmFailure(r, 8_000)).toMatch(/killed after 8 s/);
     // Killed at its limit, not left running until the job ends (600 s): a
-    // generous bound for the boot and teardown on a loaded machine.
+    // generous bound for the start and teardown on a loaded machine.
     expect(ms).toBeLessThan(8_000 + 60_000);
     expect(gone(r.qemuPid)).toBe(true);
   }, VM_TEST_MS);

@@ -62,6 +62,7 @@ out=$(
   report_failed
   echo "$M end"
 )
+printf '%s\\n' "$out" 2>/dev/null > ${PROBE_DIR}/report
 printf '%s\\n' "$out"
 systemctl --no-block poweroff
 `;

@@ -2,7 +2,7 @@
 // files (probe-files.ts) print (PART-IMAGE-PROBE lines), and the verdict on a
 // boot. Pure; wherever the boot runs (host or VM), the same code judges it.
 import { isNspawnNoise } from '../tools/nspawn.js';
-import { ANSI, consoleTail } from '../vm/run.js';
+import { ANSI, consoleTail } from './console.js';
 import type { Finding } from '../types.js';
 import { PROBE_MARK } from './probe-files.js';
 

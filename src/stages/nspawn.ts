@@ -52,7 +52,8 @@ import { loopMountReadOnly } from '../image/loop-mount.js';
 import { buildNspawnArgs, machineName, runNspawn, type NspawnOptions } from '../tools/nspawn.js';
 import { manifestLookup, treeLookup, type Lookup } from '../boot/resolve.js';
 import { runNspawnInVm, type NspawnInVmResult } from '../vm/nspawn-in-vm.js';
-import { consoleTail, type VmResult } from '../vm/run.js';
+import { consoleTail } from '../boot/console.js';
+import type { VmResult } from '../vm/run.js';
 import { outputTail, judgeBoot } from '../boot/probe.js';
 import { NSPAWN_INIT_PATHS, hasSystemdInit, writeProbe } from '../boot/probe-files.js';
 export * from '../boot/probe.js';
@@ -112,7 +113,7 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
       if (r.exitCode === undefined) throw new VmFailed(r);
       return { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, timedOut: r.timedOut };
     };
-    const vmDetails = () => (vm ? { vm: { accel: vm.accel, durationMs: vm.durationMs } } : {});
+    const vmDetails = () => (vm ? { vm: { accel: vm.accel, durationMs: vm.durationMs, boot: vm.boot, phases: vm.phases } } : {});
     try {
       const out = await judgeRun(ctx, lookup, probeDir, runner);
       return { ...out, details: { where, ...out.details, ...vmDetails() } };

@@ -129,3 +129,12 @@ export async function qemuImgInfo(image: string, format: string): Promise<ImageI
     throw new InputError(`${image} cannot be read as ${format}: ${lastLine(err.stderr)}`, `Check it with \`qemu-img check -f ${format} ${image}\`.`, err);
   }
 }
+
+/** `qemu-img create` of a qcow2 whose reads fall through to `backing` (an absolute path) and whose writes stay in `out`. Pure. */
+export function buildOverlayArgs(backing: string, backingFormat: 'raw' | 'qcow2', out: string): string[] {
+  return ['create', '-q', '-f', 'qcow2', '-F', backingFormat, '-b', resolve(backing), out];
+}
+
+export async function qemuImgOverlay(backing: string, backingFormat: 'raw' | 'qcow2', out: string): Promise<void> {
+  await run('qemu-img', buildOverlayArgs(backing, backingFormat, out));
+}

@@ -1,7 +1,7 @@
 // qemu-system-x86_64: a headless VM booted straight from a kernel and initrd,
 // with virtio disks named by serial (the guest finds them under
 // /dev/disk/by-id/virtio-SERIAL) and serial ports written to host files.
-import { run, type RunResult } from '../exec.js';
+import { run, shellQuote, type RunResult } from '../exec.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -37,7 +37,16 @@ export interface QemuSpec {
   debugExit?: boolean;
   /** Raw disk image booted by the BIOS instead of a kernel (used by the KVM probe). */
   bootSector?: string;
+  /** A unix socket where qemu serves QMP (the machine protocol: stop, migrate, hot-plug, quit). */
+  qmpSocket?: string;
+  /** A saved VM state to load instead of booting (-incoming "exec:cat FILE"); the machine must match the one saved. */
+  incomingState?: string;
+  /** Start with the CPU stopped (-S): QMP `cont` runs it. */
+  paused?: boolean;
 }
+
+/** The machine type every part-image VM uses (qemu's default, named so that it is part of a saved state's key). */
+export const MACHINE = 'pc';
 
 export const MAX_SERIAL = 20;
 
@@ -54,6 +63,7 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
     '-no-user-config',
     '-display', 'none',
     '-no-reboot',
+    '-machine', MACHINE,
     '-accel', spec.accel,
     '-cpu', cpu,
     '-m', String(spec.memoryMb),
@@ -85,6 +95,10 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
     args.push('-serial', `chardev:serial${i}`);
   });
   if (spec.debugExit) args.push('-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04');
+  if (spec.qmpSocket) args.push('-qmp', `unix:${qemuEscape(spec.qmpSocket)},server=on,wait=off`);
+  // qemu runs the command with /bin/sh: the path is quoted for it.
+  if (spec.incomingState) args.push('-incoming', `exec:cat ${shellQuote(spec.incomingState)}`);
+  if (spec.paused) args.push('-S');
   return args;
 }
 
@@ -99,12 +113,13 @@ export async function runQemu(spec: QemuSpec, timeoutMs: number, tmpDir?: string
   return run('qemu-system-x86_64', buildQemuArgs(spec), { okCodes: 'any', timeoutMs, allowTimeout: true, env: tmpDir ? { TMPDIR: tmpDir } : undefined });
 }
 
-/** "7.2.22", or undefined when qemu is missing. */
-export async function qemuVersion(): Promise<string | undefined> {
-  try {
-    const r = await run('qemu-system-x86_64', ['--version'], { timeoutMs: 10_000 });
-    return /version (\S+)/.exec(r.stdout)?.[1];
-  } catch {
-    return undefined;
-  }
+let versionMemo: Promise<string | undefined> | undefined;
+
+/** "7.2.22", or undefined when qemu is missing. Asked once per process. */
+export function qemuVersion(): Promise<string | undefined> {
+  versionMemo ??= run('qemu-system-x86_64', ['--version'], { timeoutMs: 10_000 }).then(
+    (r) => /version (\S+)/.exec(r.stdout)?.[1],
+    () => undefined,
+  );
+  return versionMemo;
 }

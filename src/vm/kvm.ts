@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { withScope } from '../cleanup.js';
 import { log } from '../log.js';
 import { qemuVersion, runQemu, type Accel } from '../tools/qemu.js';
-import { vmCacheRoot } from './image.js';
+import { vmCacheRoot } from './cache.js';
 
 export interface AccelVerdict {
   accel: Accel;

@@ -2,6 +2,12 @@
 // root, no systemd-container). In the VM systemd is PID 1 and udev runs, so
 // nspawn takes the image itself (--image=, the real dissect/udev path) from
 // a read-only virtio disk instead of a loop-mounted directory.
+//
+// The host directory of the probe files is bound writable in the VM: the
+// boot probe leaves its report there as a file too (`report`), which comes
+// back with the job's files. The console alone lost it now and then: when
+// the container powers off right after printing, nspawn can exit before it
+// has copied the last of the container's console to its stdout.
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Scope } from '../cleanup.js';
@@ -33,7 +39,14 @@ export interface NspawnInVmResult {
   vm: VmResult;
 }
 
-/** The nspawn argv for the VM: --image on the VM's disk, host paths under hostDir moved to the guest's copy. Pure. */
+/** The file the boot probe writes its report to, in its directory. */
+export const PROBE_REPORT = 'report';
+
+/**
+ * The nspawn argv for the VM: --image on the VM's disk, host paths under
+ * hostDir moved to the guest's copy, and a read-only bind of hostDir itself
+ * made writable (the probe writes its report there). Pure.
+ */
 export function nspawnArgsForVm(args: readonly string[], hostDir?: string): string[] {
   const out = [`--image=${NSPAWN_VM_DISK}`];
   const dir = hostDir?.replace(/\/+$/, '');
@@ -46,7 +59,8 @@ export function nspawnArgsForVm(args: readonly string[], hostDir?: string): stri
       i++;
       continue;
     }
-    out.push(hostPath ? a.replace(hostPath, GUEST_JOB_FILES) : a);
+    const moved = hostPath ? a.replace(hostPath, GUEST_JOB_FILES) : a;
+    out.push(dir && a.startsWith(`--bind-ro=${dir}:`) ? moved.replace(/^--bind-ro=/, '--bind=') : moved);
   }
   return out;
 }
@@ -66,6 +80,7 @@ export async function runNspawnInVm(o: NspawnInVmOptions): Promise<NspawnInVmRes
     'export SYSTEMD_COLORS=0 SYSTEMD_LOG_COLOR=0 SYSTEMD_PAGER=',
     `timeout -k 5 ${seconds} ${argv} < /dev/null > "$PI_OUT/stdout" 2> "$PI_OUT/stderr"`,
     'echo $? > "$PI_OUT/rc"',
+    `[ -f "${GUEST_JOB_FILES}/${PROBE_REPORT}" ] && cp "${GUEST_JOB_FILES}/${PROBE_REPORT}" "$PI_OUT/probe-report"`,
     '',
   ].join('\n');
   const vmTimeoutMs = o.timeoutMs + 180_000;
@@ -81,10 +96,22 @@ export async function runNspawnInVm(o: NspawnInVmOptions): Promise<NspawnInVmRes
   const exitCode = rc && /^\d+$/.test(rc) ? Number(rc) : undefined;
   return {
     exitCode,
-    stdout: vm.files.get('stdout')?.toString('utf8') ?? '',
+    stdout: withProbeReport(vm.files.get('stdout')?.toString('utf8') ?? '', vm.files.get('probe-report')?.toString('utf8')),
     stderr: vm.files.get('stderr')?.toString('utf8') ?? '',
     timedOut: exitCode === 124,
     vmError: exitCode === undefined ? (vmFailure(vm, vmTimeoutMs) ?? `the VM job ended (exit ${vm.exitCode}) without nspawn's exit status`) : undefined,
     vm,
   };
+}
+
+/**
+ * nspawn's stdout, with the probe's report file after it when the console
+ * did not carry the report to its end. The judge reads the last complete
+ * report. Pure.
+ */
+export function withProbeReport(stdout: string, report: string | undefined, endMark = 'PART-IMAGE-PROBE end'): string {
+  if (!report || !report.includes(endMark)) return stdout;
+  const lines = stdout.split('\n').map((l) => l.replace(/\r$/, ''));
+  if (lines.some((l) => l.endsWith(endMark))) return stdout;
+  return `${stdout}${stdout === '' || stdout.endsWith('\n') ? '' : '\n'}${report}`;
 }

@@ -1,33 +1,40 @@
-// Runs one job in the boot VM and brings its results back.
+// Runs one job in the part-image VM and brings its results back.
 //
-// The guest (see vm/recipe.json) boots the cached root image with snapshot=on
-// (so it never changes), and systemd.wants=part-image-job.service starts the
-// job runner once multi-user.target is reached. The runner reads the job from
-// the job disk (a tar: job.sh, timeout, files/), runs it as root with a time
-// limit, and writes every file the job left in $PI_OUT to ttyS1 (a host file
-// here), base64-framed, then "exit N". ttyS1 is not the console, so
-// serial-getty's vhangup() cannot cut it off; the unit's
-// SuccessAction=/FailureAction=poweroff-force ends the VM either way, and a
-// hard timeout here ends it when the guest cannot.
+// Two ways up (VmJob.boot, PART_IMAGE_VM_BOOT):
+// - restore (the default): a booted VM saved once (state.ts) is restored and
+//   given its disks by hot-plug (restore.ts): 1-3 s to the job under TCG. A
+//   state that does not restore is dropped and saved anew, with one log
+//   line; when that fails too, the job boots the VM cold.
+// - cold: the VM boots for the job with every disk attached from the start,
+//   and systemd.wants=part-image-job.service starts the runner once
+//   basic.target is reached. The unit's SuccessAction=/FailureAction=
+//   poweroff-force ends the VM when the runner ends.
+// Either way the guest's runner (see vm/recipe.json) reads the job from the
+// job disk (job.ts), runs it as root with a time limit, and writes every
+// file the job left in $PI_OUT to ttyS1 (a host file here), base64-framed,
+// then "exit N". ttyS1 is not the console, so serial-getty's vhangup()
+// cannot cut it off; a hard timeout here ends a VM that does not end.
 //
 // Disks the job may read are attached read-only as virtio disks named by
 // serial: the guest finds them at /dev/disk/by-id/virtio-SERIAL.
-import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
-import { readFile, truncate, stat, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { pack as tarPack } from 'tar-stream';
+import { consoleTail } from '../boot/console.js';
+import { log } from '../log.js';
+import { runQemu, type Accel, type QemuDisk, type QemuSpec } from '../tools/qemu.js';
+import { qemuVersion } from '../tools/qemu.js';
+import { mke2fs } from '../tools/mke2fs.js';
 import type { Scope } from '../cleanup.js';
-import { run, type RunResult } from '../exec.js';
-import { runQemu, type Accel, type QemuDisk } from '../tools/qemu.js';
-import { detectAccel, forgetAccelVerdict } from './kvm.js';
+import type { RunResult } from '../exec.js';
+import { detectAccel, forgetAccelVerdict, type AccelVerdict } from './kvm.js';
 import { ensureVmImage, type VmImage } from './image.js';
+import { JOB_UNIT, parseResults, writeJobDisk, type VmResults } from './job.js';
+import { runRestored } from './restore.js';
+import { dropState, ensureState, type MachineShape } from './state.js';
+import { FileTail } from './watch.js';
 
-export const RESULT_MARK = 'PART-IMAGE-VM';
-export const JOB_UNIT = 'part-image-job.service';
-/** Where the guest finds the job's extra files. */
-export const GUEST_JOB_FILES = '/run/part-image/job/files';
+export { GUEST_JOB_FILES, JOB_UNIT, parseResults, RESULT_MARK, type VmResults } from './job.js';
 
 export interface VmDisk {
   /** Host file, attached read-only. */
@@ -52,17 +59,13 @@ export interface VmJob {
   scope: Scope;
   /** Use this VM image instead of ensureVmImage() (tests). */
   image?: VmImage;
+  /** restore (default, PART_IMAGE_VM_BOOT=restore): a saved booted VM; cold (PART_IMAGE_VM_BOOT=cold): boot it for this job. */
+  boot?: VmBoot;
+  /** New console text (ttyS0) as it comes: for progress lines. */
+  onConsole?: (text: string) => void;
 }
 
-export interface VmResults {
-  /** The runner found its job disk and started the job. */
-  started: boolean;
-  /** The job's exit status (124: it hit its in-guest time limit); undefined when the runner never reported one. */
-  exitCode?: number;
-  files: Map<string, Buffer>;
-  /** Errors the runner reported ("no job disk", ...). */
-  errors: string[];
-}
+export type VmBoot = 'restore' | 'cold';
 
 export interface VmResult extends VmResults {
   accel: Accel;
@@ -77,67 +80,26 @@ export interface VmResult extends VmResults {
   /** The job's stdout and stderr. */
   jobLog: string;
   durationMs: number;
+  /** How the VM came up: restored from a saved state, or booted (cold, or the fallback when no state would restore). */
+  boot: VmBoot;
+  /** Host milliseconds from the start of the run to each phase it reached (restored runs: qmp, restored, attached, begin, started, exit, quit). */
+  phases: Record<string, number>;
 }
 
-/** Parse what the runner wrote to ttyS1. Pure; a truncated stream gives what arrived complete. */
-export function parseResults(text: string): VmResults {
-  const out: VmResults = { started: false, files: new Map(), errors: [] };
-  let file: string | undefined;
-  let body: string[] = [];
-  for (const raw of text.split('\n')) {
-    const line = raw.replace(/\r/g, '');
-    const at = line.indexOf(`${RESULT_MARK} `);
-    if (at < 0) {
-      if (file !== undefined) body.push(line);
-      continue;
-    }
-    const msg = line.slice(at + RESULT_MARK.length + 1);
-    if (msg.startsWith('file ')) {
-      file = msg.slice(5);
-      body = [];
-    } else if (msg === 'end-file') {
-      if (file !== undefined) out.files.set(file, Buffer.from(body.join(''), 'base64'));
-      file = undefined;
-    } else if (msg === 'started') {
-      out.started = true;
-    } else if (msg.startsWith('exit ')) {
-      const n = Number(msg.slice(5));
-      if (Number.isInteger(n)) out.exitCode = n;
-    } else if (msg.startsWith('error ')) {
-      out.errors.push(msg.slice(6));
-    }
-  }
-  return out;
-}
-
-/** The kernel command line of a job run. */
+/** The kernel command line of a cold job run. */
 export function jobCmdline(image: VmImage): string[] {
   return [...image.recipe.kernelCmdline, `systemd.wants=${JOB_UNIT}`];
 }
 
-/** Time the guest needs before the job starts: boot under TCG takes ~30 s on an idle 2-core host. */
-function bootAllowanceMs(accel: Accel): number {
+/** Time the guest needs before the job starts on a cold boot: ~30 s under TCG on an idle 2-core host. */
+function bootAllowanceMs(accel: Accel, boot: VmBoot): number {
+  if (boot === 'restore') return accel === 'kvm' ? 10_000 : 30_000;
   return accel === 'kvm' ? 30_000 : 120_000;
 }
 
-async function writeJobDisk(path: string, job: VmJob, jobTimeoutS: number): Promise<void> {
-  const pack = tarPack();
-  const sink = createWriteStream(path);
-  pack.pipe(sink);
-  const add = (name: string, content: string | Buffer, mode = 0o644) =>
-    new Promise<void>((resolve, reject) => pack.entry({ name, mode, uid: 0, gid: 0, mtime: new Date(0) }, content, (err) => (err ? reject(err) : resolve())));
-  await add('job.sh', job.script, 0o755);
-  await add('timeout', `${jobTimeoutS}\n`);
-  if (job.scratchMb) await add('scratch', '');
-  for (const [name, content] of Object.entries(job.files ?? {})) {
-    if (!/^[A-Za-z0-9_.@-]+$/.test(name)) throw new Error(`VM job file names must be plain names: ${name}`);
-    await add(`files/${name}`, content);
-  }
-  pack.finalize();
-  await once(sink, 'close');
-  // A whole number of MiB: a disk is a whole number of sectors, and tar stops at its end-of-archive blocks.
-  const size = (await stat(path)).size;
-  await truncate(path, Math.ceil(size / (1024 * 1024)) * 1024 * 1024);
+/** How VMs come up unless a job says: PART_IMAGE_VM_BOOT=cold|restore, default restore. */
+export function defaultBoot(env: NodeJS.ProcessEnv = process.env): VmBoot {
+  return env.PART_IMAGE_VM_BOOT === 'cold' ? 'cold' : 'restore';
 }
 
 /** Kill a qemu left behind (the run was interrupted): its pid file names it, its argv proves it is ours. */
@@ -153,6 +115,17 @@ async function killLeftover(pidFile: string): Promise<void> {
   }
 }
 
+/** The machine every run of `image` gets: what a saved state is keyed by. */
+function machine(image: VmImage, verdict: AccelVerdict): { shape: MachineShape; spec: Omit<QemuSpec, 'disks' | 'serialFiles' | 'append'> } {
+  const shape: MachineShape = {
+    accel: verdict.accel,
+    cpu: verdict.accel === 'kvm' ? 'host' : 'max',
+    memoryMb: image.recipe.vm.memoryMb,
+    cpus: Math.max(1, Math.min(image.recipe.vm.maxCpus, availableParallelism())),
+  };
+  return { shape, spec: { accel: shape.accel, cpu: shape.cpu, memoryMb: shape.memoryMb, cpus: shape.cpus, kernel: image.kernel, initrd: image.initrd } };
+}
+
 export async function runVm(job: VmJob): Promise<VmResult> {
   const started = Date.now();
   const image = job.image ?? (await ensureVmImage());
@@ -160,54 +133,87 @@ export async function runVm(job: VmJob): Promise<VmResult> {
   const dir = await job.scope.tempDir('part-image-vm-');
   const pidFile = join(dir, 'qemu.pid');
   job.scope.defer('kill the VM', () => killLeftover(pidFile));
+  let boot = job.boot ?? defaultBoot();
 
-  const jobTimeoutMs = job.jobTimeoutMs ?? Math.max(job.timeoutMs - bootAllowanceMs(verdict.accel), job.timeoutMs / 2);
+  const jobTimeoutMs = job.jobTimeoutMs ?? Math.max(job.timeoutMs - bootAllowanceMs(verdict.accel, boot), job.timeoutMs / 2);
   const jobDisk = join(dir, 'job.tar');
-  await writeJobDisk(jobDisk, job, Math.max(1, Math.floor(jobTimeoutMs / 1000)));
-
-  const disks: QemuDisk[] = [
-    { path: image.root, serial: 'pi-root', snapshot: true },
-    { path: jobDisk, serial: 'pi-job', readOnly: true },
-    ...(job.disks ?? []).map((d) => ({ path: d.path, serial: d.serial, readOnly: true })),
-  ];
+  const images = (job.disks ?? []).map((d) => ({ path: d.path, serial: d.serial, readOnly: true }));
+  let scratch: string | undefined;
   if (job.scratchMb) {
-    const scratch = join(dir, 'scratch.img');
+    scratch = join(dir, 'scratch.img');
     await writeFile(scratch, '');
-    await run('mke2fs', ['-q', '-F', '-t', 'ext4', '-m', '0', '-L', 'pi-scratch', '-E', 'nodiscard', scratch, `${Math.ceil(job.scratchMb)}M`]);
-    disks.push({ path: scratch, serial: 'pi-scratch' });
+    await mke2fs(scratch, Math.ceil(job.scratchMb), { label: 'pi-scratch' });
   }
-
+  const extra = [...images, ...(scratch ? [{ path: scratch, serial: 'pi-scratch', readOnly: false }] : [])];
+  const writeJob = () =>
+    writeJobDisk(jobDisk, {
+      script: job.script,
+      files: job.files,
+      disks: extra.map((d) => d.serial),
+      scratch: scratch !== undefined,
+      jobTimeoutS: Math.max(1, Math.floor(jobTimeoutMs / 1000)),
+    });
   const consoleFile = join(dir, 'console.log');
   const resultsFile = join(dir, 'results.log');
+  const { shape, spec } = machine(image, verdict);
+  let r: RunResult | undefined;
+  let phases: Record<string, number> = {};
   // qemu removes its pid file when it exits cleanly: note the pid while it runs.
   let qemuPid: number | undefined;
   let watching = true;
-  const watch = (async () => {
+  const pidWatch = (async () => {
     while (watching && !qemuPid) {
       qemuPid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim()) || undefined;
-      if (!qemuPid) await new Promise((res) => setTimeout(res, 100));
+      if (!qemuPid) await new Promise((res) => setTimeout(res, 50));
     }
   })();
-  let r: RunResult;
   try {
-    r = await runQemu(
-      {
-        accel: verdict.accel,
-        memoryMb: image.recipe.vm.memoryMb,
-        cpus: Math.max(1, Math.min(image.recipe.vm.maxCpus, availableParallelism())),
-        kernel: image.kernel,
-        initrd: image.initrd,
-        append: jobCmdline(image),
-        disks,
-        serialFiles: [consoleFile, resultsFile],
-        pidFile,
-      },
-      job.timeoutMs,
-      dir,
-    );
+
+  if (boot === 'restore') {
+    const version = (await qemuVersion()) ?? 'unknown';
+    for (let attempt = 1; attempt <= 2 && !r; attempt++) {
+      let saved;
+      try {
+        log.progress('getting the saved VM ready');
+        saved = await ensureState({ image, shape, qemuVersion: version, scope: job.scope, spec });
+      } catch (err) {
+        log.info(`VM: cannot save a ready VM (${(err as Error).message}); booting it for this job instead`);
+        break;
+      }
+      await writeJob();
+      for (const f of [consoleFile, resultsFile]) await writeFile(f, '');
+      const out = await runRestored({
+          spec: { ...spec, append: [] },
+          saved,
+          dir,
+          consoleFile,
+          resultsFile,
+          pidFile,
+          disks: [...extra, { path: jobDisk, serial: 'pi-job', readOnly: true }],
+          timeoutMs: job.timeoutMs,
+          beginTimeoutMs: bootAllowanceMs(verdict.accel, 'restore'),
+          onConsole: job.onConsole,
+          onPhase: (p) => log.progress(p),
+        });
+      if (out.restored) {
+        r = out.qemu;
+        phases = out.phases;
+        break;
+      }
+      log.info(`VM: the saved VM state ${saved.dir} did not restore (${out.why}): ${attempt === 1 ? 'throwing it away and saving a new one' : 'throwing it away; booting the VM for this job instead'}`);
+      await dropState(saved.dir);
+    }
+    if (!r) boot = 'cold';
+  }
+
+  if (!r) {
+    await writeJob();
+    for (const f of [consoleFile, resultsFile]) await writeFile(f, '');
+    r = await runCold(job, image, spec, { dir, pidFile, consoleFile, resultsFile, jobDisk, extra });
+  }
   } finally {
     watching = false;
-    await watch;
+    await pidWatch;
   }
   const results = parseResults(await readFile(resultsFile, 'utf8').catch(() => ''));
   const consoleText = await readFile(consoleFile, 'utf8').catch(() => '');
@@ -222,21 +228,43 @@ export async function runVm(job: VmJob): Promise<VmResult> {
     console: consoleText,
     jobLog: results.files.get('job.log')?.toString('utf8') ?? '',
     durationMs: Date.now() - started,
+    boot,
+    phases,
   };
 }
 
-// eslint-disable-next-line no-control-regex
-/** Terminal colour and cursor codes, as systemd prints them on a console. */
-export const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
+interface ColdPaths {
+  dir: string;
+  pidFile: string;
+  consoleFile: string;
+  resultsFile: string;
+  jobDisk: string;
+  extra: { path: string; serial: string; readOnly: boolean }[];
+}
 
-/** The last `n` non-empty console lines, without colour codes. */
-export function consoleTail(text: string, n = 25): string[] {
-  return text
-    .replace(ANSI, '')
-    .replace(/\r/g, '')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .slice(-n);
+/** The VM booted for this job, every disk attached from the start. */
+async function runCold(job: VmJob, image: VmImage, spec: Omit<QemuSpec, 'disks' | 'serialFiles' | 'append'>, p: ColdPaths): Promise<RunResult> {
+  const disks: QemuDisk[] = [
+    { path: image.root, serial: 'pi-root', snapshot: true },
+    { path: p.jobDisk, serial: 'pi-job', readOnly: true },
+    ...p.extra.map((d) => ({ path: d.path, serial: d.serial, readOnly: d.readOnly })),
+  ];
+  let watching = true;
+  const consoleTailer = new FileTail(p.consoleFile);
+  const watch = (async () => {
+    while (watching && job.onConsole) {
+      const added = await consoleTailer.poll();
+      if (added) job.onConsole(added);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  })();
+  try {
+    log.progress('booting the VM');
+    return await runQemu({ ...spec, append: jobCmdline(image), disks, serialFiles: [p.consoleFile, p.resultsFile], pidFile: p.pidFile }, job.timeoutMs, p.dir);
+  } finally {
+    watching = false;
+    await watch;
+  }
 }
 
 /** Why a VM run did not deliver the job's result, or undefined when it did. */

@@ -12,6 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cachedVmImageState, ensureVmImage, vmCacheRoot } from '../../src/vm/image.js';
+import { checkState } from '../../src/vm/state.js';
+import { sha256Of } from '../../src/vm/cache.js';
+import { runVm } from '../../src/vm/run.js';
+import { Scope } from '../../src/cleanup.js';
+import { readdir, writeFile } from 'node:fs/promises';
 import { runCli } from '../helpers/cli.js';
 
 let priv: string;
@@ -38,6 +43,13 @@ async function doctorVmLine(): Promise<string> {
 beforeAll(async () => {
   // The shared cache's image (built by whoever came first), then a private copy.
   const shared = await ensureVmImage();
+  // A run first, so that the shared cache has a saved VM state to copy as well.
+  const s = new Scope();
+  try {
+    await runVm({ image: shared, scope: s, timeoutMs: 900_000, script: 'true' });
+  } finally {
+    await s.close();
+  }
   priv = await mkdtemp(join(tmpdir(), 'pi-vmcache-'));
   dir = join(priv, `vm-${shared.hash}`);
   await execa('cp', ['-r', '--sparse=always', shared.dir, dir]);
@@ -50,6 +62,71 @@ afterAll(async () => {
   if (saved === undefined) delete process.env.PART_IMAGE_CACHE;
   else process.env.PART_IMAGE_CACHE = saved;
   if (priv) await rm(priv, { recursive: true, force: true });
+});
+
+/** Runs `fn` with stderr captured (the log lines), and returns what was logged. */
+async function logged<T>(fn: () => Promise<T>): Promise<{ value: T; text: string }> {
+  const lines: string[] = [];
+  const write = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    lines.push(String(chunk));
+    return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
+  }) as typeof process.stderr.write;
+  try {
+    return { value: await fn(), text: lines.join('') };
+  } finally {
+    process.stderr.write = write;
+  }
+}
+
+describe('a damaged saved VM state', () => {
+  async function stateDirOf(): Promise<{ dir: string; key: string }> {
+    const names = (await readdir(dir)).filter((n) => /^state-[0-9a-f]{16}$/.test(n));
+    expect(names, 'the copied cache has one saved state').toHaveLength(1);
+    return { dir: join(dir, names[0]), key: names[0].slice('state-'.length) };
+  }
+
+  it('a flipped bit in vm.state is found by its hash', async () => {
+    const st = await stateDirOf();
+    expect((await checkState(st.dir, st.key)).state).toBe('ok');
+    const file = join(st.dir, 'vm.state');
+    await flipByte(file, 1_000_000);
+    const c = await checkState(st.dir, st.key);
+    expect(c.state === 'damaged' && c.why).toMatch(/vm\.state has sha256 .* but was saved with/);
+    await flipByte(file, 1_000_000);
+    expect((await checkState(st.dir, st.key)).state).toBe('ok');
+  });
+
+  it('a state that qemu cannot load is thrown away with one log line, saved anew, and the job still runs', async () => {
+    const st = await stateDirOf();
+    // Cut short, with its size and hash recorded as if it had been saved so: only the restore can tell.
+    const file = join(st.dir, 'vm.state');
+    await truncate(file, 4 * 1024 * 1024);
+    const meta = JSON.parse(await readFile(join(st.dir, 'meta.json'), 'utf8'));
+    meta.files['vm.state'] = { size: (await stat(file)).size, sha256: await sha256Of(file) };
+    await writeFile(join(st.dir, 'meta.json'), JSON.stringify(meta));
+    await rm(join(st.dir, 'checked.json'), { force: true });
+    expect((await checkState(st.dir, st.key)).state).toBe('ok');
+
+    const image = await ensureVmImage();
+    expect(image.dir).toBe(dir);
+    const scope = new Scope();
+    try {
+      const t = Date.now();
+      const { value: r, text } = await logged(() => runVm({ image, scope, timeoutMs: 900_000, script: 'echo ran > "$PI_OUT/ran"' }));
+      console.log(`restore of a broken state, new state, job: ${Date.now() - t} ms (${r.boot})`);
+      expect(text.match(/did not restore/g), text).toHaveLength(1);
+      expect(text).toMatch(/VM: the saved VM state .*state-[0-9a-f]{16} did not restore \(.*\): throwing it away and saving a new one/);
+      expect(r.boot).toBe('restore');
+      expect(r.exitCode).toBe(0);
+      expect(r.files.get('ran')?.toString()).toBe('ran\n');
+    } finally {
+      await scope.close();
+    }
+    // The new state is whole.
+    expect((await checkState(st.dir, st.key)).state).toBe('ok');
+    expect((await stat(file)).size).toBeGreaterThan(64 * 1024 * 1024);
+  }, 1_200_000);
 });
 
 describe('a damaged cached VM image', () => {

@@ -1,0 +1,126 @@
+// A client for qemu's machine protocol (QMP) on a unix socket: one JSON
+// object per line each way; replies carry the id of their command, events
+// come in between and are kept for whoever waits for them.
+import { connect, type Socket } from 'node:net';
+
+export interface QmpReply {
+  return?: unknown;
+  error?: { class: string; desc: string };
+}
+
+export class QmpError extends Error {}
+
+export class Qmp {
+  private buffer = '';
+  private nextId = 1;
+  private waiting = new Map<string, (r: QmpReply) => void>();
+  private closed?: Error;
+  readonly events: { event: string; data?: unknown }[] = [];
+
+  private constructor(private readonly sock: Socket) {
+    sock.setEncoding('utf8');
+    sock.on('data', (chunk: string) => this.onData(chunk));
+    const fail = (err: Error) => {
+      this.closed = err;
+      for (const resolve of this.waiting.values()) resolve({ error: { class: 'Closed', desc: err.message } });
+      this.waiting.clear();
+    };
+    sock.on('error', fail);
+    sock.on('close', () => fail(new QmpError('the QMP connection closed')));
+  }
+
+  /** Connects to qemu's QMP socket, retrying until qemu has made it (at most `timeoutMs`). */
+  static async connect(path: string, timeoutMs: number): Promise<Qmp> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const sock = await new Promise<Socket>((resolve, reject) => {
+          const s = connect(path);
+          s.once('connect', () => resolve(s));
+          s.once('error', reject);
+        });
+        const qmp = new Qmp(sock);
+        await qmp.greeting();
+        await qmp.execute('qmp_capabilities');
+        return qmp;
+      } catch (err) {
+        if (Date.now() > until) throw new QmpError(`cannot talk to qemu over QMP at ${path}: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+
+  private greetingSeen?: () => void;
+  private greeted = false;
+
+  private greeting(): Promise<void> {
+    if (this.greeted) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.greetingSeen = resolve;
+    });
+  }
+
+  private onData(chunk: string): void {
+    this.buffer += chunk;
+    let nl: number;
+    while ((nl = this.buffer.indexOf('\n')) >= 0) {
+      const line = this.buffer.slice(0, nl).trim();
+      this.buffer = this.buffer.slice(nl + 1);
+      if (!line) continue;
+      let msg: Record<string, unknown>;
+      try {
+        msg = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        continue;
+      }
+      if ('QMP' in msg) {
+        this.greeted = true;
+        this.greetingSeen?.();
+      } else if (typeof msg.event === 'string') {
+        this.events.push({ event: msg.event, data: msg.data });
+      } else if (typeof msg.id === 'string') {
+        const resolve = this.waiting.get(msg.id);
+        this.waiting.delete(msg.id);
+        resolve?.(msg as QmpReply);
+      }
+    }
+  }
+
+  /** Runs one command; throws QmpError with qemu's words when it fails. */
+  async execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    if (this.closed) throw new QmpError(`${command}: ${this.closed.message}`);
+    const id = `pi-${this.nextId++}`;
+    const reply = await new Promise<QmpReply>((resolve) => {
+      this.waiting.set(id, resolve);
+      this.sock.write(`${JSON.stringify({ execute: command, arguments: args, id })}\n`);
+    });
+    if (reply.error) throw new QmpError(`${command}: ${reply.error.desc}`);
+    return reply.return;
+  }
+
+  close(): void {
+    this.sock.destroy();
+  }
+}
+
+/** The QMP arguments that hot-plug a host file as a virtio disk with `serial`. Pure. */
+export function hotplugDiskCommands(
+  id: string,
+  path: string,
+  serial: string,
+  o: { readOnly?: boolean; format?: 'raw' | 'qcow2' } = {},
+): [string, Record<string, unknown>][] {
+  return [
+    [
+      'blockdev-add',
+      {
+        'node-name': id,
+        driver: o.format ?? 'raw',
+        'read-only': o.readOnly ?? false,
+        cache: { 'no-flush': true },
+        file: { driver: 'file', filename: path, 'read-only': o.readOnly ?? false },
+      },
+    ],
+    ['device_add', { driver: 'virtio-blk-pci', drive: id, serial, id: `dev-${id}` }],
+  ];
+}
