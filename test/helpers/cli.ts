@@ -2,7 +2,7 @@
 import { fileURLToPath } from 'node:url';
 import { execa, type Options } from 'execa';
 
-export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../dist/bin.js', import.meta.url));
 
 export interface CliResult {
   exitCode: number;
