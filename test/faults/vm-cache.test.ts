@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cachedVmImageState, ensureVmImage, vmCacheRoot } from '../../src/vm/image.js';
-import { runCli } from '../helpers/cli.js';
+import { runCliProcess as runCli } from '../helpers/cli.js'; // the KVM verdict and VM cache are per process
 
 let priv: string;
 let dir: string;

@@ -52,7 +52,12 @@ function collector(into: string[]): Write {
 // One run at a time: stdout, stderr, env, cwd and the log level are process-wide.
 let queue: Promise<unknown> = Promise.resolve();
 
+/**
+ * PART_IMAGE_TEST_CLI=process runs every runCli as a child process instead:
+ * to compare the two, and how the coverage before the in-process switch was measured.
+ */
 export function runCli(args: string[], opts: InProcessOptions = {}): Promise<CliResult> {
+  if (process.env.PART_IMAGE_TEST_CLI === 'process') return runCliProcess(args, opts as Options);
   const next = queue.then(() => runInProcess(args, opts));
   queue = next.catch(() => undefined);
   return next;
