@@ -84,7 +84,8 @@ async function convert(script) {
 const startLine = (l) => l.start.line;
 const kinds = [
   ['statementMap', 's', (v) => startLine(v)],
-  ['fnMap', 'f', (v) => startLine(v.loc)],
+  // A function by its name's line: the body of a multi-line signature starts on different lines.
+  ['fnMap', 'f', (v) => startLine(v.decl ?? v.loc)],
   ['branchMap', 'b', (v) => startLine(v.loc)],
 ];
 
