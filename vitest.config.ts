@@ -35,6 +35,8 @@ export default defineConfig({
       // processes' part, prints lines, branches and functions, and enforces the threshold.
       reporter: [['json', { file: 'coverage-final.json' }]],
       reportsDirectory: 'coverage/in-process',
+      // A failed test must not hide the figures (vitest writes none by default then).
+      reportOnFailure: true,
     },
     projects: [
       {

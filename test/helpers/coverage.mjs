@@ -30,8 +30,11 @@ import reports from 'istanbul-reports';
 import { parseAstAsync } from 'vitest/node';
 
 /**
- * Set from the first honest measurement of the whole suite (see the README),
- * rounded down, never below 80% of lines.
+ * PROVISIONAL: 80% of lines is the floor issue 13 sets; branches and functions
+ * are not enforced yet. The first whole-suite measurement (01:35, without the
+ * VM files) ended with two failed tests and vitest then wrote no report
+ * (reportOnFailure was off; it is on now), so no figure exists to set these
+ * from. Set them from the next whole-suite run, rounded down, never below 80 for lines.
  */
 export const THRESHOLDS = { lines: 80, branches: 0, functions: 0 };
 
