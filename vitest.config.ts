@@ -8,7 +8,15 @@ import { defineConfig } from 'vitest/config';
 // once the first group is done.
 const VM_TESTS = ['test/nspawn-vm.test.ts', 'test/portable.test.ts', 'test/vm.test.ts', 'test/faults/vm-cache.test.ts'];
 
+// `npm run coverage` (test/helpers/coverage.mjs) sets PART_IMAGE_CHILD_V8 to a
+// folder: every process the tests spawn then inherits NODE_V8_COVERAGE and
+// writes its V8 coverage there when it exits (the CLI runs that must stay
+// child processes: signals, exit codes of the real process, other users). The
+// vitest processes themselves are measured by the v8 provider below.
+const childV8 = process.env.PART_IMAGE_CHILD_V8;
+
 const shared = {
+  env: childV8 ? { NODE_V8_COVERAGE: childV8 } : {},
   // Real-tool tests build and boot real images; one core must stay free for
   // the tools themselves on a 2-core machine.
   fileParallelism: true,
@@ -20,6 +28,16 @@ const shared = {
 export default defineConfig({
   test: {
     ...shared,
+    coverage: {
+      provider: 'v8',
+      include: ['src/**/*.ts'],
+      // Only the raw in-process part: test/helpers/coverage.mjs adds the child
+      // processes' part, prints lines, branches and functions, and enforces the threshold.
+      reporter: [['json', { file: 'coverage-final.json' }]],
+      reportsDirectory: 'coverage/in-process',
+      // A failed test must not hide the figures (vitest writes none by default then).
+      reportOnFailure: true,
+    },
     projects: [
       {
         test: {

@@ -1,5 +1,5 @@
 // Releases temporary files, mounts and loop devices on success, failure and
-// signals. Library code registers disposers in a Scope; cli.ts installs the
+// signals. Library code registers disposers in a Scope; bin.ts installs the
 // signal handlers (onSignals) that run every live scope and then exit 130.
 //
 // What a shutdown (first SIGINT, SIGTERM or SIGHUP) does, in this order:
@@ -50,7 +50,7 @@ export function isShuttingDown(): boolean {
   return shuttingDown;
 }
 
-/** True once a signal arrived: cli.ts then leaves the exit to the signal handler. */
+/** True once a signal arrived: bin.ts then leaves the exit to the signal handler. */
 export function wasInterrupted(): boolean {
   return signalled;
 }

@@ -1,8 +1,7 @@
-#!/usr/bin/env node
-// The entry point: parses arguments, calls the library, maps errors to exit
-// codes. It is the only place that exits the process.
+// The command line: parses arguments, calls the library, maps errors to exit
+// codes. main() returns the code; bin.ts installs the signal handlers, calls
+// it and is the only place that exits, so that tests can call main() in-process.
 import { EXIT, InternalError, asPartImageError } from './errors.js';
-import { beforeExit, onSignals, wasInterrupted } from './cleanup.js';
 import { log } from './log.js';
 import { VERSION } from './version.js';
 import { emitReport, parse, type Command } from './commands/common.js';
@@ -26,7 +25,16 @@ Run \`part-image COMMAND --help\` for a command's options and examples.
 `;
 }
 
+/** Runs one command line; every error is printed and mapped to its exit code here. */
 export async function main(argv: string[]): Promise<number> {
+  try {
+    return await runCommand(argv);
+  } catch (err) {
+    return report(err);
+  }
+}
+
+async function runCommand(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(mainHelp());
@@ -69,11 +77,3 @@ function report(raw: unknown): number {
   if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
   return err.exitCode;
 }
-
-// SIGINT, SIGTERM, SIGHUP: cleanup.ts releases everything, then this exits 130.
-onSignals((code) => process.exit(code));
-
-// After a signal, the handler exits once cleanup is done; the work it cut
-// short settles first and must not exit before that.
-const exitWhenReleased = (code: number) => void beforeExit().finally(() => wasInterrupted() || process.exit(code));
-main(process.argv.slice(2)).then(exitWhenReleased, (err) => exitWhenReleased(report(err)));

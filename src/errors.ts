@@ -1,5 +1,5 @@
 // The few error classes of part-image. Each carries the process exit code it
-// maps to and a hint that tells the user what to do next. Only cli.ts exits.
+// maps to and a hint that tells the user what to do next. Only bin.ts exits.
 //
 // One hierarchy, one meaning per exit code:
 // - a verdict about the image is never an error: it is a finding of a stage

@@ -1,10 +1,13 @@
 // The CLI contract: usage errors exit 2 with a hint; every command has help with examples.
-import { existsSync } from 'node:fs';
+// main() runs in-process (runCli); the bin, its signal handlers and its exit code in a child.
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runCli } from './helpers/cli.js';
+import { CLI, runCli, runCliProcess } from './helpers/cli.js';
 import { COMMANDS } from '../src/commands/index.js';
+import { HANDLED_SIGNALS } from '../src/cleanup.js';
+import { log } from '../src/log.js';
 
 describe('cli', () => {
   it('prints the command list and exits 2 without a command', async () => {
@@ -64,5 +67,34 @@ describe('cli', () => {
     const r = await runCli(['--version']);
     expect(r.exitCode).toBe(0);
     expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  });
+
+  it('installs no signal handler and runs nothing when cli.ts is imported', async () => {
+    const before = HANDLED_SIGNALS.map((sig) => process.listenerCount(sig));
+    const cli = await import('../src/cli.js');
+    expect(typeof cli.main).toBe('function');
+    expect(HANDLED_SIGNALS.map((sig) => process.listenerCount(sig))).toEqual(before);
+  });
+
+  it('restores the log level, cwd, env and exit code after an in-process run', async () => {
+    const cwd = process.cwd();
+    process.env.PART_IMAGE_CLI_TEST_VAR = 'kept';
+    const r = await runCli(['build', '--verbose', '--output', 'x.img'], { cwd: tmpdir(), env: { PART_IMAGE_CLI_TEST_VAR: undefined, SIZE_MB: 'lots' } });
+    expect(r.exitCode).toBe(2);
+    expect(log.verbosity).toBe('normal');
+    expect(process.cwd()).toBe(cwd);
+    expect(process.env.PART_IMAGE_CLI_TEST_VAR).toBe('kept');
+    expect(process.env.SIZE_MB).toBeUndefined();
+    expect(process.exitCode).toBeUndefined();
+    delete process.env.PART_IMAGE_CLI_TEST_VAR;
+  });
+
+  it('gives the same output in-process and from the bin, and the bin is an executable node script', async () => {
+    for (const args of [['--version'], ['frobnicate'], ['doctor', '--help']]) {
+      const [inside, child] = [await runCli(args), await runCliProcess(args)];
+      expect(child, args.join(' ')).toEqual(inside);
+    }
+    expect(readFileSync(CLI, 'utf8').split('\n')[0]).toBe('#!/usr/bin/env node');
+    expect(statSync(CLI).mode & 0o111).toBe(0o111);
   });
 });

@@ -9,16 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { skipBoot } from './helpers/stages.js';
 import { runCli } from './helpers/cli.js';
 import { isRoot, makeSampleTree } from './helpers/trees.js';
 import { sniffFile } from '../src/source/load.js';
-import { ALL_STAGE_NAMES } from '../src/stages/index.js';
 import { Scope } from '../src/cleanup.js';
 import { copyAcceptedImage } from '../src/raptor/container.js';
 
 // The boot stages need an init in the tree; these tests are about the mounts.
-const BOOT_STAGES = ['nspawn', 'portable', 'diagnose'].filter((s) => ALL_STAGE_NAMES.includes(s));
-const SKIP = BOOT_STAGES.length ? ['--skip', BOOT_STAGES.join(',')] : [];
+const SKIP = skipBoot();
 
 let work: string;
 let sample: string;

@@ -7,14 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { skipBoot } from './helpers/stages.js';
 import { runCli } from './helpers/cli.js';
 import { makeSampleTree } from './helpers/trees.js';
 import { sniffFile } from '../src/source/load.js';
-import { ALL_STAGE_NAMES } from '../src/stages/index.js';
 
 // The boot stages need an init in the tree; these tests are about formats.
-const BOOT_STAGES = ['nspawn', 'portable', 'diagnose'].filter((s) => ALL_STAGE_NAMES.includes(s));
-const SKIP = BOOT_STAGES.length ? ['--skip', BOOT_STAGES.join(',')] : [];
+const SKIP = skipBoot();
 
 let work: string;
 let tree: string;

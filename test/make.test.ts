@@ -12,14 +12,13 @@ import { fileURLToPath } from 'node:url';
 import { utimes } from 'node:fs/promises';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { skipBoot } from './helpers/stages.js';
 import { runCli } from './helpers/cli.js';
 import { makeSampleTree } from './helpers/trees.js';
 import { sniffFile } from '../src/source/load.js';
-import { ALL_STAGE_NAMES } from '../src/stages/index.js';
 
 // The boot stages need an init in the tree; these tests are about make.
-const BOOT_STAGES = ['nspawn', 'portable', 'diagnose'].filter((s) => ALL_STAGE_NAMES.includes(s));
-const SKIP = BOOT_STAGES.length ? ['--skip', BOOT_STAGES.join(',')] : [];
+const SKIP = skipBoot();
 
 let work: string;
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');

@@ -12,7 +12,7 @@ import { ensureVmImage } from '../src/vm/image.js';
 import { nspawnWhere } from '../src/stages/nspawn.js';
 import { doctor } from '../src/doctor.js';
 import type { Report, StageResult } from '../src/types.js';
-import { runCli } from './helpers/cli.js';
+import { runCliProcess as runCli } from './helpers/cli.js'; // VM runs: child processes, as before
 import { debianRootTar } from './helpers/debian-root.js';
 
 const VM_TEST_MS = 600_000;

@@ -33,7 +33,7 @@ describe('the npm package', () => {
   it('holds the docs the README links to, the licence, the man page, the completion and the schemas', async () => {
     for (const f of ['LICENSE', 'README.md', 'docs/ci.md', 'docs/ci/part-image-ci.sh', 'docs/raptor.md', 'docs/layer-stack.md',
       'man/part-image.1', 'completion/part-image.bash', 'schema/report.schema.json', 'schema/doctor.schema.json',
-      'schema/diff.schema.json', 'dist/cli.js', 'vm/recipe.json', 'golden/demo.manifest.json']) expect(files).toContain(f);
+      'schema/diff.schema.json', 'dist/bin.js', 'dist/cli.js', 'vm/recipe.json', 'golden/demo.manifest.json']) expect(files).toContain(f);
     expect(files.filter((f) => f.startsWith('test/') || f.startsWith('src/') || f === 'man/generate.mjs')).toEqual([]);
     const readme = await readFile(join(REPO, 'README.md'), 'utf8');
     const links = [...readme.matchAll(/\]\(((?:docs|schema|golden|vm)\/[^)#\s]+)\)/g)].map((m) => m[1]);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RUN_TAG, ownerGone, ownerOfName, processStartTime, sweepStale } from '../../src/stale.js';
-import { CLI, runCli } from '../helpers/cli.js';
+import { CLI, runCliProcess as runCli } from '../helpers/cli.js'; // the sweep runs once per folder and process
 import { debianRootTar } from '../helpers/debian-root.js';
 import { isClean, leftovers, processesNaming } from '../helpers/host-state.js';
 import { runAndInterrupt } from '../helpers/interrupt.js';

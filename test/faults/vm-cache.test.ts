@@ -17,7 +17,7 @@ import { sha256Of } from '../../src/vm/cache.js';
 import { runVm } from '../../src/vm/run.js';
 import { Scope } from '../../src/cleanup.js';
 import { readdir, writeFile } from 'node:fs/promises';
-import { runCli } from '../helpers/cli.js';
+import { runCliProcess as runCli } from '../helpers/cli.js'; // the KVM verdict and VM cache are per process
 
 let priv: string;
 let dir: string;
