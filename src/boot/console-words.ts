@@ -15,7 +15,7 @@
 // eslint-disable-next-line no-control-regex
 const ANSI = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
-export type ConsoleWordCode = 'rescue-mode' | 'emergency-mode' | 'default-target-missing' | 'unit-failed-console' | 'dependency-failed';
+export type ConsoleWordCode = 'rescue-mode' | 'emergency-mode' | 'default-target-missing' | 'default-target-masked' | 'unit-failed-console' | 'dependency-failed';
 
 export interface ConsoleWord {
   code: ConsoleWordCode;
@@ -32,7 +32,8 @@ const UNIT = /^([A-Za-z0-9:_.\\@-]+\.(?:service|socket|target|mount|automount|sw
 /** The unit name of a status line's subject ("foo.service - Foo" -> foo.service), else the description. */
 function subject(s: string): string {
   const t = s.trim().replace(/\.$/, '');
-  return UNIT.exec(t)?.[1] ?? t;
+  // A name the console shortened ("loca…s.target - Local File Systems") is named by its description.
+  return UNIT.exec(t)?.[1] ?? t.replace(/^\S*…\S*\s+-\s+/, '');
 }
 
 /** What one console line says, if it is one of systemd's words for a failed boot. */
@@ -42,6 +43,7 @@ export function recogniseConsoleLine(raw: string): ConsoleWord | undefined {
   let m: RegExpExecArray | null;
   // systemd 252 main.c: "Unit default.target not found." then "Falling back to rescue.target."
   if ((m = /Unit (\S+\.target) not found\.?/.exec(line))) return { code: 'default-target-missing', line, final: false, unit: m[1] };
+  if ((m = /Unit (\S+\.target) is masked\.?/.exec(line))) return { code: 'default-target-masked', line, final: false, unit: m[1] };
   if ((m = /Falling back to (rescue|emergency)\.target/.exec(line))) return { code: m[1] === 'rescue' ? 'rescue-mode' : 'emergency-mode', line, final: true, unit: `${m[1]}.target` };
   if (/You are in (rescue|emergency) mode/.test(line)) {
     const mode = /rescue/.test(line) ? 'rescue' : 'emergency';
@@ -78,7 +80,7 @@ export class ConsoleWords {
 
   /** The word that best explains a boot that did not finish: a final one, else the first failure. */
   cause(): ConsoleWord | undefined {
-    return this.seen.find((w) => w.final) ?? this.seen.find((w) => w.code === 'default-target-missing') ?? this.seen[0];
+    return this.seen.find((w) => w.final) ?? this.seen.find((w) => w.code.startsWith('default-target-')) ?? this.seen[0];
   }
 }
 

@@ -197,7 +197,7 @@ export function judgeBoot(
   } else if (final) {
     // systemd said so on the console: rescue or emergency mode, no default target.
     const upTo = seen.words.slice(0, seen.words.indexOf(final) + 1);
-    const missing = upTo.find((w) => w.code === 'default-target-missing');
+    const missing = upTo.find((w) => w.code.startsWith('default-target-'));
     const failed = probe.lastJobs?.failed ?? [];
     const mode = final.code === 'rescue-mode' ? 'rescue' : 'emergency';
     findings.push({
@@ -217,7 +217,7 @@ export function judgeBoot(
       : `the boot did not finish within ${secs} s`;
     const raise = stalled ? 'raise --boot-stall' : 'raise --boot-timeout';
     // A unit the console said failed, when the probe could not say more.
-    const consoleFailure = seen.words.find((w) => !w.final && w.unit && w.code !== 'default-target-missing');
+    const consoleFailure = seen.words.find((w) => !w.final && w.unit && !w.code.startsWith('default-target-'));
     if (snap) {
       const running = snap.jobs.filter((j) => j.state === 'running');
       const waiting = snap.jobs.filter((j) => j.state !== 'running');
