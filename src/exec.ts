@@ -23,6 +23,11 @@ export interface RunOptions {
   allowTimeout?: boolean;
   /** Hint added to a ToolError when the call fails. */
   hint?: string;
+  /**
+   * Sees stdout and stderr as they arrive; calling `stop` ends the process the
+   * way a timeout does (SIGTERM, then SIGKILL), and the result says `stopped`.
+   */
+  watch?: (chunk: string, stop: () => void) => void;
 }
 
 export interface RunResult {
@@ -31,6 +36,8 @@ export interface RunResult {
   stdout: string;
   stderr: string;
   timedOut: boolean;
+  /** The `watch` callback stopped it. */
+  stopped?: boolean;
 }
 
 const SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
@@ -80,7 +87,20 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
     encoding: 'utf8',
   };
   // Tracked until it has exited: a shutdown waits for it before removing its folders.
-  const result = await trackChild(execa(cmd, args, execaOpts));
+  const child = execa(cmd, args, execaOpts);
+  let stopped = false;
+  if (opts.watch) {
+    const watch = opts.watch;
+    const stop = () => {
+      if (stopped) return;
+      stopped = true;
+      child.kill('SIGTERM');
+    };
+    const onData = (d: Buffer | string) => watch(String(d), stop);
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+  }
+  const result = await trackChild(child);
   const stdout = String(result.stdout ?? '');
   const stderr = String(result.stderr ?? '');
   if ((result as { code?: string }).code === 'ENOENT' || /ENOENT/.test(String((result as { originalMessage?: string }).originalMessage ?? ''))) {
@@ -98,7 +118,7 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
   if (!result.timedOut && okCodes !== 'any' && !okCodes.includes(exitCode)) {
     throw new ToolError(command, result.exitCode, stderr || stdout, opts.hint);
   }
-  return { command, exitCode, stdout, stderr, timedOut: result.timedOut ?? false };
+  return { command, exitCode, stdout, stderr, timedOut: result.timedOut ?? false, ...(stopped ? { stopped } : {}) };
 }
 
 /** True when `cmd` can be found on PATH (or is an executable path). Through run(): logged, and cancelled by a shutdown. */

@@ -79,6 +79,8 @@ export interface StageResult {
   skippedBy?: 'request' | 'not-applicable' | 'unavailable';
   durationMs: number;
   findings: Finding[];
+  /** What the image gets away with here but would fail elsewhere (a kernel boot): reported, never a rejection. */
+  warnings?: Finding[];
   /** Stage-specific facts worth keeping in the report (free MiB, fsck summary, ...). */
   details?: Record<string, unknown>;
 }

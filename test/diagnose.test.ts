@@ -11,6 +11,7 @@ import { manifestLookup, resolvePath } from '../src/boot/resolve.js';
 import { diagnoseStage } from '../src/stages/diagnose.js';
 import { primaryCause } from '../src/boot/cause.js';
 import { readImageFiles } from '../src/boot/read-files.js';
+import { checkDefaultTarget, fstabRootReadOnly, fstabWarnings } from '../src/boot/boot-needs.js';
 import { extractDebianRoot, makeBusyboxTree, makeImage, stageContext } from './fixtures/boot/images.js';
 
 const tmp = await mkdtemp(join(tmpdir(), 'part-image-diagnose-'));
@@ -206,5 +207,51 @@ describe('primaryCause', () => {
       ]),
     ).toBe('lib');
     expect(primaryCause([{ code: 'something-else', message: 'x' }])).toBe('x');
+  });
+});
+
+describe('what nspawn tolerates but a kernel boot does not (warnings)', () => {
+  it('fstab: a device other than the image warns, unless nofail or noauto; the image itself (UUID, LABEL) and pseudo filesystems do not', () => {
+    const text = [
+      '# comment',
+      'UUID=0badc0de-0000-4000-8000-000000000000 /data ext4 defaults 0 2',
+      'UUID=11111111-2222-4333-8444-555555555555 / ext4 defaults 0 1',
+      'LABEL=root /self ext4 defaults 0 0',
+      'LABEL="other" /other ext4 defaults 0 0',
+      '/dev/vdb /spare ext4 nofail 0 2',
+      'PARTUUID=abcd /boot vfat noauto 0 0',
+      'proc /proc proc defaults 0 0',
+      'tmpfs /tmp tmpfs defaults 0 0',
+    ].join('\n');
+    const w = fstabWarnings(text, { uuid: '11111111-2222-4333-8444-555555555555', label: 'root' });
+    expect(w.map((f) => [f.code, f.field, f.actual])).toEqual([
+      ['fstab-device-missing', '/data', 'UUID=0badc0de-0000-4000-8000-000000000000'],
+      ['fstab-device-missing', '/other', 'LABEL="other"'],
+    ]);
+    expect(w[0].message).toMatch(/^\/etc\/fstab line 2 mounts UUID=0badc0de-\S+ on \/data, a device that is not this image/);
+  });
+
+  it('fstab: a read-only / is read', () => {
+    expect(fstabRootReadOnly('UUID=x / ext4 ro,noatime 0 1\n')).toBe(true);
+    expect(fstabRootReadOnly('UUID=x / ext4 defaults 0 1\nUUID=y /data ext4 ro 0 2\n')).toBe(false);
+  });
+});
+
+describe('default.target through the unit folders', () => {
+  const e = (path: string, type: ManifestEntry['type'], target?: string, size?: number): ManifestEntry => ({ path, type, mode: '0644', uid: 0, gid: 0, target, size });
+  const base = [e('/', 'dir'), e('/etc', 'dir'), e('/etc/systemd', 'dir'), e('/etc/systemd/system', 'dir'), e('/usr', 'dir'), e('/usr/lib', 'dir'), e('/usr/lib/systemd', 'dir'), e('/usr/lib/systemd/system', 'dir'), e('/lib', 'symlink', 'usr/lib'), e('/dev', 'dir'), e('/dev/null', 'char')];
+  const check = (...more: ManifestEntry[]) => checkDefaultTarget(manifestLookup(makeManifest([...base, ...more])));
+
+  it('follows an alias by name when its link dangles, as systemd does', () => {
+    // /etc/.../default.target -> /nowhere/multi-user.target dangles, but multi-user.target is in /usr/lib/systemd/system.
+    expect(check(e('/etc/systemd/system/default.target', 'symlink', '/nowhere/multi-user.target'), e('/usr/lib/systemd/system/multi-user.target', 'file', undefined, 10))).toEqual([]);
+    expect(check(e('/usr/lib/systemd/system/default.target', 'symlink', 'graphical.target'), e('/usr/lib/systemd/system/graphical.target', 'file', undefined, 10))).toEqual([]);
+  });
+
+  it('names a missing, a dangling and a masked default.target', () => {
+    expect(check().map((f) => [f.code, f.path])).toEqual([['default-target-missing', '/etc/systemd/system/default.target']]);
+    const dangling = check(e('/etc/systemd/system/default.target', 'symlink', '/lib/systemd/system/nosuch.target'));
+    expect(dangling[0].message).toMatch(/^default\.target does not resolve \(\/etc\/systemd\/system\/default\.target -> \/lib\/systemd\/system\/nosuch\.target; no nosuch\.target in any unit folder\)/);
+    expect(check(e('/etc/systemd/system/default.target', 'symlink', '/dev/null')).map((f) => f.code)).toEqual(['default-target-masked']);
   });
 });

@@ -137,7 +137,7 @@ describe('stage options schemas', () => {
 
   it('check a stage on the fields it declares: a Set as a sorted array, undefined left out, the rest not its business', () => {
     const opts = verifyOptions({ skip: new Set(['portable', 'nspawn']), nspawnCommand: undefined, golden: 'g.json' });
-    expect(stageOptionsOf(byName.diagnose, opts)).toEqual({ skip: ['nspawn', 'portable'] });
+    expect(stageOptionsOf(byName.diagnose, opts)).toEqual({ skip: ['nspawn', 'portable'], allowFailedUnits: [] });
     expect(stageOptionsOf(byName.fsck, opts)).toEqual({});
   });
 

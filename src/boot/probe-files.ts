@@ -67,11 +67,18 @@ printf '%s\\n' "$out"
 systemctl --no-block poweroff
 `;
 
-/** jobs.sh: every second; prints once the boot is late (LATE seconds), or at once in emergency mode (then powers off). */
+/** jobs.sh: every second; a progress line when the jobs change; the snapshot once the boot is late (LATE seconds), or at once in emergency mode (then powers off). */
 function jobsScript(lateSec: number): string {
   return `. ${PROBE_DIR}/lib.sh
 s=$(systemctl is-system-running 2>&1)
 case "$s" in running|degraded|stopping) exit 0 ;; esac
+# Progress: one line whenever the pending jobs change, so that the stage can
+# tell a slow boot from a stalled one (boot-watch.ts).
+jobs=$(systemctl list-jobs --no-legend --plain --no-pager 2>/dev/null | grep -v '${JOBS_UNIT}')
+if [ "$jobs" != "$(cat /run/part-image-jobs.prog 2>/dev/null)" ]; then
+  printf '%s\n' "$jobs" > /run/part-image-jobs.prog
+  echo "$M progress jobs=$(printf '%s\n' "$jobs" | grep -c .)"
+fi
 now=$(date +%s 2>/dev/null) || now=
 [ -s /run/part-image-jobs.start ] || echo "$now" > /run/part-image-jobs.start
 start=$(cat /run/part-image-jobs.start)
@@ -137,9 +144,13 @@ OnUnitInactiveSec=1s
 AccuracySec=50ms
 `;
 
-/** Write the probe files to `dir`; returns the binds and init arguments that activate them. */
-export async function writeProbe(dir: string, bootTimeoutMs: number) {
-  const lateSec = Math.max(1, Math.floor(bootTimeoutMs / 2000));
+/**
+ * Write the probe files to `dir`; returns the binds and init arguments that
+ * activate them. The jobs snapshots start at half of `limitMs` (the stall
+ * limit, or the boot timeout), so that one is there when the limit is hit.
+ */
+export async function writeProbe(dir: string, limitMs: number) {
+  const lateSec = Math.max(1, Math.floor(limitMs / 2000));
   await writeFile(join(dir, 'lib.sh'), LIB_SH);
   await writeFile(join(dir, 'probe.sh'), PROBE_SH);
   await writeFile(join(dir, 'jobs.sh'), jobsScript(lateSec));

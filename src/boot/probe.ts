@@ -5,6 +5,8 @@ import { isNspawnNoise } from '../tools/nspawn.js';
 import { ANSI, consoleTail } from './console.js';
 import type { Finding } from '../types.js';
 import { PROBE_MARK } from './probe-files.js';
+import { consoleWordsOf, type ConsoleWord } from './console-words.js';
+import type { BootWatchResult } from './boot-watch.js';
 
 // ---- parsing --------------------------------------------------------------
 
@@ -147,10 +149,15 @@ function unitFinding(u: FailedUnit): Finding {
 /** Judge a boot-mode run. Exported for unit tests. */
 export function judgeBoot(
   out: { stdout: string; stderr: string; exitCode: number; timedOut: boolean },
-  opts: { bootTimeoutMs: number; allowFailedUnits: readonly string[] },
+  opts: { bootTimeoutMs: number; allowFailedUnits: readonly string[]; bootStallMs?: number },
+  watched?: BootWatchResult,
 ): { findings: Finding[]; details: Record<string, unknown> } {
   const text = `${out.stdout}\n${out.stderr}`;
   const probe = parseProbeOutput(text);
+  // A run that was not watched live (the VM's) is read the same way afterwards.
+  const seen = watched ?? { words: consoleWordsOf(text).seen, cause: consoleWordsOf(text).cause() };
+  const final = seen.words.find((w) => w.final);
+  const said = (ws: readonly ConsoleWord[]) => ws.slice(0, 3).map((w) => JSON.stringify(w.line)).join(', then ');
   const findings: Finding[] = [];
   const allowed: string[] = [];
   const details: Record<string, unknown> = {
@@ -187,9 +194,30 @@ export function judgeBoot(
     // Here a failed unit is a finding even when allowed: it is why the boot stopped.
     for (const u of failed) findings.push(unitFinding(u));
     details.state = 'maintenance';
-  } else if (out.timedOut) {
+  } else if (final) {
+    // systemd said so on the console: rescue or emergency mode, no default target.
+    const upTo = seen.words.slice(0, seen.words.indexOf(final) + 1);
+    const missing = upTo.find((w) => w.code.startsWith('default-target-'));
+    const failed = probe.lastJobs?.failed ?? [];
+    const mode = final.code === 'rescue-mode' ? 'rescue' : 'emergency';
+    findings.push({
+      code: final.code,
+      path: missing?.unit ?? upTo.find((w) => w.unit && !w.final)?.unit ?? final.unit,
+      message: `the boot fell into ${mode} mode instead of reaching the default target: the console said ${said(upTo.slice(-3))}${failed.length ? `; failed: ${failed.map((u) => u.unit).join(', ')}` : ''}; ${missing ? `make ${missing.unit} point to a target that exists (systemctl set-default in the root tree)` : 'fix the unit that failed first'}`,
+      actual: upTo.map((w) => w.line),
+    });
+    for (const u of failed) findings.push(unitFinding(u));
+    details.state = mode === 'rescue' ? 'rescue' : 'maintenance';
+  } else if (out.timedOut || watched?.stoppedBy === 'stall') {
     const snap = probe.lastJobs && { ...probe.lastJobs, jobs: probe.lastJobs.jobs.filter((j) => !j.unit.startsWith('part-image-')) };
+    const stalled = !out.timedOut && watched?.stoppedBy === 'stall';
     const secs = Math.round(opts.bootTimeoutMs / 1000);
+    const within = stalled
+      ? `the boot stalled: no boot job changed for ${Math.round((watched?.stalledForMs ?? 0) / 1000)} s (stopped after ${Math.round((watched?.stoppedAtMs ?? 0) / 1000)} s)`
+      : `the boot did not finish within ${secs} s`;
+    const raise = stalled ? 'raise --boot-stall' : 'raise --boot-timeout';
+    // A unit the console said failed, when the probe could not say more.
+    const consoleFailure = seen.words.find((w) => !w.final && w.unit && !w.code.startsWith('default-target-'));
     if (snap) {
       const running = snap.jobs.filter((j) => j.state === 'running');
       const waiting = snap.jobs.filter((j) => j.state !== 'running');
@@ -201,16 +229,24 @@ export function judgeBoot(
       findings.push({
         code: 'boot-timeout',
         ...(running[0] ?? snap.jobs[0] ? { path: (running[0] ?? snap.jobs[0]).unit } : {}),
-        message: `the boot did not finish within ${secs} s${mode}; ${parts || 'no jobs pending'}; raise --boot-timeout or fix the unit that never finishes starting`,
+        message: `${within}${mode}; ${parts || 'no jobs pending'}; ${raise} or fix the unit that never finishes starting`,
         actual: snap.jobs.map((j) => ({ unit: j.unit, type: j.type, state: j.state, journal: j.journal })),
       });
       addFailed(snap.failed);
       details.pendingJobs = snap.jobs.map((j) => `${j.unit} ${j.type} ${j.state}`);
       details.state = snap.state;
     } else {
+      if (consoleFailure) {
+        findings.push({
+          code: 'unit-failed',
+          path: consoleFailure.unit,
+          message: `${consoleFailure.unit} failed and the boot did not finish: the console said ${said([consoleFailure])}; fix that unit, or allow it with --allow-failed-unit`,
+          actual: seen.words.filter((w) => !w.final).map((w) => w.line),
+        });
+      }
       findings.push({
         code: 'boot-timeout',
-        message: `the boot did not finish within ${secs} s and the jobs probe printed nothing (does the image have /bin/sh and systemctl?); last output: ${outputTail(text, 1)[0] ?? '(none)'}`,
+        message: `${within} and the jobs probe printed nothing (does the image have /bin/sh and systemctl?); last output: ${outputTail(text, 1)[0] ?? '(none)'}`,
         actual: outputTail(text, 20),
       });
     }
@@ -223,6 +259,8 @@ export function judgeBoot(
     addFailed(probe.lastJobs?.failed ?? []);
   }
   if (allowed.length) details.allowedFailedUnits = allowed;
+  if (watched?.stoppedBy) details.stoppedBy = watched.stoppedBy;
+  if (seen.words.length) details.consoleWords = seen.words.map((w) => w.line);
   if (findings.length) details.consoleTail = outputTail(text, 40).filter((l) => !l.includes(PROBE_MARK));
   return { findings, details };
 }

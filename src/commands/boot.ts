@@ -6,7 +6,7 @@ import { ALL_STAGE_NAMES, BOOT_STAGES } from '../stages/index.js';
 export const bootCommand: Command = {
   name: 'boot',
   summary: 'diagnose and boot an image (systemd-nspawn, portablectl); print the cause first',
-  usage: `part-image boot IMAGE [--nspawn] [--portable] [--boot-timeout 90s] [--allow-failed-unit UNIT]
+  usage: `part-image boot IMAGE [--nspawn] [--portable] [--boot-timeout 120s] [--boot-stall 30s] [--allow-failed-unit UNIT]
                 [--nspawn-command 'CMD ARGS'] [--report-json FILE] [--junit FILE]
 
   The image must be self-contained (a qcow2 or vmdk that refers to another file is refused,
@@ -17,6 +17,9 @@ export const bootCommand: Command = {
   the image from booting, the first line printed is its cause.
   --nspawn     only the systemd-nspawn boot (leave out the portable stages)
   --portable   the image must be a portable service: a unit matching its name prefix is required
+  --boot-timeout  the longest a boot may take (default 120s)
+  --boot-stall    end the boot as a hang when no boot job changed for this long (default 30s);
+               a boot that says it fell into rescue or emergency mode ends at once
   An image with systemd boots with -b and a probe; one without is run with --nspawn-command.
   systemd-nspawn runs on the host when it can (root, systemd-container), else inside the
   part-image VM (--image=); PART_IMAGE_NSPAWN=host|vm forces one. The portable attach needs

@@ -30,6 +30,8 @@ export const VERIFY_OPTIONS: Options = {
   'update-golden': { type: 'boolean' },
   'golden-allow': { type: 'string' },
   'boot-timeout': { type: 'string' },
+  'boot-stall': { type: 'string' },
+  'allow-full': { type: 'boolean' },
   'allow-failed-unit': { type: 'string', multiple: true },
   'nspawn-command': { type: 'string' },
   portable: { type: 'boolean' },
@@ -109,6 +111,12 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
     if (!m) throw new UsageError(`--boot-timeout takes a duration like 90s or 2m, got "${v['boot-timeout']}"`);
     bootTimeoutMs = Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000);
   }
+  let bootStallMs: number | undefined;
+  if (typeof v['boot-stall'] === 'string') {
+    const m = /^(\d+)(ms|s|m)?$/.exec(v['boot-stall']);
+    if (!m || Number(m[1]) <= 0) throw new UsageError(`--boot-stall takes a duration above 0 like 30s or 2m, got "${v['boot-stall']}"`);
+    bootStallMs = Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000);
+  }
   if (v['update-golden'] && !v.golden) throw new UsageError('--update-golden needs --golden FILE');
   if (v['golden-allow'] && !v.golden) throw new UsageError('--golden-allow needs --golden FILE');
   // Files written at the end: a folder that cannot take them must fail now, not after the work.
@@ -132,6 +140,8 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
     goldenAllow: v['golden-allow'] as string | undefined,
     checkReproducible: Boolean(v['check-reproducible']),
     bootTimeoutMs,
+    ...(bootStallMs !== undefined ? { bootStallMs } : {}),
+    ...(v['allow-full'] ? { allowFull: true } : {}),
     allowFailedUnits: (v['allow-failed-unit'] as string[] | undefined) ?? [],
     nspawnCommand: typeof v['nspawn-command'] === 'string' ? splitCommand(v['nspawn-command']) : undefined,
     portable: Boolean(v.portable),

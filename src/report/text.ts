@@ -65,10 +65,13 @@ export function formatTextReport(r: Report): string {
     lines.push(`  ${mark(s).padEnd(markWidth)}  ${s.name.padEnd(width)}  ${secs(s.durationMs).padStart(7)}  ${why}`.trimEnd());
     for (const note of (s.details?.notes as string[] | undefined) ?? []) lines.push(`        note: ${note}`);
     for (const f of s.findings.slice(0, MAX_FINDINGS)) lines.push(`        - [${f.code}] ${f.message.split('\n').join('\n          ')}`);
+    for (const w of s.warnings ?? []) lines.push(`        warning: [${w.code}] ${w.message}`);
     if (s.findings.length > MAX_FINDINGS) lines.push(`        ... and ${s.findings.length - MAX_FINDINGS} more (see --report-json)`);
   }
   const total = secs(r.durationMs);
-  if (r.accepted) lines.push('', `ACCEPTED${r.output ? `: ${r.output}` : ''} (${total})`);
+  const warned = r.stages.reduce((n, s) => n + (s.warnings?.length ?? 0), 0);
+  const withWarnings = warned ? `, with ${warned} warning${warned > 1 ? 's' : ''}` : '';
+  if (r.accepted) lines.push('', `ACCEPTED${r.output ? `: ${r.output}` : ''} (${total}${withWarnings})`);
   else if (r.error) lines.push('', `NO VERDICT: ${VERDICTLESS[r.error.kind]} (exit ${r.error.exitCode}, ${total})`);
   else lines.push('', `REJECTED${r.image ? `: ${r.image}` : ''} (${total})`);
   return `${lines.join('\n')}\n`;

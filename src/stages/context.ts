@@ -21,6 +21,10 @@ export interface VerifyOptions {
   checkReproducible?: boolean;
   /** Boot stages. */
   bootTimeoutMs: number;
+  /** --boot-stall: a boot whose jobs did not change for this long is a hang (default boot/boot-watch.ts). */
+  bootStallMs?: number;
+  /** --allow-full: a read-write root with next to no free space is no finding. */
+  allowFull?: boolean;
   allowFailedUnits: string[];
   nspawnCommand?: string[];
   /** The portable stage must run (--portable). */
@@ -60,6 +64,8 @@ export interface StageOutcome {
   reason?: string;
   skippedBy?: StageResult['skippedBy'];
   findings: Finding[];
+  /** Reported, never a rejection (StageResult.warnings). */
+  warnings?: Finding[];
   details?: Record<string, unknown>;
 }
 

@@ -4,7 +4,8 @@
 // interpreter, its libraries, ld.so.conf) in a few batched debugfs runs.
 //
 // Findings (codes):
-// - broken-usr-merge: /bin, /sbin, /lib, /lib64 (...) is a symlink that dangles.
+// - broken-usr-merge: /bin, /sbin, /lib, /lib64 (...) is a symlink that
+//   dangles, or an empty real directory where the link to usr/... belongs.
 // - no-os-release: neither /etc/os-release nor /usr/lib/os-release resolves.
 // - no-init: none of the init paths exists (boot mode only).
 // - init-not-executable / init-wrong-arch: the init is not a runnable program
@@ -17,26 +18,42 @@
 //   for it: DT_RPATH, DT_RUNPATH ($ORIGIN, $LIB expanded), ld.so.conf(.d),
 //   the multiarch and default directories. Followed through the libraries'
 //   own dependencies.
+// - default-target-missing / default-target-masked: default.target does not
+//   resolve through its aliases in any unit folder (systemd falls back to
+//   rescue.target).
+// - no-shell: /bin/sh does not resolve (the boot probe and most units need
+//   it); shell-not-executable / shell-wrong-arch and missing-interpreter /
+//   missing-library for a /bin/sh that is there but does not run.
+// - unit-exec-missing: a service the default target pulls in has an
+//   ExecStart= program that is not in the image (allowed units excepted).
+// Warnings (the report's stage warnings, never a rejection): no-sbin-init,
+// fstab-device-missing: what nspawn tolerates but a kernel boot does not.
 //
 // Mode: with ctx.opts.nspawnCommand the image is an exec-mode image and the
 // init checks do not apply; when the user skipped the nspawn stage (--skip
 // nspawn) they do not apply either, since nothing will boot it.
 //
-// The stage's jobs live in boot/: reading the files (read-files.ts), the
-// ld.so search (ld-so.ts), and the cause ranking (cause.ts).
+// The stage's jobs live in boot/: reading the files (read-files.ts), a
+// program's checks (program.ts) with the ld.so search (ld-so.ts), what a boot
+// needs from the tree (boot-needs.ts, units.ts, shell.ts), and the cause
+// ranking (cause.ts).
 import type { Finding, Manifest } from '../types.js';
-import { hostElfClass, hostElfMachine, isElf, machineName, parseElf, parseShebang, type ElfInfo } from '../boot/elf.js';
-import { manifestLookup, resolvePath, type Lookup } from '../boot/resolve.js';
+import { hostElfClass, hostElfMachine } from '../boot/elf.js';
+import { manifestLookup, resolvePath } from '../boot/resolve.js';
 import { readImageFiles, type FileReader } from '../boot/read-files.js';
-import { checkDynamic } from '../boot/ld-so.js';
-import { NSPAWN_INIT_PATHS } from '../boot/probe-files.js';
+import { checkProgram, type ProgramRole } from '../boot/program.js';
+import { NSPAWN_INIT_PATHS, hasSystemdInit } from '../boot/probe-files.js';
 import { describeFailure } from '../boot/unresolved.js';
+import { checkDefaultTarget, checkUnitExecs, checkUsrMerge, fstabWarnings, sbinInitWarning } from '../boot/boot-needs.js';
+import { shellProblem, SHELL } from '../boot/shell.js';
+import { isAllowed } from '../boot/probe.js';
+import { readSuperblock } from '../tools/dumpe2fs.js';
 import { passedOrFailed, skipped, type Stage, imageManifestOf } from './context.js';
 import { OPTION } from './options.js';
+
 import { INIT_PATHS, OS_RELEASE_PATHS, notForRole } from '../boot/role.js';
 import { roleOf } from './role.js';
 export { INIT_PATHS, OS_RELEASE_PATHS };
-const MERGED_DIRS = ['/bin', '/sbin', '/lib', '/lib64', '/lib32', '/libx32'];
 /** nspawn's PATH for a command given without a slash. */
 const EXEC_PATH = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 
@@ -50,30 +67,13 @@ export interface DiagnoseOptions {
   /** e_machine of the host (default: this process's architecture). */
   hostMachine?: number;
   hostClass?: 32 | 64;
+  /** Units allowed to fail (--allow-failed-unit): their ExecStart= is not checked. */
+  allowFailedUnits?: readonly string[];
+  /** The image's own filesystem, for the fstab warnings. */
+  self?: { uuid?: string; label?: string };
 }
 
-const isExecutable = (mode?: string) => mode !== undefined && (parseInt(mode, 8) & 0o111) !== 0;
-
-function checkUsrMerge(lookup: Lookup): Finding[] {
-  const findings: Finding[] = [];
-  for (const dir of MERGED_DIRS) {
-    const e = lookup(dir);
-    if (!e || e.type !== 'symlink') continue;
-    const r = resolvePath(lookup, dir);
-    if (r.ok && r.entry.type === 'dir') continue;
-    const why = r.ok ? `it points to a ${r.entry.type}, not a directory` : `${r.at} does not exist`;
-    findings.push({
-      code: 'broken-usr-merge',
-      path: dir,
-      message: `broken usr-merge: ${dir} -> ${e.target} dangles (${why}); every program under ${dir} is unreachable; fix the link or add the directory it points to in the root tree`,
-      expected: 'a symlink to an existing directory',
-      actual: e.target,
-    });
-  }
-  return findings;
-}
-
-function checkOsRelease(lookup: Lookup): Finding[] {
+function checkOsRelease(lookup: ReturnType<typeof manifestLookup>): Finding[] {
   const tried: string[] = [];
   for (const p of OS_RELEASE_PATHS) {
     const r = resolvePath(lookup, p);
@@ -91,14 +91,14 @@ function checkOsRelease(lookup: Lookup): Finding[] {
   ];
 }
 
-interface Role {
-  /** 'init' or 'command': the prefix of the codes. */
-  name: 'init' | 'command';
-  label: string;
-}
+const INIT_ROLE: ProgramRole = { name: 'init', fix: 'reinstall systemd in the root tree' };
+const COMMAND_ROLE: ProgramRole = { name: 'command', fix: 'fix the file or --nspawn-command' };
+const SHELL_ROLE: ProgramRole = { name: 'shell', fix: 'reinstall the shell /bin/sh points to (Debian: dash)' };
 
 export interface DiagnoseResult {
   findings: Finding[];
+  /** What nspawn tolerates but a kernel boot would not: reported, never a rejection. */
+  warnings: Finding[];
   details: Record<string, unknown>;
 }
 
@@ -108,19 +108,17 @@ export interface DiagnoseResult {
  */
 export async function diagnoseTree(manifest: Manifest, read: FileReader, opts: DiagnoseOptions = {}): Promise<DiagnoseResult> {
   const lookup = manifestLookup(manifest);
-  const hostMachine = opts.hostMachine ?? hostElfMachine();
-  const hostClass = opts.hostClass ?? hostElfClass();
-  const findings: Finding[] = [...checkUsrMerge(lookup), ...checkOsRelease(lookup)];
+  const host = { machine: opts.hostMachine ?? hostElfMachine(), elfClass: opts.hostClass ?? hostElfClass() };
+  const findings: Finding[] = [...checkUsrMerge(manifest, lookup), ...checkOsRelease(lookup)];
+  const warnings: Finding[] = [];
   const details: Record<string, unknown> = {};
+  const done = () => ({ findings, warnings, details });
 
-  let role: Role;
-  let start: string | undefined;
   if (opts.command?.length) {
-    role = { name: 'command', label: 'the command' };
     const cmd = opts.command[0];
     details.mode = 'exec';
     const candidates = cmd.includes('/') ? [cmd.startsWith('/') ? cmd : `/${cmd}`] : EXEC_PATH.map((d) => `${d}/${cmd}`);
-    start = candidates.find((p) => {
+    const start = candidates.find((p) => {
       const r = resolvePath(lookup, p);
       return r.ok && r.entry.type === 'file';
     });
@@ -132,107 +130,81 @@ export async function diagnoseTree(manifest: Manifest, read: FileReader, opts: D
         path: cmd,
         message: `command not found: ${cmd} is not in the image${cmd.includes('/') ? '' : ` (searched ${EXEC_PATH.join(':')})`}${why}; add it to the root tree or fix --nspawn-command`,
       });
+      return done();
     }
-  } else if (opts.checkInit ?? true) {
-    role = { name: 'init', label: 'the init' };
-    details.mode = 'boot';
-    const tried: string[] = [];
-    for (const p of NSPAWN_INIT_PATHS) {
-      const r = resolvePath(lookup, p);
-      if (r.ok) {
-        start = p;
-        break;
-      }
-      if (r.reason !== 'missing') tried.push(`${p} is ${describeFailure(r)}`);
-    }
-    if (!start) {
-      findings.push({
-        code: 'no-init',
-        path: '/sbin/init',
-        message: `no init: none of ${INIT_PATHS.join(', ')} exists in the image${tried.length ? ` (${tried.join('; ')})` : ''}; install systemd-sysv in the root tree, pass --nspawn-command for an image without init, or --skip diagnose,nspawn for an image that is never booted`,
-      });
-    }
-  } else {
+    const p = await checkProgram(manifest, lookup, read, start, COMMAND_ROLE, host);
+    findings.push(...p.findings);
+    if (p.resolved) details.command = p.resolved;
+    if (p.machine) details.machine = p.machine;
+    return done();
+  }
+  if (!(opts.checkInit ?? true)) {
     details.mode = 'none';
-    return { findings, details };
-  }
-  if (!start) return { findings, details };
-
-  // The program itself.
-  const r = resolvePath(lookup, start);
-  if (!r.ok) return { findings, details };
-  details[role.name] = r.path === start ? start : `${start} -> ${r.path}`;
-  const notExec = (why: string) =>
-    findings.push({
-      code: `${role.name}-not-executable`,
-      path: start,
-      message: `${role.name} not executable: ${start}${r.path !== start ? ` (${r.path})` : ''} ${why}; ${role.name === 'init' ? 'reinstall systemd in the root tree' : 'fix the file or --nspawn-command'}`,
-      actual: r.entry.mode,
-    });
-  if (r.entry.type !== 'file') {
-    notExec(`is a ${r.entry.type}, not a program`);
-    return { findings, details };
-  }
-  if (!isExecutable(r.entry.mode)) {
-    notExec(`has mode ${r.entry.mode} with no execute bit`);
+    return done();
   }
 
-  // Follow #! scripts (one level), then the ELF checks.
-  const bytes = await read([r.path]);
-  let program = r.path;
-  let buf = bytes.get(program);
-  if (!buf) return { findings, details };
-  const shebang = parseShebang(buf);
-  if (shebang) {
-    const ir = resolvePath(lookup, shebang.interpreter);
-    if (!ir.ok || ir.entry.type !== 'file') {
-      findings.push({
-        code: 'missing-interpreter',
-        path: program,
-        message: `missing interpreter: ${program} is a script for ${shebang.interpreter}, which ${ir.ok ? `is a ${ir.entry.type}` : `is ${describeFailure(ir)}`} in the image; install it in the root tree`,
-        expected: shebang.interpreter,
-      });
-      return { findings, details };
+  details.mode = 'boot';
+  const tried: string[] = [];
+  let start: string | undefined;
+  for (const p of NSPAWN_INIT_PATHS) {
+    const r = resolvePath(lookup, p);
+    if (r.ok) {
+      start = p;
+      break;
     }
-    program = ir.path;
-    buf = (await read([program])).get(program);
-    if (!buf) return { findings, details };
+    if (r.reason !== 'missing') tried.push(`${p} is ${describeFailure(r)}`);
   }
-  if (!isElf(buf)) {
-    notExec(`is neither an ELF program nor a #! script (starts with ${JSON.stringify(buf.subarray(0, 8).toString('latin1'))})`);
-    return { findings, details };
-  }
-  let elf: ElfInfo;
-  try {
-    elf = parseElf(buf);
-  } catch (err) {
-    notExec(`is a damaged ELF file: ${(err as Error).message}`);
-    return { findings, details };
-  }
-  details.machine = elf.machineName;
-  if (elf.machine !== hostMachine || elf.elfClass !== hostClass) {
+  if (!start) {
     findings.push({
-      code: `${role.name}-wrong-arch`,
-      path: program,
-      message: `${role.name} built for the wrong architecture: ${program} is ${elf.elfClass}-bit ${elf.machineName} (e_machine ${elf.machine}), this host runs ${hostClass}-bit ${machineName(hostMachine)} (e_machine ${hostMachine}); build the root tree for ${machineName(hostMachine)}`,
-      expected: { machine: hostMachine, name: machineName(hostMachine), class: hostClass },
-      actual: { machine: elf.machine, name: elf.machineName, class: elf.elfClass },
+      code: 'no-init',
+      path: '/sbin/init',
+      message: `no init: none of ${INIT_PATHS.join(', ')} exists in the image${tried.length ? ` (${tried.join('; ')})` : ''}; install systemd-sysv in the root tree, pass --nspawn-command for an image without init, or --skip diagnose,nspawn for an image that is never booted`,
     });
-    return { findings, details };
+    return done();
   }
-  findings.push(...(await checkDynamic(manifest, lookup, read, program, elf)));
-  return { findings, details };
+  const init = await checkProgram(manifest, lookup, read, start, INIT_ROLE, host);
+  findings.push(...init.findings);
+  if (init.resolved) details.init = init.resolved;
+  if (init.machine) details.machine = init.machine;
+  if (!hasSystemdInit(lookup)) return done();
+
+  // A systemd boot: what it needs before the first unit starts.
+  findings.push(...checkDefaultTarget(lookup));
+  const sh = shellProblem(lookup);
+  if (sh) findings.push(sh);
+  else {
+    const p = await checkProgram(manifest, lookup, read, SHELL, SHELL_ROLE, host);
+    // The loader and libc are the init's too: name them once, for the init.
+    findings.push(...p.findings.filter((f) => !findings.some((g) => g.code === f.code && g.expected === f.expected)));
+    if (p.resolved) details.shell = p.resolved;
+  }
+  const execs = await checkUnitExecs(manifest, lookup, read, (u) => isAllowed(u, opts.allowFailedUnits ?? []));
+  findings.push(...execs.findings);
+  details.unitsChecked = execs.units;
+
+  warnings.push(...sbinInitWarning(lookup));
+  const fstab = resolvePath(lookup, '/etc/fstab');
+  if (fstab.ok && fstab.entry.type === 'file') {
+    const text = (await read([fstab.path])).get(fstab.path)?.toString('utf8') ?? '';
+    warnings.push(...fstabWarnings(text, opts.self ?? {}));
+  }
+  return done();
 }
 
 // ---- the stage ------------------------------------------------------------------
 
 export const diagnoseStage: Stage = {
   name: 'diagnose',
-  tools: ['debugfs'],
+  tools: ['debugfs', 'dumpe2fs'],
   runs: 'rootless',
   // --skip nspawn leaves out the init checks.
-  options: { type: 'object', properties: { nspawnCommand: OPTION.nspawnCommand, skip: OPTION.skip }, required: ['skip'], additionalProperties: false },
-  summary: 'rootless boot diagnosis from the image: os-release, init, ELF machine, loader and libraries, usr-merge links',
+  options: {
+    type: 'object',
+    properties: { nspawnCommand: OPTION.nspawnCommand, skip: OPTION.skip, allowFailedUnits: { type: 'array', items: { type: 'string' } } },
+    required: ['skip'],
+    additionalProperties: false,
+  },
+  summary: 'rootless boot diagnosis from the image: os-release, init, ELF machine, loader and libraries, usr-merge paths, default.target, /bin/sh, the boot units\' ExecStart=',
   async run(ctx) {
     const role = await roleOf(ctx);
     if (role.role === 'data') return { ...skipped(notForRole(role, 'diagnose'), 'not-applicable'), details: { role: role.role } };
@@ -242,10 +214,13 @@ export const diagnoseStage: Stage = {
     // service, a data partition): its init is checked only when it has one.
     const lookup = manifestLookup(manifest);
     const hasInit = INIT_PATHS.some((p) => { const r = resolvePath(lookup, p); return r.ok || r.reason !== 'missing'; });
-    const { findings, details } = await diagnoseTree(manifest, (paths) => readImageFiles(ctx.image, paths), {
+    const sb = await readSuperblock(ctx.image);
+    const { findings, warnings, details } = await diagnoseTree(manifest, (paths) => readImageFiles(ctx.image, paths), {
       command: ctx.opts.nspawnCommand,
       checkInit: !ctx.opts.skip.has('nspawn') || hasInit,
+      allowFailedUnits: ctx.opts.allowFailedUnits,
+      self: { uuid: sb.uuid, label: sb.label },
     });
-    return passedOrFailed(findings, details);
+    return { ...passedOrFailed(findings, details), ...(warnings.length ? { warnings } : {}) };
   },
 };

@@ -56,6 +56,8 @@ import { consoleTail } from '../boot/console.js';
 import type { VmResult } from '../vm/run.js';
 import { outputTail, judgeBoot } from '../boot/probe.js';
 import { NSPAWN_INIT_PATHS, hasSystemdInit, writeProbe } from '../boot/probe-files.js';
+import { BootWatch, DEFAULT_BOOT_STALL_MS } from '../boot/boot-watch.js';
+import { probeShellProblem } from '../boot/shell.js';
 export * from '../boot/probe.js';
 import { skipped, type Stage, type StageContext, type StageOutcome, imageManifestOf } from './context.js';
 import { OPTION } from './options.js';
@@ -65,7 +67,7 @@ import { placeOf } from './where.js';
 
 /** What one nspawn run gives the judges, wherever it ran. */
 type NspawnRun = Pick<RunResult, 'stdout' | 'stderr' | 'exitCode' | 'timedOut'>;
-type Runner = (o: Omit<NspawnOptions, 'directory' | 'machine'>) => Promise<NspawnRun>;
+type Runner = (o: Omit<NspawnOptions, 'directory' | 'machine'>, watch?: BootWatch) => Promise<NspawnRun>;
 
 /** The VM did not deliver nspawn's result: the environment's fault, not the image's. */
 class VmFailed extends Error {
@@ -129,7 +131,8 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
 
   const { dir: mnt, release } = await loopMountReadOnly(ctx.image, ctx.scope);
   try {
-    const out = await judgeRun(ctx, treeLookup(mnt), probeDir, (o) => runNspawn({ ...o, directory: mnt, machine }, ctx.opts.bootTimeoutMs));
+    // On the host the console is watched live: rescue/emergency words and a stalled boot end it early (boot/boot-watch.ts).
+    const out = await judgeRun(ctx, treeLookup(mnt), probeDir, (o, watch) => runNspawn({ ...o, directory: mnt, machine }, ctx.opts.bootTimeoutMs, watch?.watch));
     return { ...out, details: { where, ...out.details } };
   } finally {
     await release();
@@ -189,9 +192,14 @@ async function judgeRun(ctx: StageContext, lookup: Lookup, probeDir: string, run
     };
   }
 
-  const probe = await writeProbe(probeDir, ctx.opts.bootTimeoutMs);
-  const out = await run({ mode: 'boot', bindRo: probe.bindRo, initArgs: probe.initArgs });
-  const judged = judgeBoot(out, ctx.opts);
+  const shell = probeShellProblem(lookup);
+  if (shell) return { status: 'failed', details: { mode: 'boot', booted: false }, findings: [shell] };
+
+  const stallMs = Math.min(ctx.opts.bootStallMs ?? DEFAULT_BOOT_STALL_MS, ctx.opts.bootTimeoutMs);
+  const probe = await writeProbe(probeDir, stallMs);
+  const watch = new BootWatch(stallMs);
+  const out = await run({ mode: 'boot', bindRo: probe.bindRo, initArgs: probe.initArgs }, watch);
+  const judged = judgeBoot(out, { ...ctx.opts, bootStallMs: stallMs }, watch.finish());
   return {
     status: judged.findings.length ? 'failed' : 'passed',
     findings: judged.findings,
@@ -207,6 +215,8 @@ export const nspawnStage: Stage = {
     type: 'object',
     properties: {
       bootTimeoutMs: OPTION.bootTimeoutMs,
+      // --boot-stall: no boot job changed for this long ends the boot as a hang.
+      bootStallMs: { type: 'integer', minimum: 1 },
       // Unit names or bare service names ("foo" allows foo.service).
       allowFailedUnits: { type: 'array', items: { type: 'string' } },
       nspawnCommand: OPTION.nspawnCommand,

@@ -12,6 +12,18 @@
 // - Otherwise: os-release, /etc/resolv.conf and /etc/machine-id (portabled
 //   binds over them; they may be empty), the API mount points /proc /sys /dev
 //   /run /tmp /var/tmp, and an output name that ends in .raw.
+// - What portabled checks when it attaches (lintPortableContent, from the
+//   files' bytes): os-release has ID= ('portable-os-release-no-id');
+//   PORTABLE_PREFIXES=, when os-release has it, covers every matching unit
+//   ('portable-prefixes-mismatch'); each matching service's ExecStart=
+//   program is in the image ('portable-exec-missing') and runs here: its
+//   interpreter, ELF machine and libraries (exec-not-executable,
+//   exec-wrong-arch, missing-interpreter, missing-library). The VM attach
+//   (the portable stage) remains the proof; this names the cause in a second.
+//
+// Whether these stages apply is decided by the image's role (boot/role.ts),
+// never by the name alone: a root image named dbus_1.0.img is a root image.
+// portableApplies() is that one rule.
 import { notForRole } from '../boot/role.js';
 import { basename } from 'node:path';
 import type { Finding, Manifest } from '../types.js';
@@ -19,6 +31,11 @@ import { manifestLookup, resolvePath } from '../boot/resolve.js';
 import { passedOrFailed, skipped, type Stage, imageManifestOf } from './context.js';
 import { OPTION } from './options.js';
 import { InternalError } from '../errors.js';
+import type { FileReader } from '../boot/read-files.js';
+import { readImageFiles } from '../boot/read-files.js';
+import { execStarts, findExecutable, loadUnit, readUnitFiles } from '../boot/units.js';
+import { checkProgram } from '../boot/program.js';
+import { hostElfClass, hostElfMachine } from '../boot/elf.js';
 
 export const PORTABLE_UNIT_DIRS = ['/usr/lib/systemd/system', '/lib/systemd/system', '/etc/systemd/system'];
 /** Unit types portabled attaches. */
@@ -202,17 +219,101 @@ export function lintPortable(manifest: Manifest, imageName: string, portable: bo
   return { applicable: true, findings, details };
 }
 
+/** KEY=VALUE lines of an os-release file, quotes removed. */
+export function parseOsRelease(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const raw of text.split('\n')) {
+    const m = /^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(raw);
+    if (!m) continue;
+    out[m[1]] = m[2].trim().replace(/^(["'])(.*)\1$/, '$2');
+  }
+  return out;
+}
+
+/** The checks that need the files' bytes: os-release's fields, the units' ExecStart= programs. */
+export async function lintPortableContent(manifest: Manifest, read: FileReader, units: readonly UnitFile[]): Promise<Finding[]> {
+  const findings: Finding[] = [];
+  const lookup = manifestLookup(manifest);
+  const osr = ['/etc/os-release', '/usr/lib/os-release'].map((p) => resolvePath(lookup, p)).find((r) => r.ok && r.entry.type === 'file');
+  if (osr?.ok) {
+    const fields = parseOsRelease((await read([osr.path])).get(osr.path)?.toString('utf8') ?? '');
+    if (!fields.ID) {
+      findings.push({
+        code: 'portable-os-release-no-id',
+        path: osr.path,
+        message: `${osr.path} has no ID= line: portablectl attach refuses an image whose os-release does not name its OS; add ID=NAME (and VERSION_ID=) to it`,
+        expected: 'ID=...',
+      });
+    }
+    const prefixes = (fields.PORTABLE_PREFIXES ?? '').split(/\s+/).filter(Boolean);
+    if (prefixes.length) {
+      const uncovered = units.filter((u) => !prefixes.some((p) => unitMatchesPrefix(u.name, p)));
+      if (uncovered.length) {
+        findings.push({
+          code: 'portable-prefixes-mismatch',
+          path: osr.path,
+          message: `PORTABLE_PREFIXES=${prefixes.join(' ')} in ${osr.path} does not cover ${uncovered.map((u) => u.name).join(', ')}: portabled attaches only the units those prefixes match; add the unit's prefix to PORTABLE_PREFIXES or rename the unit`,
+          expected: prefixes,
+          actual: uncovered.map((u) => u.name),
+        });
+      }
+    }
+  }
+  const files = await readUnitFiles(manifest, lookup, read);
+  const host = { machine: hostElfMachine(), elfClass: hostElfClass() };
+  for (const u of units.filter((x) => x.name.endsWith('.service'))) {
+    const unit = loadUnit(manifest, lookup, files, u.name);
+    if (!unit) continue;
+    for (const c of execStarts(unit)) {
+      if (/[%$]/.test(c.program)) continue;
+      const found = findExecutable(lookup, c.program);
+      if (!found) {
+        const r = resolvePath(lookup, c.program.startsWith('/') ? c.program : `/usr/bin/${c.program}`);
+        findings.push({
+          code: 'portable-exec-missing',
+          path: u.path,
+          message: `${u.name}'s ExecStart= program ${c.program} is not in the image${!r.ok && r.reason !== 'missing' ? ` (${r.message})` : ''}: the service fails as soon as it is started; add it to the image or fix ExecStart=`,
+          expected: c.program,
+        });
+        continue;
+      }
+      const p = await checkProgram(manifest, lookup, read, found, { name: 'exec', fix: `fix ${u.name}'s ExecStart= or the file` }, host);
+      findings.push(...p.findings.map((f) => ({ ...f, message: `${u.name}: ${f.message}` })));
+    }
+  }
+  return findings;
+}
+
+/**
+ * Whether the portable stages apply: the image's role is portable (detected:
+ * no init and a unit matching its name; or --role portable), or --portable
+ * requires them. A root image whose name prefix happens to match a unit is a
+ * root image. Pure.
+ */
+export function portableApplies(role: { role: string }, portableFlag: boolean): boolean {
+  return portableFlag || role.role === 'portable';
+}
+
 export const portableLintStage: Stage = {
   name: 'portable-lint',
   tools: ['debugfs'],
   runs: 'rootless',
   options: { type: 'object', properties: { portable: OPTION.portable }, required: ['portable'], additionalProperties: false },
-  summary: 'rootless portable-service lint: unit files matching the name prefix, os-release, resolv.conf, machine-id, API dirs, .raw name',
+  summary: 'rootless portable-service lint: unit files matching the name prefix, os-release (ID=, PORTABLE_PREFIXES=), resolv.conf, machine-id, API dirs, .raw name, the units\' ExecStart= programs',
   async run(ctx) {
     const role = await (await import('./role.js')).roleOf(ctx);
     if (role.role === 'data') return skipped(notForRole(role, 'portable-lint'), 'not-applicable');
     const manifest = await imageManifestOf(ctx, { hash: false });
     const r = lintPortable(manifest, ctx.imageName, ctx.opts.portable || role.role === 'portable');
+    if (!portableApplies(role, ctx.opts.portable)) {
+      return {
+        ...skipped(
+          `not a portable service image: ${role.why} (pass --portable or --role portable to require the portable checks)`,
+          'not-applicable',
+        ),
+        details: { ...r.details, role: role.role },
+      };
+    }
     if (!r.applicable) {
       return {
         ...skipped(
@@ -222,6 +323,8 @@ export const portableLintStage: Stage = {
         details: r.details,
       };
     }
-    return passedOrFailed(r.findings, r.details);
+    const units = matchingUnits(manifest, String(r.details.prefix));
+    const content = await lintPortableContent(manifest, (paths) => readImageFiles(ctx.image, paths), units);
+    return passedOrFailed([...r.findings, ...content], r.details);
   },
 };

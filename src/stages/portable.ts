@@ -22,7 +22,7 @@ import { stat } from 'node:fs/promises';
 import type { Finding } from '../types.js';
 import { consoleTail } from '../boot/console.js';
 import { readImageManifest } from '../image/debugfs-reader.js';
-import { matchingUnits, portableNameProblem, portablePrefix } from './portable-lint.js';
+import { matchingUnits, portableApplies, portableNameProblem, portablePrefix } from './portable-lint.js';
 import { passedOrFailed, skipped, type Stage, type StageContext, type StageOutcome } from './context.js';
 import { IN_THE_WAY, STEP_WORDS, whereJobStopped, type PortableImage } from './portable-job.js';
 import { judgePortable } from './portable-judge.js';
@@ -35,10 +35,10 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
   const units = matchingUnits(manifest, prefix).map((u) => u.name);
   const role = await roleOf(ctx);
   if (role.role === 'data') return skipped(notForRole(role, 'portable'), 'not-applicable');
-  if (!units.length && !ctx.opts.portable && role.role !== 'portable') {
+  if (!portableApplies(role, ctx.opts.portable)) {
     return {
-      ...skipped(`not a portable service image: no unit file matches the prefix '${prefix}' of ${name} (pass --portable to require one)`, 'not-applicable'),
-      details: { prefix },
+      ...skipped(`not a portable service image: ${role.why} (pass --portable or --role portable to require the portable checks)`, 'not-applicable'),
+      details: { prefix, role: role.role },
     };
   }
   const nameProblem = portableNameProblem(name);

@@ -4,7 +4,7 @@
 // binds, a volatile overlay so that the image is never written, a private
 // network so that the guest cannot touch the host's interfaces, and
 // SIGKILL as the kill signal so that a timeout ends the container at once.
-import { run, type RunResult } from '../exec.js';
+import { run, type RunOptions, type RunResult } from '../exec.js';
 import { UsageError } from '../errors.js';
 
 export interface BindMount {
@@ -67,13 +67,15 @@ export function buildNspawnArgs(o: NspawnOptions): string[] {
  * Run systemd-nspawn. Every exit status is returned, not thrown: the caller
  * judges it. After `timeoutMs` nspawn gets SIGTERM, which (with
  * --kill-signal=SIGKILL) kills the whole container; `timedOut` is then true
- * and stdout holds what was printed until then.
+ * and stdout holds what was printed until then. `watch` sees the console as
+ * it comes and may end the boot early (result.stopped).
  */
-export async function runNspawn(o: NspawnOptions, timeoutMs: number): Promise<RunResult> {
+export async function runNspawn(o: NspawnOptions, timeoutMs: number, watch?: RunOptions['watch']): Promise<RunResult> {
   return run('systemd-nspawn', buildNspawnArgs(o), {
     okCodes: 'any',
     timeoutMs,
     allowTimeout: true,
+    watch,
     env: { SYSTEMD_COLORS: '0', SYSTEMD_LOG_COLOR: '0', SYSTEMD_PAGER: '' },
   });
 }
