@@ -37,7 +37,7 @@ describe('cli', () => {
     [['build', '--input', '.', '--output', 'x.img', '--report-json', '/nonexistent/dir/r.json'], /--report-json \/nonexistent\/dir\/r.json: its folder does not exist/],
     [['build', '--input', '.', '--output', './inside.img'], /is inside the input tree/],
     [['build', '--input', '.', '--output', 'x.img', '--golden-allow', 'a.json'], /--golden-allow needs --golden FILE/],
-    [['build', '--bogus'], /Unknown option '--bogus'/],
+    [['build', '--bogus'], /build: unknown option --bogus/],
   ])('exits 2 with a hint for %j', async (args, message) => {
     const r = await runCli(args);
     expect(r.exitCode).toBe(2);

@@ -35,6 +35,7 @@ Examples:
     'no-hash': { type: 'boolean' },
     target: { type: 'string' },
   },
+  contradictions: [['json', 'format', (v) => v.format === 'json']],
   positionals: [2, 2],
   async run(v, [a, b]) {
     const format = v.json ? 'json' : ((v.format as string | undefined) ?? 'text');

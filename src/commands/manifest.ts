@@ -48,6 +48,7 @@ Examples:
     mounted: { type: 'boolean' },
     target: { type: 'string' },
   },
+  contradictions: [['json', 'format', (v) => v.format === 'json']],
   positionals: [1, 1],
   async run(v, [path]) {
     const format = v.json ? 'json' : ((v.format as string | undefined) ?? 'json');
