@@ -9,6 +9,7 @@ import { writeJsonReport } from '../report/json.js';
 import { writeJunitReport } from '../report/junit.js';
 import { formatTextReport } from '../report/text.js';
 import { log } from '../log.js';
+import { withScope, type Scope } from '../cleanup.js';
 
 import { GLOBAL_OPTIONS, didYouMean, parseOptions, refuseContradictions, type Options, type Values } from './args.js';
 
@@ -111,6 +112,17 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
   };
 }
 
+/**
+ * Reads one side of `manifest` or `diff` (an image, a tree, a tar) with live
+ * progress on a TTY, then one line on stderr: what was read and how long it took.
+ */
+export async function readWithProgress<T extends { kind: string; manifest: { entries: readonly unknown[] } }>(what: string, read: (scope: Scope) => Promise<T>): Promise<T> {
+  const start = Date.now();
+  const r = await log.step(`read ${what}`, () => withScope(read));
+  log.info(`read ${what}: ${r.kind}, ${r.manifest.entries.length} entries (${((Date.now() - start) / 1000).toFixed(1)} s)`);
+  return r;
+}
+
 /** Splits a command line on blanks, honouring simple single and double quotes. */
 export function splitCommand(line: string): string[] {
   const out: string[] = [];
@@ -121,9 +133,39 @@ export function splitCommand(line: string): string[] {
   return out;
 }
 
-/** Prints the summary to stdout and writes the requested report files. */
+/**
+ * Why a run that did not end accepted ended so, in one line: the boot cause,
+ * or the first stage that failed and its first finding, or the first stage
+ * that could not run here. Undefined for an accepted run, and for one that
+ * stopped on an error (the CLI prints the error itself).
+ */
+export function verdictLine(report: Report): string | undefined {
+  if (report.accepted || report.error) return undefined;
+  const failed = report.stages.find((s) => s.status === 'failed');
+  const what = report.image ?? report.output;
+  if (failed) {
+    const first = failed.findings[0];
+    const more = failed.findings.length > 1 ? ` (and ${failed.findings.length - 1} more)` : '';
+    const why = report.cause ?? (first ? `${failed.name}: ${first.message.split('\n')[0]}${more}` : `${failed.name} failed`);
+    return `rejected${what ? `: ${what}` : ''}: ${why}`;
+  }
+  const blocked = report.stages.find((s) => s.status === 'skipped' && s.skippedBy === 'unavailable');
+  if (blocked) return `not accepted${what ? `: ${what}` : ''}: the ${blocked.name} stage could not run here: ${blocked.reason ?? ''}`.trimEnd();
+  return `not accepted${what ? `: ${what}` : ''}`;
+}
+
+/** With --quiet, the one line that says why the exit is not 0 (on stderr, where errors go). */
+export function quietCause(line: string | undefined): void {
+  if (line !== undefined && log.verbosity === 'quiet') process.stderr.write(`part-image: ${line}\n`);
+}
+
+/**
+ * Prints the summary to stdout (with --quiet: only the verdict line of a
+ * rejection, on stderr) and writes the requested report files.
+ */
 export async function emitReport(report: Report, v: Values): Promise<void> {
   if (log.verbosity !== 'quiet') process.stdout.write(formatTextReport(report));
+  else quietCause(verdictLine(report));
   if (typeof v['report-json'] === 'string') await writeJsonReport(v['report-json'], report);
   if (typeof v.junit === 'string') await writeJunitReport(v.junit, report);
 }

@@ -1,5 +1,5 @@
 import type { Command } from './common.js';
-import { withScope } from '../cleanup.js';
+import { readWithProgress } from './common.js';
 import { loadManifest } from '../manifest/load.js';
 import { serializeManifest } from '../manifest/serialize.js';
 import { MTREE_DEFAULT_KEYWORDS, MTREE_KEYWORDS, mtreeKeywords, toMtree } from '../manifest/mtree.js';
@@ -60,7 +60,7 @@ Examples:
     const keywords = mtreeKeywords({ only: list('keywords'), add: list('add-keywords') });
     if (v['no-xattrs'] && keywords.includes('xattr')) throw new UsageError('--no-xattrs and the keyword xattr contradict each other', 'Give one of them.');
     const hash = !v['no-hash'];
-    const { manifest } = await withScope((scope) => loadManifest(path, scope, { hash, target: v.target as string | undefined, mounted: Boolean(v.mounted) }));
+    const { manifest } = await readWithProgress(path, (scope) => loadManifest(path, scope, { hash, target: v.target as string | undefined, mounted: Boolean(v.mounted) }));
     if (format === 'mtree') {
       process.stdout.write(toMtree(manifest, { hash, keywords }));
       return 0;

@@ -35,6 +35,7 @@ import { join, resolve } from 'node:path';
 import type { Manifest, ManifestEntry } from '../types.js';
 import { checkNotInterrupted, settleAll, withScope } from '../cleanup.js';
 import { InputError, ToolError } from '../errors.js';
+import { log } from '../log.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
 import { UnreadableImageError } from './unreadable.js';
 
@@ -148,6 +149,7 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       pending?.catch(() => undefined);
       // Hash what this level's stat brought while the next level runs.
       for (const s of inodes) stats.set(s.inode, s);
+      log.progress(`${stats.size} inodes read${hash ? ', hashing' : ''}`);
       await readContents(reader, inodes, hash, content, fallback);
     }
   } finally {
