@@ -11,7 +11,7 @@ import type { Report } from './types.js';
 import { COMMANDS } from './commands/index.js';
 
 /** The options that may come before the command's name. */
-const GLOBAL_FLAGS = new Set(['-h', '--help', '-q', '--quiet', '-v', '--verbose']);
+const GLOBAL_FLAGS = new Set(['-h', '--help', '-q', '--quiet', '-v', '--verbose', '-V', '--version']);
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -42,6 +42,12 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${VERSION}\n`);
     return EXIT.ok;
   }
+  for (const g of globals) {
+    if (!GLOBAL_FLAGS.has(g)) {
+      throw new UsageError(`${g.split('=')[0]} is not a global option; only ${[...GLOBAL_FLAGS].join(', ')} may come before the command`,
+        'Put it after the command: part-image COMMAND ' + g.split('=')[0] + ' ...');
+    }
+  }
   if (!name || name === 'help' || globals.some((g) => g === '--help' || g === '-h')) {
     if (!name || name === 'help' || !COMMANDS.some((c) => c.name === name)) {
       process.stdout.write(mainHelp());
@@ -52,9 +58,6 @@ export async function main(argv: string[]): Promise<number> {
   if (!cmd) {
     const names = COMMANDS.map((c) => c.name);
     throw new UsageError(`unknown command "${name}"${didYouMean(name, names)}`, `Commands: ${names.join(', ')}. Run \`part-image --help\`.`);
-  }
-  for (const g of globals) {
-    if (!GLOBAL_FLAGS.has(g)) throw new UsageError(`${g} is not a global option; only ${[...GLOBAL_FLAGS].join(', ')} may come before the command`, `Put it after the command: part-image ${name} ${g} ...`);
   }
   const { values, positionals } = parse(cmd, [...globals, ...rest]);
   if (values.help) {
