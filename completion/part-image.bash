@@ -25,7 +25,7 @@ _part_image() {
   case "$cmd" in
     build) opts="--input --output --format --label --size-mb --free-mb --used-mb --seed --check-reproducible --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --allow-failed-unit --nspawn-command --portable --target --help --quiet --verbose" ;;
     verify) opts="--input --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --allow-failed-unit --nspawn-command --portable --target --help --quiet --verbose" ;;
-    manifest) opts="--format --json --no-hash --no-xattrs --mounted --target --help --quiet --verbose" ;;
+    manifest) opts="--format --json --no-hash --keywords --add-keywords --no-xattrs --mounted --target --help --quiet --verbose" ;;
     diff) opts="--format --json --compare-mtime --no-hash --target --help --quiet --verbose" ;;
     boot) opts="--nspawn --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --allow-failed-unit --nspawn-command --portable --target --help --quiet --verbose" ;;
     make) opts="--file --list --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --allow-failed-unit --nspawn-command --portable --target --help --quiet --verbose" ;;

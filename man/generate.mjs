@@ -51,8 +51,9 @@ function manPage() {
   }
   out.push(
     '.SH GLOBAL OPTIONS',
+    roff('They may come before the command (part-image --verbose doctor) or after it; --quiet and --verbose together are refused (exit 2).'),
     '.TP', '.BR \\-h ", " \\-\\-help', 'Print the usage of part\\-image or of a command, with examples.',
-    '.TP', '.BR \\-q ", " \\-\\-quiet', 'Print only errors.',
+    '.TP', '.BR \\-q ", " \\-\\-quiet', 'No progress and no summary. Errors, and the one\\-line cause of a rejection or difference, still go to stderr; data asked for (a manifest, \\-\\-json) is still printed.',
     '.TP', '.BR \\-v ", " \\-\\-verbose', 'Print every host command as a line that can be pasted into a shell.',
     '.TP', '.BR \\-V ", " \\-\\-version', 'Print the version.',
     '.SH STAGES',

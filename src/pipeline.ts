@@ -58,6 +58,7 @@ async function timed<T>(results: StageResult[], name: string, fn: () => Promise<
   try {
     const { value, details } = await log.step(name, fn);
     results.push({ name, status: 'passed', durationMs: Math.round(performance.now() - start), findings: [], details });
+    log.stageDone(results[results.length - 1]);
     return value;
   } catch (raw) {
     const err = asPartImageError(raw, name);
@@ -67,6 +68,7 @@ async function timed<T>(results: StageResult[], name: string, fn: () => Promise<
     } else {
       results.push({ name, status: 'failed', durationMs, findings: [{ code: 'error', message: err.message + (err.hint ? ` (${err.hint})` : '') }] });
     }
+    log.stageDone(results[results.length - 1]);
     throw err;
   }
 }
@@ -202,7 +204,7 @@ async function accept(tmpRaw: string, output: string, format: OutputFormat, repo
   const start = performance.now();
   let findings;
   try {
-    findings = await convertImage(tmpRaw, tmpOut, format);
+    findings = await log.step('convert', () => convertImage(tmpRaw, tmpOut, format));
   } catch (err) {
     // Interrupted: the scope removes both temp files; nothing is left beside the output.
     if (isShuttingDown()) throw err;
@@ -219,6 +221,7 @@ async function accept(tmpRaw: string, output: string, format: OutputFormat, repo
     details: { summary: `${format}, checked with qemu-img compare` },
   };
   report.stages.push(result);
+  log.stageDone(result);
   if (findings.length) {
     report.accepted = false;
     await rename(tmpRaw, `${output}.rejected`);

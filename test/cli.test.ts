@@ -40,7 +40,29 @@ describe('cli', () => {
     [['build', '--input', '.', '--output', 'x.img', '--report-json', '/nonexistent/dir/r.json'], /--report-json \/nonexistent\/dir\/r.json: its folder does not exist/],
     [['build', '--input', '.', '--output', './inside.img'], /is inside the input tree/],
     [['build', '--input', '.', '--output', 'x.img', '--golden-allow', 'a.json'], /--golden-allow needs --golden FILE/],
-    [['build', '--bogus'], /Unknown option '--bogus'/],
+    [['build', '--bogus'], /build: unknown option --bogus/],
+    // Typos get a suggestion.
+    [['bulid'], /unknown command "bulid"; did you mean build\?/],
+    [['build', '--inptu', '.', '--output', 'x.img'], /build: unknown option --inptu; did you mean --input\?/],
+    [['build', '--input', '.', '--output', 'x.img', '--skip', 'nspwn'], /--skip: unknown stage "nspwn"; did you mean nspawn\?/],
+    [['manifest', '.', '--formt', 'json'], /did you mean --format\?/],
+    // Contradictions and a flag given twice with different values: exit 2.
+    [['-q', '-v', 'doctor'], /doctor: --quiet and --verbose contradict each other/],
+    [['doctor', '-q', '--verbose'], /doctor: --quiet and --verbose contradict each other/],
+    [['manifest', '.', '--json', '--format', 'mtree'], /manifest: --json and --format mtree contradict each other/],
+    [['diff', 'a', 'b', '--json', '--format', 'text'], /diff: --json and --format text contradict each other/],
+    [['build', '--input', '.', '--output', 'x.img', '--format', 'raw', '--format', 'qcow2'], /--format given twice with different values: "raw" and "qcow2"/],
+    [['manifest', '.', '--format', 'mtree', '-K', 'xattr', '--no-xattrs'], /--no-xattrs and the keyword xattr contradict each other/],
+    [['manifest', '.', '-K', 'device'], /--add-keywords applies to --format mtree only/],
+    // Values: a negative size is range-checked, never "ambiguous"; units as systemd-repart takes them.
+    [['build', '--input', '.', '--output', 'x.img', '--size-mb', '-5'], /--size-mb must be a whole number of MiB, got -5; valid: 2 to/],
+    [['build', '--input', '.', '--output', 'x.img', '--size-mb', '1.3G'], /--size-mb 1.3G is not a whole number of MiB \(1331.2 MiB\)/],
+    [['build', '--input', '.', '--output', 'x.img', '--free-mb', '20T'], /--free-mb must be a whole number of MiB, got 20971520; valid: 0 to 16777215/],
+    [['build', '--input', '.', '--output'], /build: --output needs a value/],
+    [['build', '--output', '--format', 'qcow2'], /--output needs a value, but the next argument is the option --format/],
+    [['doctor', '--json=yes'], /--json takes no value/],
+    [['--input', 'x', 'build'], /--input is not a global option/],
+    [['build', '--input', '.', '--output', 'x.img', '--check-reproducible'], /cannot be reproducible without --seed UUID/],
   ])('exits 2 with a hint for %j', async (args, message) => {
     const r = await runCli(args);
     expect(r.exitCode).toBe(2);
@@ -61,6 +83,17 @@ describe('cli', () => {
     const r = await runCli(['boot', 'nothing.img'], { env: { PART_IMAGE_NSPAWN: 'cloud' } });
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/PART_IMAGE_NSPAWN must be 'host' or 'vm' \(or unset\), not 'cloud'/);
+  });
+
+  it('takes global options before the command', async () => {
+    const help = await runCli(['--verbose', 'doctor', '--help']);
+    expect(help.exitCode).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: part-image doctor/m);
+    const h = await runCli(['-q', '--help']);
+    expect(h.exitCode).toBe(0);
+    expect(h.stdout).toMatch(/-q, --quiet +no progress and no summary/);
+    const v = await runCli(['-q', '--version']);
+    expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
   });
 
   it('prints its version', async () => {

@@ -152,6 +152,9 @@ describe('compare and format, per field', () => {
   });
 });
 
+/** Every keyword, device and xattr included (the default leaves those two out). */
+const ALL = { keywords: MTREE_KEYWORDS };
+
 describe('serialization and mtree, per field', () => {
   it('writes keys in table order and drops empty xattrs', () => {
     const shuffled = { mtime: 5, xattrs: {}, gid: 0, sha256: HASH_A, path: '/f', size: 3, uid: 0, mode: '0644', type: 'file' } as ManifestEntry;
@@ -161,17 +164,20 @@ describe('serialization and mtree, per field', () => {
   });
 
   it.each([
-    ['a file with every keyword', { ...FILE, nlink: 2, mtime: 7, xattrs: { 'user.note': '68656c6c6f' } }, {},
+    ['a file with every keyword', { ...FILE, nlink: 2, mtime: 7, xattrs: { 'user.note': '68656c6c6f' } }, ALL,
       `./f type=file mode=0644 uid=0 gid=0 size=3 sha256digest=${HASH_A} nlink=2 xattr.user.note=aGVsbG8=`],
-    ['a file without hash and xattrs', { ...FILE, xattrs: { 'user.note': '68656c6c6f' } }, { hash: false, xattrs: false },
+    ['a file without hash, xattrs left out by default', { ...FILE, xattrs: { 'user.note': '68656c6c6f' } }, { hash: false },
       './f type=file mode=0644 uid=0 gid=0 size=3'],
     ['nlink 1 is not written', { ...FILE, nlink: 1, sha256: undefined }, {}, './f type=file mode=0644 uid=0 gid=0 size=3'],
+    ['a setuid file: the mode as %#o', { ...FILE, mode: '4755', sha256: undefined }, {}, './f type=file mode=04755 uid=0 gid=0 size=3'],
+    ['mode 0000 as %#o', { ...FILE, mode: '0000', sha256: undefined }, {}, './f type=file mode=0 uid=0 gid=0 size=3'],
     ['a symlink: link, vis-encoded, no size', { ...LINK, path: '/a b', target: 'x y' }, {}, './a\\040b type=link mode=0777 uid=0 gid=0 link=x\\040y'],
-    ['a char device', CHAR, {}, './f type=char mode=0600 uid=0 gid=0 device=native,1,3'],
-    ['a block device', { ...CHAR, type: 'block', rdev: '8,1' }, {}, './f type=block mode=0600 uid=0 gid=0 device=native,8,1'],
+    ['a char device, device left out by default', CHAR, {}, './f type=char mode=0600 uid=0 gid=0'],
+    ['a char device', CHAR, ALL, './f type=char mode=0600 uid=0 gid=0 device=native,1,3'],
+    ['a block device', { ...CHAR, type: 'block', rdev: '8,1' }, ALL, './f type=block mode=0600 uid=0 gid=0 device=native,8,1'],
     ['a dir: size and nlink are for files', { path: '/', type: 'dir', mode: '0755', uid: 0, gid: 0, size: 4096, nlink: 3 }, {},
       '. type=dir mode=0755 uid=0 gid=0'],
-    ['a fifo with an xattr', { path: '/p', type: 'fifo', mode: '0644', uid: 1, gid: 2, xattrs: { 'user.x': 'ff00' } }, {},
+    ['a fifo with an xattr', { path: '/p', type: 'fifo', mode: '0644', uid: 1, gid: 2, xattrs: { 'user.x': 'ff00' } }, ALL,
       './p type=fifo mode=0644 uid=1 gid=2 xattr.user.x=/wA='],
   ] as [string, ManifestEntry, object, string][])('%s', (_name, e, o, line) => {
     expect(mtreeLine(e, o)).toBe(line);

@@ -11,7 +11,7 @@ import { runCli } from './helpers/cli.js';
 import { isRoot, makeSampleTree } from './helpers/trees.js';
 import { skipAllBut } from './helpers/stages.js';
 import { debugfsWrite } from './helpers/images.js';
-import { mtreeLine, toMtree } from '../src/manifest/mtree.js';
+import { mtreeKeywords, mtreeLine, toMtree } from '../src/manifest/mtree.js';
 import { visDecode, visEncode } from '../src/manifest/vis.js';
 import { makeManifest } from '../src/manifest/entry.js';
 import type { ManifestEntry } from '../src/types.js';
@@ -58,9 +58,13 @@ describe('mtree encoding', () => {
     expect(visDecode('a\\sb\\#c').toString()).toBe('a b#c');
   });
 
-  it('writes one line per entry with type, mode, owner, size, digest, link, device, nlink and go-mtree xattrs', () => {
+  it('writes the hierarchy with type, mode (%#o), owner, size, digest, link and nlink; device and go-mtree xattrs on request', () => {
     const entries: ManifestEntry[] = [
       { path: '/', type: 'dir', mode: '0755', uid: 0, gid: 0, mtime: 5 },
+      { path: '/dev', type: 'dir', mode: '0755', uid: 0, gid: 0 },
+      { path: '/run', type: 'dir', mode: '1777', uid: 0, gid: 0 },
+      { path: '/usr', type: 'dir', mode: '0755', uid: 0, gid: 0 },
+      { path: '/usr/bin', type: 'dir', mode: '0755', uid: 0, gid: 0 },
       { path: '/usr/bin/ping', type: 'file', mode: '4755', uid: 0, gid: 0, size: 3, sha256: 'ab'.repeat(32), nlink: 2,
         xattrs: { 'user.z': '68656c6c6f', 'security.capability': '0100000200200000000000000000000000000000' } },
       { path: '/usr/bin/sh', type: 'symlink', mode: '0777', uid: 0, gid: 0, size: 7, target: 'bin/a b' },
@@ -68,20 +72,36 @@ describe('mtree encoding', () => {
       { path: '/dev/sda', type: 'block', mode: '0660', uid: 0, gid: 6, rdev: '8,0' },
       { path: '/run/fifo', type: 'fifo', mode: '0600', uid: 1000, gid: 1000 },
       { path: '/run/sock', type: 'socket', mode: '0755', uid: 0, gid: 0 },
+      { path: '/usr-file', type: 'file', mode: '0000', uid: 0, gid: 0, size: 0 },
     ];
     const m = makeManifest(entries);
     expect(toMtree(m)).toBe([
       '#mtree',
       '. type=dir mode=0755 uid=0 gid=0',
-      './dev/null type=char mode=0666 uid=0 gid=0 device=native,1,3',
-      './dev/sda type=block mode=0660 uid=0 gid=6 device=native,8,0',
-      './run/fifo type=fifo mode=0600 uid=1000 gid=1000',
-      `./usr/bin/ping type=file mode=4755 uid=0 gid=0 size=3 sha256digest=${'ab'.repeat(32)} nlink=2 xattr.security.capability=AQAAAgAgAAAAAAAAAAAAAAAAAAA= xattr.user.z=aGVsbG8=`,
-      './usr/bin/sh type=link mode=0777 uid=0 gid=0 link=bin/a\\040b',
+      '    usr-file type=file mode=0 uid=0 gid=0 size=0',
+      '    dev type=dir mode=0755 uid=0 gid=0',
+      '        null type=char mode=0666 uid=0 gid=0',
+      '        sda type=block mode=0660 uid=0 gid=6',
+      '    ..',
+      '    run type=dir mode=01777 uid=0 gid=0',
+      '        fifo type=fifo mode=0600 uid=1000 gid=1000',
+      '    ..',
+      '    usr type=dir mode=0755 uid=0 gid=0',
+      '        bin type=dir mode=0755 uid=0 gid=0',
+      `            ping type=file mode=04755 uid=0 gid=0 size=3 sha256digest=${'ab'.repeat(32)} nlink=2`,
+      '            sh type=link mode=0777 uid=0 gid=0 link=bin/a\\040b',
+      '        ..',
+      '    ..',
       '',
     ].join('\n'));
+    const all = toMtree(m, { keywords: mtreeKeywords({ add: ['device', 'xattr'] }) });
+    expect(all).toContain('        null type=char mode=0666 uid=0 gid=0 device=native,1,3\n');
+    expect(all).toContain(`nlink=2 xattr.security.capability=AQAAAgAgAAAAAAAAAAAAAAAAAAA= xattr.user.z=aGVsbG8=\n`);
     const ping = m.entries.find((e) => e.path === '/usr/bin/ping')!;
-    expect(mtreeLine(ping, { hash: false, xattrs: false })).toBe('./usr/bin/ping type=file mode=4755 uid=0 gid=0 size=3 nlink=2');
+    expect(mtreeLine(ping, { hash: false })).toBe('./usr/bin/ping type=file mode=04755 uid=0 gid=0 size=3 nlink=2');
+    expect(mtreeKeywords({ only: ['mode'] })).toEqual(['type', 'mode']);
+    expect(() => mtreeKeywords({ add: ['xattrs'] })).toThrow(/unknown mtree keyword "xattrs"/);
+    expect(() => toMtree(makeManifest([entries[0], entries[5]]))).toThrow(/\/usr\/bin is missing/);
   });
 });
 
@@ -91,11 +111,11 @@ describe('part-image manifest --format mtree against real consumers', () => {
 
   beforeAll(async () => {
     // Keep the last newline: libarchive ignores a last line without one.
-    const r = await runCli(['manifest', image, '--format', 'mtree', '--no-xattrs'], { stripFinalNewline: false });
+    const r = await runCli(['manifest', image, '--format', 'mtree'], { stripFinalNewline: false });
     expect(r.exitCode, r.stderr).toBe(0);
     spec = join(work, 'sample.mtree');
     await writeFile(spec, r.stdout);
-    const x = await runCli(['manifest', image, '--format', 'mtree'], { stripFinalNewline: false });
+    const x = await runCli(['manifest', image, '--format', 'mtree', '-K', 'xattr'], { stripFinalNewline: false });
     expect(x.exitCode, x.stderr).toBe(0);
     specWithXattrs = join(work, 'sample-xattrs.mtree');
     await writeFile(specWithXattrs, x.stdout);
@@ -107,12 +127,16 @@ describe('part-image manifest --format mtree against real consumers', () => {
     const json = JSON.parse((await runCli(['manifest', image])).stdout) as { entries: ManifestEntry[] };
     expect(names).toHaveLength(json.entries.length);
     // bsdtar shows a backslash as \\ and a tab as \t when it lists; the round trip below checks the bytes.
-    expect(names).toContain('./srv/odd names/st*r?[x]#h=q\\\\b\\ttab');
-    expect(names).toContain('./srv/odd names/ünïcödé/naïve.txt');
+    // The hierarchical form lists relative names ("srv/x"), as bsdtar lists a spec go-mtree or NetBSD mtree wrote.
+    expect(names).toContain('srv/odd names/st*r?[x]#h=q\\\\b\\ttab');
+    expect(names).toContain('srv/odd names/ünïcödé/naïve.txt');
     const v = await execa('bsdtar', ['-tvf', spec]);
-    expect(v.stdout).toMatch(/^-rwsr-xr-x .* \.\/usr\/bin\/tool$/m);
-    expect(v.stdout).toMatch(/^crw-rw-rw- .* 1,3 .* \.\/dev\/null$/m);
-    expect(v.stdout).toMatch(/^lrwxrwxrwx .* \.\/srv\/short-link -> \.\.\/usr\/bin\/tool$/m);
+    expect(v.stdout).toMatch(/^-rwsr-xr-x .* usr\/bin\/tool$/m);
+    expect(v.stdout).toMatch(/^lrwxrwxrwx .* srv\/short-link -> \.\.\/usr\/bin\/tool$/m);
+    const dev = await runCli(['manifest', image, '--format', 'mtree', '-K', 'device'], { stripFinalNewline: false });
+    const devSpec = join(work, 'sample-device.mtree');
+    await writeFile(devSpec, dev.stdout);
+    expect((await execa('bsdtar', ['-tvf', devSpec])).stdout).toMatch(/^crw-rw-rw- .* 1,3 .* dev\/null$/m);
   });
 
   it('bsdtar -cf OUT.tar @SPEC on the mounted image gives back the image, all but the xattrs mtree cannot carry', async () => {
@@ -143,19 +167,21 @@ describe('part-image manifest --format mtree against real consumers', () => {
     expect(bad.stdout).toMatch(/srv\/owned:\s+user \(1000, 0\)/);
   });
 
-  it('writes go-mtree xattr keywords by default, which NetBSD mtree refuses: hence --no-xattrs', async () => {
+  it('writes go-mtree xattr keywords with -K xattr, which NetBSD mtree refuses: hence not by default', async () => {
     const text = await readFile(specWithXattrs, 'utf8');
-    expect(text).toMatch(/^\.\/usr\/bin\/pinglike .* xattr\.security\.capability=AQAAAgAgAAAAAAAAAAAAAAAAAAA=$/m);
-    expect(text).toMatch(/^\.\/srv\/owned .* xattr\.user\.bin=AP8Q xattr\.user\.note=aGVsbG8=$/m);
+    expect(text).toMatch(/^ +pinglike .* xattr\.security\.capability=AQAAAgAgAAAAAAAAAAAAAAAAAAA=$/m);
+    expect(text).toMatch(/^ +owned .* xattr\.user\.bin=AP8Q xattr\.user\.note=aGVsbG8=$/m);
+    expect(await readFile(spec, 'utf8')).not.toContain('xattr.');
     const r = await execa('mtree', ['-f', specWithXattrs, '-p', tree], { reject: false });
     expect(r.stderr).toMatch(/unknown keyword `xattr\./);
   });
 
   it('works on a directory and a tar too; --no-hash drops the digests; --json is the default format', async () => {
     const fromDir = await runCli(['manifest', tree, '--format', 'mtree', '--no-hash', '--no-xattrs'], { stripFinalNewline: false });
+    expect((await runCli(['manifest', tree, '--format', 'mtree', '--no-hash'], { stripFinalNewline: false })).stdout).toBe(fromDir.stdout);
     expect(fromDir.exitCode).toBe(0);
     expect(fromDir.stdout).not.toContain('sha256digest');
-    expect(fromDir.stdout).toContain('./srv/big.bin type=file mode=0644 uid=0 gid=0 size=300000\n');
+    expect(fromDir.stdout).toContain('\n        big.bin type=file mode=0644 uid=0 gid=0 size=300000\n');
     // The directory tree passes NetBSD mtree as it stands (no lost+found in it).
     const dirSpec = join(work, 'dir.mtree');
     await writeFile(dirSpec, fromDir.stdout);
@@ -164,9 +190,9 @@ describe('part-image manifest --format mtree against real consumers', () => {
 
     const tar = join(work, 'tree.tar');
     await execa('tar', ['--xattrs', '--xattrs-include=*', '--acls', '--numeric-owner', '-cf', tar, '-C', tree, '.']);
-    const fromTar = await runCli(['manifest', tar, '--format', 'mtree'], { stripFinalNewline: false });
+    const fromTar = await runCli(['manifest', tar, '--format', 'mtree', '-K', 'xattr'], { stripFinalNewline: false });
     const fromImage = await readFile(specWithXattrs, 'utf8');
-    expect(fromTar.stdout).toBe(fromImage.replace(/^\.\/lost\+found .*\n/m, ''));
+    expect(fromTar.stdout).toBe(fromImage.replace(/^ {4}lost\+found .*\n {4}\.\.\n/m, ''));
 
     const json = await runCli(['manifest', tree, '--json']);
     const dflt = await runCli(['manifest', tree]);

@@ -142,17 +142,31 @@ describe('the demo tree', () => {
     expect(new Set(sizes).size).toBe(1);
   });
 
-  it('without --seed, --check-reproducible fails and names the first differing byte: the superblock UUID (or time)', async () => {
-    const r = await runCli(['build', '--input', demoTar, '--output', join(work, 'unseeded.img'), '--free-mb', '8', ...STAGES, '--check-reproducible',
-      '--report-json', join(work, 'unseeded.json')]);
-    expect(r.exitCode).toBe(1);
-    expect(r.stdout).toMatch(/FAIL {2}reproducible/);
-    // s_uuid (byte 1128), or s_wtime (byte 1072) when the two builds fell in different seconds.
-    expect(r.stdout).toMatch(/first differing byte at offset (1128|1072) \(block 0: superblock of group 0, (s_uuid|s_wtime)\)/);
-    expect(r.stdout).toContain('Builds without both --seed UUID and SOURCE_DATE_EPOCH are never reproducible');
-    expect(r.stdout).toMatch(/\[reproducible-metadata\] superblock \(group 0\) differs: [\w, ]*s_uuid, [\w, ]*s_hash_seed/);
+  it('without --seed or SOURCE_DATE_EPOCH, --check-reproducible says at once that the build cannot be reproducible (exit 2)', async () => {
+    const out = join(work, 'unseeded.img');
+    const t0 = Date.now();
+    const r = await runCli(['build', '--input', demoTar, '--output', out, '--free-mb', '8', ...STAGES, '--check-reproducible'], { env: SDE });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/--check-reproducible: this build cannot be reproducible without --seed UUID: every build would get a random filesystem UUID/);
+    expect(Date.now() - t0).toBeLessThan(4000);
+    const noSde = await runCli(['build', '--input', demoTar, '--output', out, '--seed', SEED, '--check-reproducible'], { env: { SOURCE_DATE_EPOCH: '' } });
+    expect(noSde.exitCode).toBe(2);
+    expect(noSde.stderr).toMatch(/cannot be reproducible without SOURCE_DATE_EPOCH/);
+  });
+
+  it('two builds with different seeds: the first differing byte is the superblock UUID, and the hint names --seed', async () => {
+    // (This was the run of --check-reproducible without --seed, which is now refused up front.)
+    const other = join(work, 'other-seed.img');
+    const r = await runCli(['build', '--input', demoTar, '--output', other, '--seed', '0e0c5a2a-0f3c-4e7b-9a3e-1d2c3b4a5f61', ...STAGES], { env: SDE });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const cmp = await compareFiles(image, other);
+    expect(cmp.identical).toBe(false);
+    const messages = (await explainDifference(image, other, cmp, { seeded: false })).map((f) => `[${f.code}] ${f.message}`).join('\n');
+    expect(messages).toMatch(/first differing byte at offset 1128 \(block 0: superblock of group 0, s_uuid\)/);
+    expect(messages).toContain('Builds without both --seed UUID and SOURCE_DATE_EPOCH are never reproducible');
+    expect(messages).toMatch(/\[reproducible-metadata\] superblock \(groups? [\d, ]+\) differs?: [\w, ]*s_uuid, [\w, ]*s_hash_seed/);
     // metadata_csum is seeded from the UUID: every inode's checksum differs, and each is named by path.
-    expect(r.stdout).toMatch(/\[reproducible-entry\] \/etc \(inode \d+\) differs: [\w, ]*i_checksum_lo, i_checksum_hi[\w, ]*; 1 block/);
+    expect(messages).toMatch(/\[reproducible-entry\] \/etc \(inode \d+\) differs: [\w, ]*i_checksum_lo, i_checksum_hi[\w, ]*; 1 block/);
   });
 
   describe('explaining a difference between two images', () => {

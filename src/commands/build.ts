@@ -1,5 +1,5 @@
 import type { Command } from './common.js';
-import { VERIFY_OPTIONS, emitReport, verifyOptions } from './common.js';
+import { VERIFY_OPTIONS, emitReport, sizeFlagMb, verifyOptions } from './common.js';
 import { buildImage } from '../pipeline.js';
 import { ALL_STAGE_NAMES } from '../stages/index.js';
 import { parseFormat } from '../build/convert.js';
@@ -17,13 +17,14 @@ export const buildCommand: Command = {
                  [--skip STAGE,...] [--compare-mtime] [--report-json FILE] [--junit FILE]
 
   PATH is a directory, a .tar/.tar.gz archive, or a Raptor layer stack (a folder with raptor.json).
-  Sizes: flags win over the env vars SIZE_MB, FREE_MB (default 512) and USED_MB (default: du -sm of
-  the input). Without SIZE_MB the image is the smallest that keeps FREE_MB really free.
+  Sizes: in MiB, or with a unit as systemd-repart takes them (base 1024: 512M, 2G, 1T, 65536K).
+  Flags win over the env vars SIZE_MB, FREE_MB (default 512) and USED_MB (default: du -sm of
+  the input; the env vars are whole MiB, as Raptor's builder has them). Without SIZE_MB the image is the smallest that keeps FREE_MB really free.
   Reproducible images: give --seed UUID and set SOURCE_DATE_EPOCH; two builds of the same tree are
   then byte-identical, wherever the tree is staged (tmpfs or disk, a directory or a tar). With
   --seed, USED_MB defaults to the tree's size as ext4 stores it (from the manifest), not to du -sm
-  of the staging filesystem. --check-reproducible builds a second time and compares the images;
-  on a mismatch it names the first differing byte and the entries that differ.
+  of the staging filesystem. --check-reproducible (needs --seed and SOURCE_DATE_EPOCH) builds a second time and compares
+  the images; on a mismatch it names the first differing byte and the entries that differ.
   Golden manifests: --golden FILE compares the image with FILE (mtimes left out) and rejects it on
   any difference; --update-golden writes FILE, or shows what changed and refreshes it.
   --golden-allow FILE lists expected differences (path glob, code or field, reason); a rule that
@@ -40,6 +41,7 @@ export const buildCommand: Command = {
 Examples:
   part-image build --input rootfs.tar --output root.img
   part-image build --input ./rootfs --output root.qcow2 --format qcow2 --free-mb 64
+  part-image build --input rootfs.tar --output root.img --size-mb 2G
   SOURCE_DATE_EPOCH=1700000000 part-image build --input rootfs.tar --output a.img --seed 6e0c5a2a-0f3c-4e7b-9a3e-1d2c3b4a5f60`,
   options: {
     input: { type: 'string', short: 'i' },
@@ -55,8 +57,14 @@ Examples:
   },
   positionals: [0, 0],
   async run(v) {
-    const paths = await resolveBuildPaths(v.input, v.output, process.env);
     const seed = v.seed as string | undefined;
+    if (v['check-reproducible'] && (seed === undefined || !process.env.SOURCE_DATE_EPOCH)) {
+      // Said before any work: without both, mke2fs picks a random UUID and hash seed, or stamps the time of the build.
+      const missing = [seed === undefined ? '--seed UUID' : '', process.env.SOURCE_DATE_EPOCH ? '' : 'SOURCE_DATE_EPOCH'].filter(Boolean).join(' and ');
+      throw new UsageError(`--check-reproducible: this build cannot be reproducible without ${missing}: every build would get ${seed === undefined ? 'a random filesystem UUID and hash seed' : 'the time of the build in its superblock and inodes'}, so two builds never match`,
+        `Add ${[seed === undefined ? '--seed $(uuidgen) (keep the UUID with your recipe)' : '', process.env.SOURCE_DATE_EPOCH ? '' : 'SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)'].filter(Boolean).join(' and ')}.`);
+    }
+    const paths = await resolveBuildPaths(v.input, v.output, process.env);
     if (seed !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(seed)) {
       throw new UsageError(`--seed must be a UUID, got "${seed}"`, 'Generate one with `uuidgen` and keep it with your build recipe.');
     }
@@ -68,9 +76,9 @@ Examples:
       output: paths.output,
       format: parseFormat((v.format as string | undefined) ?? process.env.OUTPUT_FORMAT),
       label: (v.label as string | undefined) ?? 'root',
-      sizeMb: v['size-mb'] as string | undefined,
-      freeMb: v['free-mb'] as string | undefined,
-      usedMb: v['used-mb'] as string | undefined,
+      sizeMb: sizeFlagMb('--size-mb', v['size-mb']),
+      freeMb: sizeFlagMb('--free-mb', v['free-mb']),
+      usedMb: sizeFlagMb('--used-mb', v['used-mb']),
       seed,
       target: v.target as string | undefined,
       verify,

@@ -1,7 +1,6 @@
 // Flags and output shared by the commands that verify an image.
 import { accessSync, constants } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Report } from '../types.js';
 import type { VerifyOptions } from '../stages/context.js';
 import { forcedPlace } from '../stages/where.js';
@@ -11,15 +10,11 @@ import { writeJunitReport } from '../report/junit.js';
 import { formatTextReport } from '../report/text.js';
 import { log } from '../log.js';
 import { parseRole } from '../boot/role.js';
+import { withScope, type Scope } from '../cleanup.js';
 
-export type Options = NonNullable<ParseArgsConfig['options']>;
-export type Values = Record<string, string | boolean | string[] | undefined>;
+import { GLOBAL_OPTIONS, didYouMean, parseOptions, refuseContradictions, type Options, type Values } from './args.js';
 
-export const GLOBAL_OPTIONS: Options = {
-  help: { type: 'boolean', short: 'h' },
-  quiet: { type: 'boolean', short: 'q' },
-  verbose: { type: 'boolean', short: 'v' },
-};
+export { GLOBAL_OPTIONS, type Options, type Values } from './args.js';
 
 export const VERIFY_OPTIONS: Options = {
   skip: { type: 'string', multiple: true },
@@ -48,62 +43,45 @@ export interface Command {
   positionals: [number, number];
   /** Turns argv the option parser cannot read (make's `-L NAME PATH`, two values) into options it can. */
   rewriteArgv?(argv: string[]): string[];
+  /** Option pairs that must not be given together (exit 2), with when they agree; -q with -v is refused for every command. */
+  contradictions?: readonly (readonly [string, string, ((v: Values) => boolean)?])[];
   run(values: Values, positionals: string[]): Promise<number>;
 }
 
-/**
- * `--size-mb -5` and `--label -x`: a value that starts with "-" but is no
- * option of the command is that option's value (parseArgs would call it
- * ambiguous), so that the value itself is checked and its range named.
- * `--output --format` stays an error: a known option is never a value.
- */
-export function joinDashValues(argv: readonly string[], options: Options): string[] {
-  const known = new Set<string>();
-  for (const [name, o] of Object.entries(options)) {
-    known.add(`--${name}`);
-    if (o.short) known.add(`-${o.short}`);
-  }
-  const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const next = argv[i + 1];
-    const opt = a.startsWith('--') ? options[a.slice(2)] : undefined;
-    if (opt?.type === 'string' && next !== undefined && next.startsWith('-') && next !== '--' && !known.has(next.split('=')[0])) {
-      out.push(`${a}=${next}`);
-      i++;
-    } else {
-      out.push(a);
-    }
-    if (a === '--') {
-      out.push(...argv.slice(i + 1));
-      break;
-    }
-  }
-  return out;
-}
-
 export function parse(cmd: Command, argv: string[]): { values: Values; positionals: string[] } {
-  let parsed;
-  const options = { ...GLOBAL_OPTIONS, ...cmd.options };
-  try {
-    parsed = parseArgs({ args: joinDashValues(cmd.rewriteArgv ? cmd.rewriteArgv(argv) : argv, options), options, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new UsageError(`${cmd.name}: ${(err as Error).message}`, `Run \`part-image ${cmd.name} --help\` for the usage.`);
-  }
-  const values = parsed.values as Values;
-  if (values.help) return { values, positionals: parsed.positionals };
+  const parsed = parseOptions(cmd.name, cmd.rewriteArgv ? cmd.rewriteArgv(argv) : argv, { ...GLOBAL_OPTIONS, ...cmd.options });
+  const values = parsed.values;
+  if (values.help) return parsed;
+  refuseContradictions(cmd.name, values, [['quiet', 'verbose'], ...(cmd.contradictions ?? [])]);
   const [min, max] = cmd.positionals;
   if (parsed.positionals.length < min || parsed.positionals.length > max) {
-    throw new UsageError(`${cmd.name}: expected ${min === max ? min : `${min} to ${max}`} argument(s), got ${parsed.positionals.length}`,
+    const extra = parsed.positionals.length > max ? parsed.positionals[max] : undefined;
+    throw new UsageError(`${cmd.name}: expected ${min === max ? min : `${min} to ${max}`} argument(s), got ${parsed.positionals.length}${extra !== undefined ? ` ("${extra}" is one too many)` : ''}`,
       `Usage: ${cmd.usage.split('\n')[0]}`);
   }
-  return { values, positionals: parsed.positionals };
+  return parsed;
+}
+
+/**
+ * A size flag in MiB that may carry a unit as systemd-repart takes it
+ * (base 1024: B, K, M, G, T; `512M`, `2G`, `1.5G`): the number of MiB, as a
+ * string for build/size.ts to range-check. Anything else is passed through
+ * unchanged so that its own message names the range.
+ */
+export function sizeFlagMb(flag: string, value: string | boolean | string[] | undefined): string | undefined {
+  if (typeof value !== 'string') return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([BKMGT])\s*$/i.exec(value);
+  if (!m) return value;
+  const factor = { B: 1 / 2 ** 20, K: 1 / 1024, M: 1, G: 1024, T: 1024 * 1024 }[m[2].toUpperCase() as 'B' | 'K' | 'M' | 'G' | 'T'];
+  const mb = Number(m[1]) * factor;
+  if (!Number.isInteger(mb)) throw new UsageError(`${flag} ${value} is not a whole number of MiB (${mb} MiB)`, `An image is a whole number of MiB: give e.g. ${Math.ceil(mb)}M.`);
+  return String(mb);
 }
 
 export function verifyOptions(v: Values, knownStages: readonly string[]): VerifyOptions {
   const skip = new Set(((v.skip as string[] | undefined) ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean));
   for (const s of skip) {
-    if (!knownStages.includes(s)) throw new UsageError(`--skip: unknown stage "${s}"`, `Stages: ${knownStages.join(', ')}`);
+    if (!knownStages.includes(s)) throw new UsageError(`--skip: unknown stage "${s}"${didYouMean(s, knownStages)}`, `Stages: ${knownStages.join(', ')}`);
   }
   let bootTimeoutMs = 120_000;
   if (typeof v['boot-timeout'] === 'string') {
@@ -149,6 +127,17 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
   };
 }
 
+/**
+ * Reads one side of `manifest` or `diff` (an image, a tree, a tar) with live
+ * progress on a TTY, then one line on stderr: what was read and how long it took.
+ */
+export async function readWithProgress<T extends { kind: string; manifest: { entries: readonly unknown[] } }>(what: string, read: (scope: Scope) => Promise<T>): Promise<T> {
+  const start = Date.now();
+  const r = await log.step(`read ${what}`, () => withScope(read));
+  log.info(`read ${what}: ${r.kind}, ${r.manifest.entries.length} entries (${((Date.now() - start) / 1000).toFixed(1)} s)`);
+  return r;
+}
+
 /** Splits a command line on blanks, honouring simple single and double quotes. */
 export function splitCommand(line: string): string[] {
   const out: string[] = [];
@@ -159,9 +148,39 @@ export function splitCommand(line: string): string[] {
   return out;
 }
 
-/** Prints the summary to stdout and writes the requested report files. */
+/**
+ * Why a run that did not end accepted ended so, in one line: the boot cause,
+ * or the first stage that failed and its first finding, or the first stage
+ * that could not run here. Undefined for an accepted run, and for one that
+ * stopped on an error (the CLI prints the error itself).
+ */
+export function verdictLine(report: Report): string | undefined {
+  if (report.accepted || report.error) return undefined;
+  const failed = report.stages.find((s) => s.status === 'failed');
+  const what = report.image ?? report.output;
+  if (failed) {
+    const first = failed.findings[0];
+    const more = failed.findings.length > 1 ? ` (and ${failed.findings.length - 1} more)` : '';
+    const why = report.cause ?? (first ? `${failed.name}: ${first.message.split('\n')[0]}${more}` : `${failed.name} failed`);
+    return `rejected${what ? `: ${what}` : ''}: ${why}`;
+  }
+  const blocked = report.stages.find((s) => s.status === 'skipped' && s.skippedBy === 'unavailable');
+  if (blocked) return `not accepted${what ? `: ${what}` : ''}: the ${blocked.name} stage could not run here: ${blocked.reason ?? ''}`.trimEnd();
+  return `not accepted${what ? `: ${what}` : ''}`;
+}
+
+/** With --quiet, the one line that says why the exit is not 0 (on stderr, where errors go). */
+export function quietCause(line: string | undefined): void {
+  if (line !== undefined && log.verbosity === 'quiet') process.stderr.write(`part-image: ${line}\n`);
+}
+
+/**
+ * Prints the summary to stdout (with --quiet: only the verdict line of a
+ * rejection, on stderr) and writes the requested report files.
+ */
 export async function emitReport(report: Report, v: Values): Promise<void> {
   if (log.verbosity !== 'quiet') process.stdout.write(formatTextReport(report));
+  else quietCause(verdictLine(report));
   if (typeof v['report-json'] === 'string') await writeJsonReport(v['report-json'], report);
   if (typeof v.junit === 'string') await writeJunitReport(v.junit, report);
 }

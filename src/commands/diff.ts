@@ -1,8 +1,9 @@
 import type { Command } from './common.js';
-import { withScope } from '../cleanup.js';
 import { loadManifest } from '../source/load.js';
 import { diffManifests } from '../manifest/diff.js';
-import { diffToJson, formatDiffText } from '../manifest/diff-format.js';
+import { diffSummary, diffToJson, formatDiffText } from '../manifest/diff-format.js';
+import { quietCause, readWithProgress } from './common.js';
+import { log } from '../log.js';
 import { isLostFound } from '../stages/diff.js';
 import { UsageError } from '../errors.js';
 import { checkedJson } from '../schema.js';
@@ -23,6 +24,7 @@ export const diffCommand: Command = {
   Hashes are cut to 16 hex digits and long xattr values to 16 bytes in text; --format json (or
   --json) gives every value whole, with a summary by code (schema/diff.schema.json).
   Exit 0 when they are the same, 1 when they differ, 2 when an argument cannot be read.
+  -q prints no listing: only, when they differ, one summary line on stderr (--json still prints the JSON).
 
 Examples:
   part-image diff rootfs.tar part.img
@@ -35,19 +37,24 @@ Examples:
     'no-hash': { type: 'boolean' },
     target: { type: 'string' },
   },
+  contradictions: [['json', 'format', (v) => v.format === 'json']],
   positionals: [2, 2],
   async run(v, [a, b]) {
     const format = v.json ? 'json' : ((v.format as string | undefined) ?? 'text');
     if (format !== 'text' && format !== 'json') throw new UsageError(`unknown diff format "${format}"`, 'Use --format text or --format json.');
     const hash = !v['no-hash'];
     const target = v.target as string | undefined;
-    const [ma, mb] = await withScope(async (scope) => [await loadManifest(a, scope, { hash, target }), await loadManifest(b, scope, { hash, target })]);
+    const ma = await readWithProgress(`A ${a}`, (scope) => loadManifest(a, scope, { hash, target }));
+    const mb = await readWithProgress(`B ${b}`, (scope) => loadManifest(b, scope, { hash, target }));
     const deltas = diffManifests(ma.manifest, mb.manifest, {
       compareMtime: Boolean(v['compare-mtime']),
       ignoreContent: !hash,
       ignoreExtra: isLostFound,
     }).filter((d) => !(d.code === 'missing' && isLostFound(d.path)));
-    if (format === 'json') {
+    if (format === 'text' && log.verbosity === 'quiet') {
+      // -q: no listing; a difference is said in one line on stderr, as every command's -q does.
+      quietCause(deltas.length ? `${a} and ${b} differ: ${diffSummary(deltas)}` : undefined);
+    } else if (format === 'json') {
       const json = diffToJson(deltas, { name: a, kind: ma.kind, entries: ma.manifest.entries.length }, { name: b, kind: mb.kind, entries: mb.manifest.entries.length });
       process.stdout.write(checkedJson('diff', { format: 'part-image-diff/1', ...json }));
     } else if (deltas.length === 0) {

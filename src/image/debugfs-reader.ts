@@ -34,6 +34,7 @@
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Manifest, ManifestEntry } from '../types.js';
+import { log } from '../log.js';
 import { InputError, ToolError, UnreadableImageError } from '../errors.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
@@ -114,6 +115,7 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       pending?.catch(() => undefined);
       // Hash what this level's stat brought while the next level runs.
       for (const s of inodes) stats.set(s.inode, s);
+      log.progress(`${stats.size} inodes read${hash ? ', hashing' : ''}`);
       await readContents(reader, inodes, hash, content, fallback);
     }
   } finally {

@@ -5,8 +5,8 @@
 // read this table; test/fields.test.ts holds it against
 // schema/manifest.schema.json. A new field is one row here, one property in
 // the schema and one in ManifestEntry. How a value is written to mtree is the
-// row's `mtree.words` (the mode as %#o would be one line there); which
-// keywords are written, in what order, is MTREE_KEYWORDS in mtree.ts.
+// row's `mtree.words` (the mode as %#o, for one); which keywords exist, in
+// what order, and which are written by default is in mtree.ts.
 import type { EntryType, ManifestEntry } from '../types.js';
 import { visEncode } from './vis.js';
 
@@ -46,8 +46,12 @@ export interface DeltaKind {
 export interface MtreeOptions {
   /** sha256digest of files (default true). */
   hash?: boolean;
-  /** go-mtree's xattr.* keywords (default true); off for NetBSD mtree and bsdtar. */
-  xattrs?: boolean;
+  /**
+   * The keywords to write (mtree.ts's mtreeKeywords makes the list; in
+   * MTREE_KEYWORDS order). Default: those all three readers know, without
+   * device (go-mtree 0.4.4 stops on it) and xattr (NetBSD mtree stops on it).
+   */
+  keywords?: readonly string[];
 }
 
 /** An mtree keyword: its name and the `name=value` words of an entry (none when the entry has no value). */
@@ -107,6 +111,12 @@ function word(keyword: string, value: (e: ManifestEntry) => string | number | un
   return { keyword, words: (e) => { const v = value(e); return v === undefined ? [] : [`${keyword}=${v}`]; } };
 }
 
+/** A mode as C's %#o writes it (04755, 0644, 0), the form go-mtree and BSD mtree write and go-mtree compares as a string. */
+function cOctal(mode: string): string {
+  const n = parseInt(mode, 8);
+  return n === 0 ? '0' : `0${n.toString(8)}`;
+}
+
 const CONTENT = kind('content', 'content differs', (f) => `content ${f ?? ''}`.trimEnd());
 const DEVICES: readonly EntryType[] = ['char', 'block'];
 
@@ -119,7 +129,7 @@ export const FIELDS: readonly Field[] = [
   },
   {
     key: 'mode', description: 'permission and setuid/setgid/sticky bits, 4 octal digits', required: true,
-    kinds: [kind('mode', 'mode differs')], compare: differs('mode', 'mode'), mtree: word('mode', (e) => e.mode),
+    kinds: [kind('mode', 'mode differs')], compare: differs('mode', 'mode'), mtree: word('mode', (e) => cOctal(e.mode)),
   },
   {
     key: 'uid', description: 'owner, numeric', required: true,

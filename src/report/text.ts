@@ -31,7 +31,7 @@ export function stageDetail(s: StageResult): string {
     case 'readback': return `${d.entries} entries, ${d.files} files`;
     case 'diff': {
       const sockets = (d.socketsLeftOut as string[] | undefined)?.length;
-      return `${d.compared} entries compared, ${d.differences} differences${sockets ? `; ${sockets} socket(s) left out (an image cannot hold a live socket)` : ''}`;
+      return `${d.compared} entries compared, ${d.differences} difference${d.differences === 1 ? '' : 's'}${sockets ? `; ${sockets} socket(s) left out (an image cannot hold a live socket)` : ''}`;
     }
     case 'freespace': return `${d.freeMb} MiB free of ${d.sizeMb} MiB`;
     case 'fsck': return String(d.summary ?? '');

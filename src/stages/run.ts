@@ -58,6 +58,7 @@ export async function runStages(stages: readonly Stage[], ctx: StageContext, res
           const err = asPartImageError(raw, stage.name);
           if (!(err instanceof EnvironmentError || err instanceof ToolError)) {
             results.push({ name: stage.name, status: 'error', reason: err.message, findings: [], durationMs: Math.round(performance.now() - start) });
+            log.stageDone(results[results.length - 1]);
             throw err;
           }
           outcome = unavailable(err);
@@ -65,6 +66,7 @@ export async function runStages(stages: readonly Stage[], ctx: StageContext, res
       }
     }
     results.push({ name: stage.name, ...outcome, durationMs: Math.round(performance.now() - start) });
+    log.stageDone(results[results.length - 1]);
   }
   return results;
 }

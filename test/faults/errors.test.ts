@@ -19,7 +19,8 @@ import { buildRawImage } from '../../src/build/index.js';
 import { EnvironmentError } from '../../src/errors.js';
 import { buildPortableJob } from '../../src/stages/portable.js';
 import { lintPortable, portableNameProblem } from '../../src/stages/portable-lint.js';
-import { joinDashValues, verifyOptions } from '../../src/commands/common.js';
+import { verifyOptions } from '../../src/commands/common.js';
+import { parseOptions } from '../../src/commands/args.js';
 import { buildImage } from '../../src/pipeline.js';
 import { ALL_STAGE_NAMES } from '../../src/stages/index.js';
 import { run } from '../../src/exec.js';
@@ -233,11 +234,12 @@ describe('flags out of range are usage errors that name the valid range (exit 2)
 
   it('a value starting with "-" is taken as the value unless it is an option of the command (pure)', () => {
     const opts = { 'size-mb': { type: 'string' as const }, output: { type: 'string' as const }, format: { type: 'string' as const }, quiet: { type: 'boolean' as const, short: 'q' } };
-    expect(joinDashValues(['--size-mb', '-5', 'x'], opts)).toEqual(['--size-mb=-5', 'x']);
-    expect(joinDashValues(['--output', '--format', 'qcow2'], opts)).toEqual(['--output', '--format', 'qcow2']);
-    expect(joinDashValues(['--output', '-q'], opts)).toEqual(['--output', '-q']);
-    expect(joinDashValues(['--quiet', '-5'], opts)).toEqual(['--quiet', '-5']);
-    expect(joinDashValues(['--', '--size-mb', '-5'], opts)).toEqual(['--', '--size-mb', '-5']);
+    // (joinDashValues, which prepared argv for node's parseArgs, is now part of commands/args.ts's parser.)
+    expect(parseOptions('t', ['--size-mb', '-5', 'x'], opts)).toEqual({ values: { 'size-mb': '-5' }, positionals: ['x'] });
+    expect(() => parseOptions('t', ['--output', '--format', 'qcow2'], opts)).toThrow(/--output needs a value, but the next argument is the option --format/);
+    expect(() => parseOptions('t', ['--output', '-q'], opts)).toThrow(/--output needs a value, but the next argument is the option -q/);
+    expect(() => parseOptions('t', ['--quiet', '-5'], opts)).toThrow(/unknown option -5 \(a value that starts with "-" goes right after its option/);
+    expect(parseOptions('t', ['--', '--size-mb', '-5'], opts)).toEqual({ values: {}, positionals: ['--size-mb', '-5'] });
   });
 });
 

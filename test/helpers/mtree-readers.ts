@@ -95,11 +95,12 @@ export const BSDTAR_KEYWORDS = ['type', 'mode', 'uid', 'gid', 'size', 'link', 'd
 
 /**
  * bsdtar's view of SPEC against DIR: both written back by bsdtar's mtree
- * writer with BSDTAR_KEYWORDS, one full line per entry; `onlySpec` and
+ * writer with `keywords` (default BSDTAR_KEYWORDS; leave out device for a
+ * spec without it, or bsdtar writes 0,0), one full line per entry; `onlySpec` and
  * `onlyDir` are the lines that differ. exitCode is bsdtar's worst.
  */
-export async function bsdtarCompare(spec: string, dir: string): Promise<ReaderResult & { onlySpec: string[]; onlyDir: string[] }> {
-  const options = ['!all', ...BSDTAR_KEYWORDS, '!use-set'].join(',');
+export async function bsdtarCompare(spec: string, dir: string, keywords: readonly string[] = BSDTAR_KEYWORDS): Promise<ReaderResult & { onlySpec: string[]; onlyDir: string[] }> {
+  const options = ['!all', ...keywords, '!use-set'].join(',');
   // Run from an empty folder: bsdtar's mtree reader opens the files a spec names, relative to the cwd.
   const empty = join(cacheDir(), 'go-mtree-check', `empty-${process.pid}`);
   await mkdir(empty, { recursive: true });
