@@ -11,9 +11,11 @@ _part_image() {
   fi
   cmd="${COMP_WORDS[1]}"
   case "$cmd $prev" in
-    "build --format") COMPREPLY=($(compgen -W "raw qcow2 vmdk" -- "$cur")); return ;;
+    "build --format") COMPREPLY=($(compgen -W "raw qcow2 vmdk vdi vhdx vpc qed qcow" -- "$cur")); return ;;
+    "build --role") COMPREPLY=($(compgen -W "root portable data" -- "$cur")); return ;;
     "manifest --format") COMPREPLY=($(compgen -W "json mtree" -- "$cur")); return ;;
     "diff --format") COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
+    "make --role") COMPREPLY=($(compgen -W "root portable data" -- "$cur")); return ;;
     "demo --format") COMPREPLY=($(compgen -W "raw qcow2 vmdk" -- "$cur")); return ;;
     *" --skip")
       local head="" last="$cur"
@@ -23,14 +25,14 @@ _part_image() {
       COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   case "$cmd" in
-    build) opts="--input --output --format --label --size-mb --free-mb --used-mb --seed --check-reproducible --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --allow-failed-unit --nspawn-command --portable --target --help --quiet --verbose" ;;
-    verify) opts="--input --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --allow-failed-unit --nspawn-command --portable --target --help --quiet --verbose" ;;
+    build) opts="--input --output --format --label --size-mb --free-mb --used-mb --seed --check-reproducible --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --boot-stall --allow-full --allow-failed-unit --nspawn-command --portable --role --target --help --quiet --verbose" ;;
+    verify) opts="--input --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --boot-stall --allow-full --allow-failed-unit --nspawn-command --portable --role --target --help --quiet --verbose" ;;
     manifest) opts="--format --json --no-hash --keywords --add-keywords --no-xattrs --mounted --target --help --quiet --verbose" ;;
     diff) opts="--format --json --compare-mtime --no-hash --target --help --quiet --verbose" ;;
-    boot) opts="--nspawn --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --allow-failed-unit --nspawn-command --portable --target --help --quiet --verbose" ;;
-    make) opts="--file --list --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --allow-failed-unit --nspawn-command --portable --target --help --quiet --verbose" ;;
+    boot) opts="--nspawn --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --boot-stall --allow-full --allow-failed-unit --nspawn-command --portable --role --target --help --quiet --verbose" ;;
+    make) opts="--file --no-act --list --batch --always-make --link --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --boot-stall --allow-full --allow-failed-unit --nspawn-command --portable --role --target --help --quiet --verbose" ;;
     doctor) opts="--json --help --quiet --verbose" ;;
-    demo) opts="--output --format --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --allow-failed-unit --nspawn-command --portable --target --help --quiet --verbose" ;;
+    demo) opts="--output --format --skip --report-json --junit --compare-mtime --golden --update-golden --golden-allow --boot-timeout --boot-stall --allow-full --allow-failed-unit --nspawn-command --portable --role --target --help --quiet --verbose" ;;
     *) opts="" ;;
   esac
   if [[ "$cur" == -* ]]; then

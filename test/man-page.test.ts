@@ -36,7 +36,7 @@ describe('man page and completion', () => {
     expect(await complete('part-image', 'd')).toBe('diff doctor demo');
     expect(await complete('part-image', 'build', '--go')).toBe('--golden --golden-allow');
     expect(await complete('part-image', 'manifest', 'x.img', '--format', '')).toBe('json mtree');
-    expect(await complete('part-image', 'build', '--format', 'q')).toBe('qcow2');
+    expect(await complete('part-image', 'build', '--format', 'q')).toBe('qcow2 qed qcow');
     expect(await complete('part-image', 'verify', '--skip', 'diagnose,ns')).toBe('diagnose,nspawn');
     expect(await complete('part-image', 'verify', '--skip', 'portable')).toBe('portable-lint portable');
   });

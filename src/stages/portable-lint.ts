@@ -305,10 +305,10 @@ export const portableLintStage: Stage = {
     if (role.role === 'data') return skipped(notForRole(role, 'portable-lint'), 'not-applicable');
     const manifest = await imageManifestOf(ctx, { hash: false });
     const r = lintPortable(manifest, ctx.imageName, ctx.opts.portable || role.role === 'portable');
-    if (!portableApplies(role, ctx.opts.portable)) {
+    if (r.applicable && !portableApplies(role, ctx.opts.portable)) {
       return {
         ...skipped(
-          `not a portable service image: ${role.why} (pass --portable or --role portable to require the portable checks)`,
+          `not a portable service image: ${role.why}, though a unit matches the prefix '${String(r.details.prefix)}' of ${basename(ctx.imageName)} (pass --portable or --role portable to require the portable checks)`,
           'not-applicable',
         ),
         details: { ...r.details, role: role.role },

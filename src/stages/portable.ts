@@ -35,9 +35,15 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
   const units = matchingUnits(manifest, prefix).map((u) => u.name);
   const role = await roleOf(ctx);
   if (role.role === 'data') return skipped(notForRole(role, 'portable'), 'not-applicable');
+  if (!units.length && !portableApplies(role, ctx.opts.portable)) {
+    return {
+      ...skipped(`not a portable service image: no unit file matches the prefix '${prefix}' of ${name} (pass --portable to require one)`, 'not-applicable'),
+      details: { prefix },
+    };
+  }
   if (!portableApplies(role, ctx.opts.portable)) {
     return {
-      ...skipped(`not a portable service image: ${role.why} (pass --portable or --role portable to require the portable checks)`, 'not-applicable'),
+      ...skipped(`not a portable service image: ${role.why}, though a unit matches the prefix '${prefix}' of ${name} (pass --portable or --role portable to require the portable checks)`, 'not-applicable'),
       details: { prefix, role: role.role },
     };
   }
