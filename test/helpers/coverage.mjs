@@ -30,13 +30,13 @@ import reports from 'istanbul-reports';
 import { parseAstAsync } from 'vitest/node';
 
 /**
- * PROVISIONAL: 80% of lines is the floor issue 13 sets; branches and functions
- * are not enforced yet. The first whole-suite measurement (01:35, without the
- * VM files) ended with two failed tests and vitest then wrote no report
- * (reportOnFailure was off; it is on now), so no figure exists to set these
- * from. Set them from the next whole-suite run, rounded down, never below 80 for lines.
+ * Set from the first whole-suite measurement (CI on a fresh clone, VM tests
+ * included, 2026-12-02): lines 95.75%, branches 82.6%, functions 93.25%
+ * merged (in-process alone: 94.46 / 81.26 / 91.75). The thresholds sit a few
+ * points below, so that a test that moves between in-process and child
+ * process does not fail CI, and a real loss of coverage does.
  */
-export const THRESHOLDS = { lines: 80, branches: 0, functions: 0 };
+export const THRESHOLDS = { lines: 92, branches: 79, functions: 90 };
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const OUT = join(ROOT, 'coverage');
