@@ -115,6 +115,9 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       // Hash what this level's stat brought while the next level runs.
       for (const s of inodes) stats.set(s.inode, s);
       await readContents(reader, inodes, hash, content, fallback);
+      // The block maps are read; what stays of an inode until the manifest
+      // is built are its fields (at 500k entries the maps were most of the heap).
+      for (const s of inodes) s.extents = undefined;
     }
   } finally {
     reader.close();
