@@ -77,7 +77,7 @@ export function chunks<T>(items: T[], size: number): T[][] {
 
 async function listDirs(image: string, dirs: Node[]): Promise<Map<number, LsSection>> {
   const cmds = dirs.map((d) => `ls -p <${d.ino}>`);
-  const res = await runDebugfs(image, cmds, { mergeStderr: true });
+  const res = await runDebugfs(image, cmds, { mergeStderr: true, noSections: true });
   failOnPreamble(res);
   const out = new Map<number, LsSection>();
   for (const section of parseLsPSections(res.raw)) {
@@ -97,7 +97,7 @@ async function listDirs(image: string, dirs: Node[]): Promise<Map<number, LsSect
 
 async function statInodes(image: string, inos: number[], pathOf: Map<number, string>): Promise<InodeStat[]> {
   const cmds = inos.map((ino) => `stat <${ino}>`);
-  const res = await runDebugfs(image, cmds, { mergeStderr: true });
+  const res = await runDebugfs(image, cmds, { mergeStderr: true, noSections: true });
   failOnPreamble(res);
   const byIno = new Map<number, { stat?: InodeStat; errors: string[] }>();
   for (const section of parseStatSections(res.raw)) {

@@ -88,6 +88,8 @@ export interface DebugfsOptions {
    * lines are as big as the script, and splitting them took time and memory).
    */
   discardStdout?: boolean;
+  /** Leave `sections` empty, for callers that parse `raw` themselves (the reader's ls and stat batches). */
+  noSections?: boolean;
 }
 
 export interface DebugfsSection {
@@ -172,7 +174,7 @@ export async function runDebugfs(image: string, commands: string[], opts: Debugf
     if (openError) {
       throw new ToolError(display, result.exitCode, openError[0], `debugfs cannot open ${image}: is it an ext2/3/4 image?`);
     }
-    const sections = opts.discardStdout ? [] : splitDebugfsOutput(raw, commands);
+    const sections = opts.discardStdout || opts.noSections ? [] : splitDebugfsOutput(raw, commands);
     return { command: display, stdout: stdoutText, stderr, raw, sections };
   });
 }
