@@ -184,12 +184,20 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
       exitCode = await accept(tmp, output, req.format, report, scope);
       if (report.accepted) for (const fn of onAccepted) await fn();
     } else {
-      await rename(tmp, `${output}.rejected`);
-      report.image = `${output}.rejected`;
+      await keepRejected(tmp, output, report);
     }
     report.durationMs = Math.round(performance.now() - t0);
     return { report, exitCode };
   }));
+}
+
+/** A rejected image stays beside the output as FILE.rejected; its size is said, since it can be gigabytes. */
+async function keepRejected(tmp: string, output: string, report: Report): Promise<void> {
+  const kept = `${output}.rejected`;
+  await rename(tmp, kept);
+  report.image = kept;
+  const st = await stat(kept).catch(() => undefined);
+  if (st) log.info(`kept the rejected image ${kept}: ${Math.round(st.size / 2 ** 20)} MiB (${Math.round((st.blocks * 512) / 2 ** 20)} MiB on disk); remove it when done`);
 }
 
 /** Converts when asked, then renames onto the output path: the only write to it. */
@@ -212,8 +220,7 @@ async function accept(tmpRaw: string, output: string, format: OutputFormat, repo
     report.stages.push({ name: 'convert', status: 'failed', durationMs: Math.round(performance.now() - start),
       findings: [{ code: 'error', message: err instanceof Error ? err.message : String(err) }] });
     report.accepted = false;
-    await rename(tmpRaw, `${output}.rejected`);
-    report.image = `${output}.rejected`;
+    await keepRejected(tmpRaw, output, report);
     throw err;
   }
   const result: StageResult = {
@@ -224,8 +231,7 @@ async function accept(tmpRaw: string, output: string, format: OutputFormat, repo
   log.stageDone(result);
   if (findings.length) {
     report.accepted = false;
-    await rename(tmpRaw, `${output}.rejected`);
-    report.image = `${output}.rejected`;
+    await keepRejected(tmpRaw, output, report);
     return 1;
   }
   await rename(tmpOut, output);

@@ -190,7 +190,7 @@ const NO_SPACE = /Could not allocate (block|inode)|No space left/;
 /** Runs the script; debugfs reports errors only on stderr, and exits 0 regardless. */
 export async function populate(image: string, manifest: Manifest, content: ContentMap, o: PopulateOptions): Promise<void> {
   const cmds = await buildPopulateScript(manifest, content, o);
-  const { stderr } = await runDebugfs(image, cmds, { write: true });
+  const { stderr } = await runDebugfs(image, cmds, { write: true, discardStdout: true });
   const errors = stderr.split('\n').filter((l) => l.trim());
   if (errors.length === 0) return;
   if (errors.some((l) => NO_SPACE.test(l))) throw new ImageFullError(errors[0]);

@@ -117,6 +117,9 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       for (const s of inodes) stats.set(s.inode, s);
       log.progress(`${stats.size} inodes read${hash ? ', hashing' : ''}`);
       await readContents(reader, inodes, hash, content, fallback);
+      // The block maps are read; what stays of an inode until the manifest
+      // is built are its fields (at 500k entries the maps were most of the heap).
+      for (const s of inodes) s.extents = undefined;
     }
   } finally {
     reader.close();

@@ -2,7 +2,10 @@
 // one level of the tree as `ls -p` and `stat` batches run side by side, the
 // xattr values `stat` leaves out, and debugfs's error output read as damage
 // (debugfs exits 0 whatever it finds).
+import { availableParallelism } from 'node:os';
 import { settleAll } from '../cleanup.js';
+import { limiter } from '../walk/hash.js';
+import { UsageError } from '../errors.js';
 import { aclDiskToXattr, isAclXattr } from '../manifest/acl.js';
 import { quoteDebugfsArg, runDebugfs, splitDebugfsOutput, type DebugfsResult } from '../tools/debugfs.js';
 import { parseLsPSections, type LsSection } from '../tools/debugfs-ls.js';
@@ -14,6 +17,29 @@ export class Damage extends Error {}
 
 /** Most commands per debugfs process; a bigger batch is split over processes run side by side. */
 export const BATCH = 4000;
+
+/**
+ * How many debugfs processes the reader runs at once, over every level and
+ * every read of this process: PART_IMAGE_JOBS, else the cores. Unbounded, a
+ * 500k-entry image started 100 of them on 2 cores (and Node warned about the
+ * abort listeners each adds to the shutdown signal).
+ */
+export function readerJobs(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.PART_IMAGE_JOBS;
+  if (raw === undefined || raw === '') return availableParallelism();
+  if (!/^[0-9]{1,3}$/.test(raw) || Number(raw) < 1) {
+    throw new UsageError(`PART_IMAGE_JOBS=${raw}: expected a whole number of processes from 1 to 999`, 'Unset it to run as many as there are cores.');
+  }
+  return Number(raw);
+}
+
+let slot: (<T>(fn: () => Promise<T>) => Promise<T>) | undefined;
+
+/** Runs `fn` (one debugfs process) once a slot is free. */
+export function inSlot<T>(fn: () => Promise<T>): Promise<T> {
+  slot ??= limiter(readerJobs());
+  return slot(fn);
+}
 
 export interface Node {
   path: string;
@@ -29,8 +55,8 @@ export interface LevelResult {
 }
 
 export async function startLevel(image: string, dirs: Node[], inodes: number[], pathOf: Map<number, string>): Promise<LevelResult> {
-  const lsJobs = chunks(dirs, BATCH).map((part) => listDirs(image, part));
-  const statJobs = chunks(inodes, BATCH).map((part) => statInodes(image, part, pathOf));
+  const lsJobs = chunks(dirs, BATCH).map((part) => inSlot(() => listDirs(image, part)));
+  const statJobs = chunks(inodes, BATCH).map((part) => inSlot(() => statInodes(image, part, pathOf)));
   // settleAll: every batch has ended (and removed its temp dir) before one's failure leaves.
   const lists = settleAll(lsJobs);
   const stats = settleAll(statJobs);
@@ -51,7 +77,7 @@ export function chunks<T>(items: T[], size: number): T[][] {
 
 async function listDirs(image: string, dirs: Node[]): Promise<Map<number, LsSection>> {
   const cmds = dirs.map((d) => `ls -p <${d.ino}>`);
-  const res = await runDebugfs(image, cmds, { mergeStderr: true });
+  const res = await runDebugfs(image, cmds, { mergeStderr: true, noSections: true });
   failOnPreamble(res);
   const out = new Map<number, LsSection>();
   for (const section of parseLsPSections(res.raw)) {
@@ -71,7 +97,7 @@ async function listDirs(image: string, dirs: Node[]): Promise<Map<number, LsSect
 
 async function statInodes(image: string, inos: number[], pathOf: Map<number, string>): Promise<InodeStat[]> {
   const cmds = inos.map((ino) => `stat <${ino}>`);
-  const res = await runDebugfs(image, cmds, { mergeStderr: true });
+  const res = await runDebugfs(image, cmds, { mergeStderr: true, noSections: true });
   failOnPreamble(res);
   const byIno = new Map<number, { stat?: InodeStat; errors: string[] }>();
   for (const section of parseStatSections(res.raw)) {
@@ -131,7 +157,7 @@ export async function fillLongXattrs(image: string, stats: Map<number, InodeStat
   }
   for (const part of chunks(wanted, BATCH)) {
     const cmds = part.map((w) => w.cmd);
-    const res = await runDebugfs(image, cmds);
+    const res = await inSlot(() => runDebugfs(image, cmds));
     failOnErrors(res, 'read extended attributes');
     const sections = splitDebugfsOutput(res.raw, cmds);
     part.forEach((w, i) => {

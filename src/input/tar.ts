@@ -27,7 +27,7 @@ import { FILE_SIZE_MAX, checkTreeLimits } from './limits.js';
 import { treeTooBig } from '../manifest/apparent-size.js';
 import { headerNumber, hookRawPax, mergeRecords, paxNumber, paxString, sparse00Map, sparseOf, strictUtf8, xattrsOf, type RawPaxHeader } from './tar-pax.js';
 import { BLOCK, INODE_COST, TarTree, UNSAFE_HINT, type Inode } from './tar-tree.js';
-import { writeBlob } from './tar-blob.js';
+import { BlobWriter, writeBlob } from './tar-blob.js';
 
 export interface ReadTarOptions {
   /** Hash file contents (default true). Blobs are written either way. */
@@ -195,6 +195,7 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
   });
   source.pipe(extract as unknown as NodeJS.WritableStream);
 
+  const writer = new BlobWriter();
   let blobCount = 0;
   let emptyBlob: string | undefined;
   let inodeCount = 0;
@@ -275,7 +276,7 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
         const blob = empty ? emptyBlob! : join(blobDir, String(blobCount++));
         const written = empty
           ? await drain(data).then(() => ({ size: 0, sha256: hashing ? EMPTY_SHA256 : undefined }))
-          : await writeBlob(data, blob, h.size ?? 0, sparse, hashing, member).catch((err: unknown) => {
+          : await writeBlob(data, blob, h.size ?? 0, sparse, hashing, member, writer).catch((err: unknown) => {
             throw blobError(err, staging);
           });
         const inode: Inode = {
@@ -294,9 +295,16 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
         if (type === 'char' || type === 'block') e.rdev = `${h.devmajor ?? 0},${h.devminor ?? 0}`;
         tree.put(p, { entry: e, aclText: hasAclText ? aclText : undefined, member });
       }
-      for (const b of tree.takeBlobsToDrop()) if (b !== emptyBlob) await unlink(b).catch(() => undefined);
+      for (const b of tree.takeBlobsToDrop()) {
+        if (b === emptyBlob) continue;
+        await writer.settled(b);
+        await unlink(b).catch(() => undefined);
+      }
       if (opts.maxBytes !== undefined) checkFits(tree.bytes, opts.maxBytes, member, entryCount);
     }
+    await writer.drain().catch((err: unknown) => {
+      throw blobError(err, staging);
+    });
   } catch (err) {
     if (err instanceof PartImageError) throw err;
     if (streamError !== undefined) throw notATar(path, describeStreamError(streamError), streamError);
@@ -306,6 +314,8 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
   } finally {
     file.destroy();
     gunzip?.destroy();
+    // No write may still be running when the staging folder is removed.
+    await writer.settle();
   }
   if (streamError) throw notATar(path, describeStreamError(streamError), streamError);
   if (!tail.every((b) => b === 0) || tail.length < BLOCK) {

@@ -82,6 +82,14 @@ export interface DebugfsOptions {
   timeoutMs?: number;
   /** Extra debugfs options placed before -f (e.g. ['-c'] for catastrophic mode). */
   extraArgs?: string[];
+  /**
+   * Throw stdout away (to /dev/null): `stdout`, `raw` and `sections` are then
+   * empty. For scripts read only for their errors (the builder's: its echo
+   * lines are as big as the script, and splitting them took time and memory).
+   */
+  discardStdout?: boolean;
+  /** Leave `sections` empty, for callers that parse `raw` themselves (the reader's ls and stat batches). */
+  noSections?: boolean;
 }
 
 export interface DebugfsSection {
@@ -136,7 +144,7 @@ export async function runDebugfs(image: string, commands: string[], opts: Debugf
   return withScope(async (scope) => {
     const dir = await scope.tempDir('part-image-debugfs-');
     const cmdFile = join(dir, 'commands');
-    const outFile = join(dir, 'stdout');
+    const outFile = opts.discardStdout ? '/dev/null' : join(dir, 'stdout');
     const errFile = join(dir, 'stderr');
     await writeFile(cmdFile, commands.map((c) => `${c}\n`).join(''));
     const args = [...(opts.write ? ['-w'] : []), ...(opts.extraArgs ?? []), '-f', cmdFile, image];
@@ -154,7 +162,7 @@ export async function runDebugfs(image: string, commands: string[], opts: Debugf
     if (result.exitCode === 127) {
       throw new EnvironmentError('tool missing: debugfs', 'Install it: apt-get install e2fsprogs');
     }
-    const raw = await readFile(outFile).catch(() => Buffer.alloc(0));
+    const raw = opts.discardStdout ? Buffer.alloc(0) : await readFile(outFile).catch(() => Buffer.alloc(0));
     let stderr = (await readFile(errFile).catch(() => Buffer.alloc(0))).toString('utf8').replace(BANNER, '');
     let stdoutText = raw.toString('utf8');
     if (opts.mergeStderr) {
@@ -166,7 +174,8 @@ export async function runDebugfs(image: string, commands: string[], opts: Debugf
     if (openError) {
       throw new ToolError(display, result.exitCode, openError[0], `debugfs cannot open ${image}: is it an ext2/3/4 image?`);
     }
-    return { command: display, stdout: stdoutText, stderr, raw, sections: splitDebugfsOutput(raw, commands) };
+    const sections = opts.discardStdout || opts.noSections ? [] : splitDebugfsOutput(raw, commands);
+    return { command: display, stdout: stdoutText, stderr, raw, sections };
   });
 }
 
