@@ -9,6 +9,23 @@ onSignals((code) => process.exit(code));
 
 const { main } = await import('./cli.js');
 const code = await main(process.argv.slice(2));
+// process.exit() does not wait for a pipe to take what was written: a large
+// manifest piped into `wc -l` lost most of its lines. An empty write's
+// callback comes once everything written before it is flushed.
+// A reader that closed the pipe early (`| head`) took what it wanted: EPIPE
+// ends the waiting, not the process.
+const flushed = (stream: NodeJS.WriteStream) =>
+  new Promise<void>((done) => {
+    stream.once('error', () => done());
+    stream.write('', () => done());
+  });
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
+}
 // After a signal, the handler exits once cleanup is done: the work it cut
 // short settles first (here) and must not exit before that.
-void beforeExit().finally(() => wasInterrupted() || process.exit(code));
+void beforeExit()
+  .then(() => Promise.all([flushed(process.stdout), flushed(process.stderr)]))
+  .finally(() => wasInterrupted() || process.exit(code));

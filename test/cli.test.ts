@@ -1,6 +1,7 @@
 // The CLI contract: usage errors exit 2 with a hint; every command has help with examples.
 // main() runs in-process (runCli); the bin, its signal handlers and its exit code in a child.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -129,5 +130,21 @@ describe('cli', () => {
     }
     expect(readFileSync(CLI, 'utf8').split('\n')[0]).toBe('#!/usr/bin/env node');
     expect(statSync(CLI).mode & 0o111).toBe(0o111);
+  });
+  it('the bin exits only once a slow pipe took all of stdout, and a reader that leaves early is not an error', async () => {
+    // process.exit() used to cut a piped manifest short: 1,172 of 3,003 lines reached `wc -l`.
+    const dir = mkdtempSync(join(tmpdir(), 'part-image-pipe-'));
+    try {
+      mkdirSync(join(dir, 't'));
+      for (let i = 0; i < 3000; i++) writeFileSync(join(dir, 't', `file-with-a-long-name-${i}`), `${i}\n`);
+      const q = (s: string) => `'${s.replace(/'/g, "'\\''")}'`;
+      const all = execFileSync('sh', ['-c', `node ${q(CLI)} manifest ${q(join(dir, 't'))} --no-hash -q | (sleep 0.5; wc -l)`], { encoding: 'utf8' });
+      expect(Number(all.trim())).toBe(3003);
+      const rc = spawnSync('bash', ['-c', `node ${q(CLI)} manifest ${q(join(dir, 't'))} --no-hash -q | head -c 10 > /dev/null; echo "\${PIPESTATUS[0]}"`], { encoding: 'utf8' });
+      expect(rc.stdout.trim()).toBe('0');
+      expect(rc.stderr).not.toMatch(/EPIPE|Unhandled/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
