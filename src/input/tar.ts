@@ -13,21 +13,22 @@
 // >= 0x80 that is not valid UTF-8), so we also keep the raw pax records of
 // each entry and parse them here: see hookRawPax().
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, open, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import { basename, join } from 'node:path';
 import { extract as tarExtract, type Header } from 'tar-stream';
 import type { InputTree, ManifestEntry } from '../types.js';
 import { isShuttingDown, type Scope } from '../cleanup.js';
-import { EnvironmentError, InputError, InterruptedError, PartImageError } from '../errors.js';
-import { assignHardlinks, formatMode, makeManifest } from '../manifest/entry.js';
-import { AclError, aclTextToXattrHex, aclXattrName, type AclKind, type AclNameResolver } from '../manifest/acl.js';
+import { InputError, InterruptedError, PartImageError } from '../errors.js';
+import { formatMode } from '../manifest/entry.js';
 import { log } from '../log.js';
 import { FILE_SIZE_MAX, checkTreeLimits } from './limits.js';
-import { treeTooBig } from '../manifest/apparent-size.js';
-import { headerNumber, hookRawPax, mergeRecords, paxNumber, paxString, sparse00Map, sparseOf, strictUtf8, xattrsOf, type RawPaxHeader } from './tar-pax.js';
+import { headerNumber, hookRawPax, mergeRecords, paxNumber, paxString, sparse00Map, sparseOf, xattrsOf, type RawPaxHeader } from './tar-pax.js';
 import { BLOCK, INODE_COST, TarTree, UNSAFE_HINT, type Inode } from './tar-tree.js';
 import { BlobWriter, writeBlob } from './tar-blob.js';
+import { isTarHeader, notATar, refuseCompression, sniff } from './tar-sniff.js';
+import { blobError, checkFits, decodeName, describeStreamError, drain, finish, headerMtimeOf } from './tar-finish.js';
+export { isTarHeader };
 
 export interface ReadTarOptions {
   /** Hash file contents (default true). Blobs are written either way. */
@@ -48,54 +49,6 @@ const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b78
 // ---------------------------------------------------------------------------
 // The reader
 
-async function sniff(path: string): Promise<Buffer> {
-  const fh = await open(path, 'r');
-  try {
-    const buf = Buffer.alloc(BLOCK);
-    const { bytesRead } = await fh.read(buf, 0, BLOCK, 0);
-    return buf.subarray(0, bytesRead);
-  } finally {
-    await fh.close();
-  }
-}
-
-function notATar(path: string, why: string, cause?: unknown): InputError {
-  return new InputError(`not a valid tar archive: ${path}: ${why}`,
-    'Give --input a .tar or .tar.gz archive, a directory, or a Raptor layer stack.', cause);
-}
-
-/** True when `block` is a tar header whose checksum holds (then no compression magic is looked for). */
-export function isTarHeader(block: Buffer): boolean {
-  if (block.length < BLOCK) return false;
-  const stored = block.toString('latin1', 148, 156).replace(/\0.*$/s, '').trim();
-  if (!/^[0-7]+$/.test(stored)) return false;
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i];
-  return sum === parseInt(stored, 8);
-}
-
-/** Compression formats part-image does not unpack, by their magic bytes. */
-const COMPRESSIONS: [magic: (b: Buffer) => boolean, name: string, command: string][] = [
-  [(b) => b.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])), 'xz', 'xz -dk'],
-  [(b) => b.readUInt32LE(0) === 0xfd2fb528, 'zstd', 'zstd -d'],
-  [(b) => /^BZh[1-9](1AY&SY|\x17rE8P\x90)/.test(b.toString('latin1', 0, 10)), 'bzip2', 'bzip2 -dk'],
-  [(b) => b.readUInt32LE(0) === 0x184d2204, 'lz4', 'lz4 -d'],
-  [(b) => b.toString('latin1', 0, 5) === 'LZIP\x01', 'lzip', 'lzip -dk'],
-  [(b) => b[0] === 0x1f && b[1] === 0x9d, 'compress (.Z)', 'uncompress'],
-  // lzma_alone: properties byte 0x5d and a dictionary size that is a power of two.
-  [(b) => b[0] === 0x5d && [16, 20, 22, 23, 24, 25, 26].some((p) => b.readUInt32LE(1) === 2 ** p), 'lzma', 'unlzma -k'],
-];
-
-function refuseCompression(path: string, magic: Buffer): void {
-  if (isTarHeader(magic)) return;
-  const padded = magic.length >= 16 ? magic : Buffer.concat([magic, Buffer.alloc(16 - magic.length)]);
-  for (const [test, name, cmd] of COMPRESSIONS) {
-    if (test(padded)) {
-      throw new InputError(`not a valid tar archive: ${path} is ${name}-compressed; part-image reads plain and gzip-compressed tars only`,
-        `Decompress it first: ${cmd} ${path}`);
-    }
-  }
-}
 
 /**
  * A numeric header field, exact (tar-stream's own value is off by one for
@@ -325,118 +278,3 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
   return finish(path, tree, hashing, notes.lines(tree), opts.limits !== false);
 }
 
-function headerMtimeOf(h: Header): number | undefined {
-  const t = h.mtime?.getTime();
-  return t === undefined || Number.isNaN(t) ? undefined : Math.floor(t / 1000);
-}
-
-/** The early SIZE_MB refusal: the tree read so far already needs more than the image has. */
-function checkFits(bytes: number, maxBytes: number, member: string, entries: number): void {
-  if (bytes > maxBytes) throw treeTooBig(bytes, maxBytes, `at tar entry ${JSON.stringify(member)} (entry ${entries})`);
-}
-
-/** A ustar/GNU name field (read as latin1 by tar-stream) decoded as strict UTF-8. */
-function decodeName(latin1: string, what: string, member?: string): string {
-  const raw = Buffer.from(latin1, 'latin1');
-  try {
-    return strictUtf8.decode(raw);
-  } catch {
-    throw new InputError(`tar entry ${JSON.stringify(member ?? raw.toString('utf8'))}: its ${what} is not valid UTF-8`, 'Rename the file to a UTF-8 name and re-create the archive.');
-  }
-}
-
-async function drain(entry: AsyncIterable<Buffer>): Promise<void> {
-  for await (const _ of entry) { /* skip */ }
-}
-
-function describeStreamError(err: unknown): string {
-  const e = err as NodeJS.ErrnoException;
-  if (e?.code === 'Z_BUF_ERROR' || /unexpected end of file/i.test(e?.message ?? '')) return 'the gzip stream is truncated';
-  if (e?.code?.startsWith?.('Z_')) return `bad gzip data (${e.message})`;
-  if (/Unexpected end of data/.test(e?.message ?? '')) return 'it ends in the middle of an entry (truncated?)';
-  if (/Invalid tar header/.test(e?.message ?? '')) return 'bad tar header checksum (corrupt, or not a tar)';
-  if (/Header exceeds max size/.test(e?.message ?? '')) return 'a pax or GNU long-name header of more than 4 MiB (tar-stream\'s limit; no entry an image can hold needs one that large)';
-  return e?.message ?? String(err);
-}
-
-function blobError(err: unknown, staging: string): unknown {
-  if (err instanceof PartImageError) return err;
-  const e = err as NodeJS.ErrnoException;
-  if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT') {
-    return new EnvironmentError(`no space left for the archive's contents in ${staging}`, 'Point TMPDIR at a larger filesystem.', err);
-  }
-  return err;
-}
-
-/** Builds a name resolver from the archive's own /etc/passwd and /etc/group. */
-async function archiveNameResolver(tree: TarTree): Promise<AclNameResolver> {
-  const table = async (path: string): Promise<Map<string, number>> => {
-    const map = new Map<string, number>();
-    const blob = tree.nodes.get(path)?.inode?.blob;
-    if (!blob) return map;
-    for (const line of (await readFile(blob, 'utf8')).split('\n')) {
-      const f = line.split(':');
-      if (f.length >= 3 && /^[0-9]+$/.test(f[2])) map.set(f[0], Number(f[2]));
-    }
-    return map;
-  };
-  const users = await table('/etc/passwd');
-  const groups = await table('/etc/group');
-  return (kind, name) => (kind === 'user' ? users : groups).get(name);
-}
-
-async function finish(source: string, tree: TarTree, hashing: boolean, notes: string[], limits: boolean): Promise<InputTree> {
-  const entries: ManifestEntry[] = [];
-  const content = new Map<string, string>();
-  const inodeOf = new Map<string, number>();
-  const inodes = new Map<number, Inode>();
-  let resolver: AclNameResolver | undefined;
-  let usedBytes = 0;
-
-  for (const [p, node] of tree.nodes) {
-    let e: ManifestEntry;
-    if (node.inode) {
-      const ino = node.inode;
-      e = { path: p, type: 'file', mode: formatMode(ino.mode), uid: ino.uid, gid: ino.gid, size: ino.size, xattrs: { ...ino.xattrs }, mtime: ino.mtime };
-      if (hashing) e.sha256 = ino.sha256;
-      content.set(p, ino.blob);
-      inodeOf.set(p, ino.id);
-      inodes.set(ino.id, ino);
-    } else {
-      e = { ...node.entry, xattrs: { ...(node.entry.xattrs ?? {}) } };
-      if (e.type === 'dir') usedBytes += 4096;
-      if (e.type === 'symlink' && (e.size ?? 0) >= 60) usedBytes += 4096;
-    }
-    const aclText = node.inode ? node.inode.aclText : node.aclText;
-    if (aclText) {
-      for (const [kind, text] of Object.entries(aclText) as [AclKind, string][]) {
-        if (e.xattrs![aclXattrName(kind)] !== undefined) continue;
-        resolver ??= await archiveNameResolver(tree);
-        try {
-          const hex = aclTextToXattrHex(text, kind, resolver);
-          if (hex !== undefined) e.xattrs![aclXattrName(kind)] = hex;
-        } catch (err) {
-          if (!(err instanceof AclError)) throw err;
-          throw new InputError(`tar entry ${JSON.stringify(node.member)}: SCHILY.acl.${kind}: ${err.message}`,
-            "Re-create the archive with GNU tar --xattrs --xattrs-include='*' (which stores the raw ACL) or with bsdtar --acls (which stores numeric ids).");
-        }
-      }
-    }
-    entries.push(e);
-  }
-  for (const ino of inodes.values()) usedBytes += Math.ceil(ino.size / 4096) * 4096;
-  assignHardlinks(entries, (e) => {
-    const id = inodeOf.get(e.path);
-    return id === undefined ? undefined : String(id);
-  });
-  const manifest = makeManifest(entries);
-  if (limits) checkTreeLimits(manifest, source, (p) => `tar entry ${JSON.stringify(tree.nodes.get(p)?.member ?? p)}`);
-  return {
-    kind: 'tar',
-    source,
-    manifest,
-    content,
-    usedMb: Math.ceil(usedBytes / MiB),
-    notes,
-  };
-}

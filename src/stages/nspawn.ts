@@ -27,7 +27,7 @@
 // Where it runs (details.where):
 // - host: as root with systemd-nspawn installed. The image is loop-mounted
 //   read-only and nspawn runs on the mount (-D): --image needs udev, which
-//   this kind of host lacks (docs/host-notes.md).
+//   this kind of host lacks (../shared/docs/host-notes.md, "nspawn without udev").
 // - vm: otherwise, when the part-image VM can run (qemu, and its image cached
 //   or buildable). In the VM systemd is PID 1 and udev runs, so nspawn takes
 //   the image itself with --image= (the real dissect/udev path) from a
@@ -58,7 +58,7 @@ import { outputTail, judgeBoot } from '../boot/probe.js';
 import { NSPAWN_INIT_PATHS, hasSystemdInit, writeProbe } from '../boot/probe-files.js';
 import { BootWatch, DEFAULT_BOOT_STALL_MS } from '../boot/boot-watch.js';
 import { probeShellProblem } from '../boot/shell.js';
-export * from '../boot/probe.js';
+
 import { skipped, type Stage, type StageContext, type StageOutcome, imageManifestOf } from './context.js';
 import { OPTION } from './options.js';
 import { placeOf } from './where.js';

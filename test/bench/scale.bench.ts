@@ -23,7 +23,7 @@ import { debianRootTar } from '../helpers/debian-root.js';
 
 const BIG = process.env.PART_IMAGE_BENCH_500K === '1';
 const dir = process.env.PART_IMAGE_BENCH_DIR || join(tmpdir(), 'part-image-bench');
-const cli = resolve(process.env.PART_IMAGE_BENCH_CLI || 'dist/cli.js');
+const cli = resolve(process.env.PART_IMAGE_BENCH_CLI || 'dist/bin.js');
 const jsonOut = process.env.PART_IMAGE_BENCH_JSON || join(dir, 'bench-scale.json');
 const SKIP = 'golden,freespace,diagnose,nspawn,portable-lint,portable';
 

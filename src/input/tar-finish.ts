@@ -1,0 +1,131 @@
+// The tar reader's helpers: member names and times from headers, stream and
+// blob errors in words, ACL names from the archive's own /etc/passwd and
+// /etc/group, and the finished InputTree (limits, hard links, notes).
+import { readFile } from 'node:fs/promises';
+import type { Header } from 'tar-stream';
+import type { InputTree, ManifestEntry } from '../types.js';
+import { EnvironmentError, InputError, PartImageError } from '../errors.js';
+import { assignHardlinks, formatMode, makeManifest } from '../manifest/entry.js';
+import { AclError, aclTextToXattrHex, aclXattrName, type AclKind, type AclNameResolver } from '../manifest/acl.js';
+import { checkTreeLimits } from './limits.js';
+import { treeTooBig } from '../manifest/apparent-size.js';
+import { strictUtf8 } from './tar-pax.js';
+import { TarTree, type Inode } from './tar-tree.js';
+
+const MiB = 1024 * 1024;
+
+export function headerMtimeOf(h: Header): number | undefined {
+  const t = h.mtime?.getTime();
+  return t === undefined || Number.isNaN(t) ? undefined : Math.floor(t / 1000);
+}
+
+/** The early SIZE_MB refusal: the tree read so far already needs more than the image has. */
+export function checkFits(bytes: number, maxBytes: number, member: string, entries: number): void {
+  if (bytes > maxBytes) throw treeTooBig(bytes, maxBytes, `at tar entry ${JSON.stringify(member)} (entry ${entries})`);
+}
+
+/** A ustar/GNU name field (read as latin1 by tar-stream) decoded as strict UTF-8. */
+export function decodeName(latin1: string, what: string, member?: string): string {
+  const raw = Buffer.from(latin1, 'latin1');
+  try {
+    return strictUtf8.decode(raw);
+  } catch {
+    throw new InputError(`tar entry ${JSON.stringify(member ?? raw.toString('utf8'))}: its ${what} is not valid UTF-8`, 'Rename the file to a UTF-8 name and re-create the archive.');
+  }
+}
+
+export async function drain(entry: AsyncIterable<Buffer>): Promise<void> {
+  for await (const _ of entry) { /* skip */ }
+}
+
+export function describeStreamError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'Z_BUF_ERROR' || /unexpected end of file/i.test(e?.message ?? '')) return 'the gzip stream is truncated';
+  if (e?.code?.startsWith?.('Z_')) return `bad gzip data (${e.message})`;
+  if (/Unexpected end of data/.test(e?.message ?? '')) return 'it ends in the middle of an entry (truncated?)';
+  if (/Invalid tar header/.test(e?.message ?? '')) return 'bad tar header checksum (corrupt, or not a tar)';
+  if (/Header exceeds max size/.test(e?.message ?? '')) return 'a pax or GNU long-name header of more than 4 MiB (tar-stream\'s limit; no entry an image can hold needs one that large)';
+  return e?.message ?? String(err);
+}
+
+export function blobError(err: unknown, staging: string): unknown {
+  if (err instanceof PartImageError) return err;
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'ENOSPC' || e?.code === 'EDQUOT') {
+    return new EnvironmentError(`no space left for the archive's contents in ${staging}`, 'Point TMPDIR at a larger filesystem.', err);
+  }
+  return err;
+}
+
+/** Builds a name resolver from the archive's own /etc/passwd and /etc/group. */
+export async function archiveNameResolver(tree: TarTree): Promise<AclNameResolver> {
+  const table = async (path: string): Promise<Map<string, number>> => {
+    const map = new Map<string, number>();
+    const blob = tree.nodes.get(path)?.inode?.blob;
+    if (!blob) return map;
+    for (const line of (await readFile(blob, 'utf8')).split('\n')) {
+      const f = line.split(':');
+      if (f.length >= 3 && /^[0-9]+$/.test(f[2])) map.set(f[0], Number(f[2]));
+    }
+    return map;
+  };
+  const users = await table('/etc/passwd');
+  const groups = await table('/etc/group');
+  return (kind, name) => (kind === 'user' ? users : groups).get(name);
+}
+
+export async function finish(source: string, tree: TarTree, hashing: boolean, notes: string[], limits: boolean): Promise<InputTree> {
+  const entries: ManifestEntry[] = [];
+  const content = new Map<string, string>();
+  const inodeOf = new Map<string, number>();
+  const inodes = new Map<number, Inode>();
+  let resolver: AclNameResolver | undefined;
+  let usedBytes = 0;
+
+  for (const [p, node] of tree.nodes) {
+    let e: ManifestEntry;
+    if (node.inode) {
+      const ino = node.inode;
+      e = { path: p, type: 'file', mode: formatMode(ino.mode), uid: ino.uid, gid: ino.gid, size: ino.size, xattrs: { ...ino.xattrs }, mtime: ino.mtime };
+      if (hashing) e.sha256 = ino.sha256;
+      content.set(p, ino.blob);
+      inodeOf.set(p, ino.id);
+      inodes.set(ino.id, ino);
+    } else {
+      e = { ...node.entry, xattrs: { ...(node.entry.xattrs ?? {}) } };
+      if (e.type === 'dir') usedBytes += 4096;
+      if (e.type === 'symlink' && (e.size ?? 0) >= 60) usedBytes += 4096;
+    }
+    const aclText = node.inode ? node.inode.aclText : node.aclText;
+    if (aclText) {
+      for (const [kind, text] of Object.entries(aclText) as [AclKind, string][]) {
+        if (e.xattrs![aclXattrName(kind)] !== undefined) continue;
+        resolver ??= await archiveNameResolver(tree);
+        try {
+          const hex = aclTextToXattrHex(text, kind, resolver);
+          if (hex !== undefined) e.xattrs![aclXattrName(kind)] = hex;
+        } catch (err) {
+          if (!(err instanceof AclError)) throw err;
+          throw new InputError(`tar entry ${JSON.stringify(node.member)}: SCHILY.acl.${kind}: ${err.message}`,
+            "Re-create the archive with GNU tar --xattrs --xattrs-include='*' (which stores the raw ACL) or with bsdtar --acls (which stores numeric ids).");
+        }
+      }
+    }
+    entries.push(e);
+  }
+  for (const ino of inodes.values()) usedBytes += Math.ceil(ino.size / 4096) * 4096;
+  assignHardlinks(entries, (e) => {
+    const id = inodeOf.get(e.path);
+    return id === undefined ? undefined : String(id);
+  });
+  const manifest = makeManifest(entries);
+  if (limits) checkTreeLimits(manifest, source, (p) => `tar entry ${JSON.stringify(tree.nodes.get(p)?.member ?? p)}`);
+  return {
+    kind: 'tar',
+    source,
+    manifest,
+    content,
+    usedMb: Math.ceil(usedBytes / MiB),
+    notes,
+  };
+}
