@@ -12,7 +12,7 @@
 // instead of running two. A cache hit is a stat and a small JSON read.
 //
 // The build directory and the lock are released by a Scope, so that an
-// interrupt (SIGINT/SIGTERM: cli.ts closes every live scope, then exits)
+// interrupt (SIGINT/SIGTERM: bin.ts closes every live scope, then exits)
 // leaves neither behind. A process killed outright leaves them; the next
 // builder takes such a lock over and removes the build directories left
 // beside it.
