@@ -72,7 +72,7 @@ function fallback(reason: string, confirmed = true): AccelVerdict {
   const v: AccelVerdict = { accel: 'tcg', reason, confirmed };
   if (!loggedFallback) {
     loggedFallback = true;
-    log.info(`VM: ${reason}; using TCG software emulation (slower: 20 to 100 s per VM run on a 2-core machine)`);
+    log.info(`VM: ${reason}; using TCG software emulation (slower: about 10 s per restored VM run and 20 s or more per cold boot on an idle 2-core machine)`);
   }
   return v;
 }
