@@ -3,7 +3,7 @@
 // each checking a read-only loop mount of the same image: no difference by
 // default, a chmod caught by each, and the keywords only some readers know
 // (device, xattr.*) chosen with -K, with what each reader then does.
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -13,6 +13,7 @@ import { isRoot, makeSampleTree } from './helpers/trees.js';
 import { skipAllBut } from './helpers/stages.js';
 import { debugfsWrite } from './helpers/images.js';
 import { BSDTAR_KEYWORDS, bsdtarCompare, bsdtarList, goMtreeCheck, netbsdMtreeCheck } from './helpers/mtree-readers.js';
+import { mountReadOnly } from './helpers/mounts.js';
 
 const ODD = 'st*r?[x]#h=q\\b\ttab';
 const NO_DEVICE = BSDTAR_KEYWORDS.filter((k) => k !== 'device');
@@ -23,13 +24,7 @@ let mnt: string;
 let changedMnt: string;
 const mounts: string[] = [];
 
-async function mountRo(img: string, name: string): Promise<string> {
-  const dir = join(work, name);
-  await mkdir(dir);
-  await execa('mount', ['-o', 'loop,ro', img, dir]);
-  mounts.push(dir);
-  return dir;
-}
+const mountRo = (img: string, name: string) => mountReadOnly(img, join(work, name), mounts);
 
 async function spec(name: string, ...flags: string[]): Promise<string> {
   // Keep the last newline: libarchive ignores a last line without one.

@@ -2,7 +2,7 @@
 // libarchive (bsdtar) reads the specification and archives a mounted image
 // through it, NetBSD mtree validates a loop-mounted image against it and
 // catches a change.
-import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
@@ -15,6 +15,7 @@ import { mtreeKeywords, mtreeLine, toMtree } from '../src/manifest/mtree.js';
 import { visDecode, visEncode } from '../src/manifest/vis.js';
 import { makeManifest } from '../src/manifest/entry.js';
 import type { ManifestEntry } from '../src/types.js';
+import { mountReadOnly } from './helpers/mounts.js';
 
 const ODD = 'st*r?[x]#h=q\\b\ttab';
 
@@ -23,13 +24,7 @@ let tree: string;
 let image: string;
 const mounts: string[] = [];
 
-async function mountRo(img: string, name: string): Promise<string> {
-  const dir = join(work, name);
-  await mkdir(dir);
-  await execa('mount', ['-o', 'loop,ro', img, dir]);
-  mounts.push(dir);
-  return dir;
-}
+const mountRo = (img: string, name: string) => mountReadOnly(img, join(work, name), mounts);
 
 beforeAll(async () => {
   // Loop mounts and device nodes need root; without it these tests must fail, not skip.

@@ -1,5 +1,6 @@
 // What is left of a loop mount of an image file, and a safety net that
 // releases it, so that a failing test does not leave the host with a mount.
+import { mkdir } from 'node:fs/promises';
 import { execa } from 'execa';
 
 /** Loop devices backed by `file`, and where they are mounted. */
@@ -24,4 +25,12 @@ export async function forceRelease(file: string): Promise<void> {
     for (const t of targets.filter(Boolean)) await execa('umount', [t], { reject: false });
     await execa('losetup', ['-d', dev], { reject: false });
   }
+}
+
+/** Loop-mounts `img` read-only on a new folder `dir`, and records the mount in `mounted` (umount them in reverse after the tests). */
+export async function mountReadOnly(img: string, dir: string, mounted: string[]): Promise<string> {
+  await mkdir(dir);
+  await execa('mount', ['-o', 'loop,ro', img, dir]);
+  mounted.push(dir);
+  return dir;
 }
