@@ -78,6 +78,13 @@ export function sizeFlagMb(flag: string, value: string | boolean | string[] | un
   return String(mb);
 }
 
+/** "90", "90s", "1500ms", "2m" in milliseconds; anything else is a usage error with `message`. */
+function durationMs(value: string, message: string, o: { aboveZero?: boolean } = {}): number {
+  const m = /^(\d+)(ms|s|m)?$/.exec(value);
+  if (!m || (o.aboveZero && Number(m[1]) <= 0)) throw new UsageError(message);
+  return Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000);
+}
+
 export function verifyOptions(v: Values, knownStages: readonly string[]): VerifyOptions {
   const skip = new Set(((v.skip as string[] | undefined) ?? []).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean));
   for (const s of skip) {
@@ -85,15 +92,11 @@ export function verifyOptions(v: Values, knownStages: readonly string[]): Verify
   }
   let bootTimeoutMs = 120_000;
   if (typeof v['boot-timeout'] === 'string') {
-    const m = /^(\d+)(ms|s|m)?$/.exec(v['boot-timeout']);
-    if (!m) throw new UsageError(`--boot-timeout takes a duration like 90s or 2m, got "${v['boot-timeout']}"`);
-    bootTimeoutMs = Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000);
+    bootTimeoutMs = durationMs(v['boot-timeout'], `--boot-timeout takes a duration like 90s or 2m, got "${v['boot-timeout']}"`);
   }
   let bootStallMs: number | undefined;
   if (typeof v['boot-stall'] === 'string') {
-    const m = /^(\d+)(ms|s|m)?$/.exec(v['boot-stall']);
-    if (!m || Number(m[1]) <= 0) throw new UsageError(`--boot-stall takes a duration above 0 like 30s or 2m, got "${v['boot-stall']}"`);
-    bootStallMs = Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : 1000);
+    bootStallMs = durationMs(v['boot-stall'], `--boot-stall takes a duration above 0 like 30s or 2m, got "${v['boot-stall']}"`, { aboveZero: true });
   }
   if (v['update-golden'] && !v.golden) throw new UsageError('--update-golden needs --golden FILE');
   if (v['golden-allow'] && !v.golden) throw new UsageError('--golden-allow needs --golden FILE');

@@ -25,6 +25,7 @@
 // never by the name alone: a root image named dbus_1.0.img is a root image.
 // portableApplies() is that one rule.
 import { notForRole } from '../boot/role.js';
+import { roleOf } from './role.js';
 import { basename } from 'node:path';
 import type { Finding, Manifest } from '../types.js';
 import { manifestLookup, resolvePath } from '../boot/resolve.js';
@@ -197,7 +198,7 @@ export const portableLintStage: Stage = {
   options: { type: 'object', properties: { portable: OPTION.portable }, required: ['portable'], additionalProperties: false },
   summary: 'rootless portable-service lint: unit files matching the name prefix, os-release (ID=, PORTABLE_PREFIXES=), resolv.conf, machine-id, API dirs, .raw name, the units\' ExecStart= programs',
   async run(ctx) {
-    const role = await (await import('./role.js')).roleOf(ctx);
+    const role = await roleOf(ctx);
     if (role.role === 'data') return skipped(notForRole(role, 'portable-lint'), 'not-applicable');
     const manifest = await imageManifestOf(ctx, { hash: false });
     const r = lintPortable(manifest, ctx.imageName, ctx.opts.portable || role.role === 'portable');

@@ -2,7 +2,7 @@
 // from the image's manifest, the portable prefix and --role / --portable.
 import { decideRole, roleFacts, type RoleDecision } from '../boot/role.js';
 import { imageManifestOf, type StageContext } from './context.js';
-import { matchingUnits, portablePrefix } from './portable-lint.js';
+import { matchingUnits, portablePrefix } from './portable-names.js';
 
 export async function roleOf(ctx: StageContext): Promise<RoleDecision> {
   if (ctx.role) return ctx.role;
