@@ -52,7 +52,7 @@ async function runCommand(argv: string[]): Promise<number> {
   }
   for (const g of globals) {
     if (!GLOBAL_FLAGS.has(g)) {
-      throw new UsageError(`${g.split('=')[0]} is not a global option; only ${[...GLOBAL_FLAGS].join(', ')} may come before the command`,
+      throw new UsageError(`${g.split('=')[0]} is not a global option; only ${[...GLOBAL_FLAGS].join(', ')} may come before the command${didYouMean(g.split('=')[0], [...GLOBAL_FLAGS].filter((f) => f.startsWith('--')))}`,
         'Put it after the command: part-image COMMAND ' + g.split('=')[0] + ' ...');
     }
   }

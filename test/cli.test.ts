@@ -63,6 +63,7 @@ describe('cli', () => {
     [['build', '--output', '--format', 'qcow2'], /--output needs a value, but the next argument is the option --format/],
     [['doctor', '--json=yes'], /--json takes no value/],
     [['--input', 'x', 'build'], /--input is not a global option/],
+    [['--verbos', 'doctor'], /--verbos is not a global option; only .* may come before the command; did you mean --verbose\?/],
     [['build', '--input', '.', '--output', 'x.img', '--check-reproducible'], /cannot be reproducible without --seed UUID/],
   ])('exits 2 with a hint for %j', async (args, message) => {
     const r = await runCli(args);
