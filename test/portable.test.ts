@@ -14,7 +14,7 @@ import { hostBusybox } from './helpers/busybox.js';
 import { ensureVmImage } from '../src/vm/image.js';
 import type { StageContext, VerifyOptions } from '../src/stages/context.js';
 import { portableOutcome, portableStage } from '../src/stages/portable.js';
-import { buildPortableJob, isStartable, parseProgress, phaseWords, whereJobStopped, type PortableImage } from '../src/stages/portable-job.js';
+import { buildPortableJob, isStartable, parseProgress, phaseWords, UNIT_DIRS, whereJobStopped, type PortableImage } from '../src/stages/portable-job.js';
 import { judgePortable, parsePortableResults, unitOk, type UnitCheck } from '../src/stages/portable-judge.js';
 import { checkPortable, type CheckPortableResult } from '../src/stages/portable-run.js';
 import type { VmResult } from '../src/vm/run.js';
@@ -81,25 +81,44 @@ describe('the portable job (pure)', () => {
     { path: '/h/demo.raw', name: 'demo_1.0.raw', units: ['demo.service', 'demo@.service', 'demo-x.socket'] },
     { path: "/h/it's.raw", name: 'odd_2.raw', units: ['odd.service'] },
   ];
-  const { script: job, data } = buildPortableJob(images, ['/dev/disk/by-id/virtio-pi-img-0', "/h/it's.raw"]);
+  // The host: copied to /var/tmp first. The VM: attached where the job disk has it.
+  const host = [{ path: '/var/tmp/demo_1.0.raw', copyFrom: '/h/demo.raw' }, { path: '/var/tmp/odd_2.raw', copyFrom: "/h/it's.raw" }];
+  const inVm = [{ path: '/run/part-image/job/files/demo_1.0.raw' }, { path: '/run/part-image/job/files/odd_2.raw' }];
+  const { script: job, data } = buildPortableJob(images, host);
+  const vmJob = buildPortableJob(images, inVm, { detach: false }).script;
 
-  it('copies each image to /var/tmp/NAME.raw, inspects and attaches it at runtime', () => {
-    expect(job).toContain('cp --sparse=always "$(v i0.src)" "$f"');
-    expect(data['i0.src']).toBe('/dev/disk/by-id/virtio-pi-img-0');
-    expect(data['i1.src']).toBe("/h/it's.raw");
-    expect(job).toContain('f="/var/tmp/$(v i0.name)"');
-    expect(data['i0.name']).toBe('demo_1.0.raw');
-    expect(job).toContain('$PCTL inspect "$f"');
-    expect(job).toContain('$PCTL attach --runtime "$f"');
+  it('on the host copies each image to /var/tmp/NAME, then inspects and attaches it at runtime', () => {
+    expect(job).toContain('v i0.from');
+    expect(job).toContain('cp --sparse=always "$R" "$P0"');
+    expect(data['i0.from']).toBe('/h/demo.raw');
+    expect(data['i1.from']).toBe("/h/it's.raw");
+    expect(data['i0.path']).toBe('/var/tmp/demo_1.0.raw');
+    expect(job).toContain('$PCTL inspect "$P0"');
+    expect(job).toContain('$PCTL attach --runtime $nr "$P0"');
+  });
+
+  it('in the VM attaches each image where it is, copying nothing', () => {
+    expect(vmJob).not.toContain('cp ');
+    expect(vmJob).not.toContain('i0.from');
+    expect(buildPortableJob(images, inVm).data['i0.path']).toBe('/run/part-image/job/files/demo_1.0.raw');
+    expect(vmJob).toContain('$PCTL attach --runtime $nr "$P1"');
+  });
+
+  it('attaches with --no-reload unless the system has a unit file of a name the image brings (or of its template)', () => {
+    expect(job).toContain('nr=--no-reload');
+    expect(job).toContain('known "$U0_0" && nr=');
+    expect(job).toContain('known "$U0_2" && nr=');
+    expect(job).toContain('known "$U1_0" && nr=');
+    for (const d of ['/etc/systemd/system', '/run/systemd/system', '/usr/lib/systemd/system', '/run/systemd/transient']) expect(UNIT_DIRS).toContain(d);
   });
 
   it('starts the startable units, then stops them before detaching', () => {
     expect(data['i0.u0']).toBe('demo.service');
     expect(data['i0.u2']).toBe('demo-x.socket');
-    expect(job).toContain('systemctl start "$(v i0.u0)"');
-    expect(job).toContain('systemctl start "$(v i0.u2)"');
-    expect(job).not.toContain('systemctl start "$(v i0.u1)"');
-    expect(job.indexOf('systemctl stop "$(v i0.u0)" "$(v i0.u2)"')).toBeLessThan(job.indexOf('detach --runtime "/var/tmp/$(v i0.name)"'));
+    expect(job).toContain('systemctl start "$U0_0"');
+    expect(job).toContain('systemctl start "$U0_2"');
+    expect(job).not.toContain('systemctl start "$U0_1"');
+    expect(job.indexOf('systemctl stop "$U0_0" "$U0_2"')).toBeLessThan(job.indexOf('detach --runtime "$P0"'));
     expect(isStartable('demo@.service')).toBe(false);
     expect(isStartable('demo@one.service')).toBe(true);
     expect(isStartable('demo.mount')).toBe(false);
@@ -109,10 +128,18 @@ describe('the portable job (pure)', () => {
     for (const value of Object.values(data)) expect(job).not.toContain(value);
   });
 
-  it('is valid sh', async () => {
+  it('refuses two images of one name: portabled tells them apart by name', () => {
+    expect(() => buildPortableJob([images[0], { ...images[1], name: 'demo_1.0.raw' }], host)).toThrow(/two images of one name/);
+    expect(() => buildPortableJob(images, host.slice(0, 1))).toThrow(/2 images but 1 places/);
+  });
+
+  it('is valid sh, and forks nothing to read its values', async () => {
     const { run } = await import('../src/exec.js');
     await run('sh', ['-n', '-c', job]);
-    await run('sh', ['-n', '-c', buildPortableJob(images, ['/a', '/b'], { console: '/dev/console' }).script]);
+    await run('sh', ['-n', '-c', vmJob]);
+    await run('sh', ['-n', '-c', buildPortableJob(images, host, { console: '/dev/console' }).script]);
+    // $(( )) is arithmetic, a builtin; $( ) would fork.
+    expect(job).not.toMatch(/\$\((?!\()|`|\bcat\b/);
   });
 
   it('marks each step it begins, so that a job cut short says where it was', () => {
@@ -125,26 +152,28 @@ describe('the portable job (pure)', () => {
       'end',
     ]);
     expect(job).toMatch(/^C=$/m);
-    expect(buildPortableJob(images, ['/a', '/b'], { console: '/dev/console' }).script).toContain('C=/dev/console');
+    expect(buildPortableJob(images, host, { console: '/dev/console' }).script).toContain('C=/dev/console');
   });
 
   it('in a VM that is thrown away: skips stop and detach unless asked', () => {
-    const vmJob = buildPortableJob(images, ['/dev/disk/by-id/virtio-pi-img-0', '/dev/disk/by-id/virtio-pi-img-1'], { detach: false }).script;
     expect(vmJob).not.toContain('systemctl stop');
     expect(vmJob).not.toContain('detach --runtime');
     expect([...vmJob.matchAll(/^\s*mark (.+)$/gm)].map((m) => m[1])).toEqual([
-      'i0 copy', 'i0 attach', 'i1 copy', 'i1 attach', 'i0 u0 start', 'i0 u2 start', 'i1 u0 start', 'settle', 'i0 show', 'i1 show', 'end',
+      'i0 attach', 'i1 attach', 'i0 u0 start', 'i0 u2 start', 'i1 u0 start', 'settle', 'i0 show', 'i1 show', 'end',
     ]);
-    const withDetach = buildPortableJob(images, ['/a', '/b'], { detach: true }).script;
-    expect(withDetach).toContain('$PCTL detach --runtime "/var/tmp/$(v i0.name)"');
+    const withDetach = buildPortableJob(images, inVm, { detach: true }).script;
+    expect(withDetach).toContain('$PCTL detach --runtime "$P0"');
+    // Nothing of the job disk is removed: only what the job copied.
+    expect(withDetach).not.toContain('rm -f');
   });
 
-  it('waits for the started units to settle by polling their state, not with a fixed sleep', () => {
-    expect(job).not.toMatch(/sleep [1-9]/);
-    expect(job).toContain('settled "$(v i0.u0)"');
-    expect(job).toContain('settled "$(v i0.u2)"');
-    expect(job).not.toContain('settled "$(v i0.u1)"');
+  it('waits for the started units to settle by polling all their states with one systemctl show a round, not with a fixed sleep', () => {
+    expect(job).not.toMatch(/sleep [0-9]/);
+    expect(job).toContain('while poll "$@"');
+    expect(job).toMatch(/systemctl show (-p \w+ )+"\$@"/);
     expect(job).toContain('ActiveEnterTimestampMonotonic');
+    expect(job).toContain('K="$K i0.u0"; set -- "$@" "$U0_0"');
+    expect(job).not.toContain('K="$K i0.u1"');
   });
 
   it('names the phase of the last mark for the progress line', () => {
@@ -238,7 +267,7 @@ describe('parsing and judging (pure)', () => {
 describe('whose fault: the verdict on a check (pure)', () => {
   const image: PortableImage = { path: '/a', name: 'demo_1.0.raw', units: ['demo.service'] };
   const vm = (over: Partial<VmResult>): VmResult => ({
-    started: true, files: new Map(), errors: [], accel: 'tcg', timedOut: false, qemuExitCode: 0, qemuStderr: '', console: '', jobLog: '', durationMs: 1, boot: 'restore', phases: {}, ...over,
+    started: true, files: new Map(), errors: [], accel: 'tcg', timedOut: false, qemuExitCode: 0, qemuStderr: '', console: '', jobLog: '', durationMs: 1, boot: 'restore', phases: {}, guestMarks: {}, ...over,
   });
   const checks = (files: Map<string, Buffer>) => parsePortableResults(files, [image]);
 
@@ -408,6 +437,55 @@ describe('the host path, with fake portablectl/systemctl/journalctl on PATH', ()
     }
   });
 
+  it('settles with one systemctl show a round: waits out the rest of the settle time of an active unit, none for one active/exited, and files each unit its state', async () => {
+    const bin = join(work, 'fakebin-settle');
+    await mkdir(bin, { recursive: true });
+    const log = join(work, 'settle.log');
+    await writeFile(log, '');
+    const tool = async (name: string, body: string) => {
+      await writeFile(join(bin, name), `#!/bin/sh\n${body}\n`);
+      await chmod(join(bin, name), 0o755);
+    };
+    await tool('portablectl', 'exit 0');
+    await tool('journalctl', 'exit 0');
+    await tool('sleep', `echo "sleep $1" >> ${log}; exec /bin/sleep "$1"`);
+    // Round 1: a.service is activating, b.service became active 0.3 s ago; round 2 on: a is active/exited, b still active.
+    await tool('systemctl', [
+      'case "$1" in start) exit 0 ;; esac',
+      `echo "show $*" >> ${log}`,
+      `n=$(grep -c '^show' ${log})`,
+      "read -r up _ < /proc/uptime; t=$(( ${up%.*}${up#*.} * 10000 - 300000 ))",
+      '[ -f "$0.t" ] || echo $t > "$0.t"; read -r t < "$0.t"',
+      'if [ $n = 1 ]; then printf "Id=a.service\\nLoadState=loaded\\nActiveState=activating\\nSubState=start\\n\\n"; else printf "Id=a.service\\nLoadState=loaded\\nActiveState=active\\nSubState=exited\\nActiveEnterTimestampMonotonic=1\\n\\n"; fi',
+      'printf "Id=b.service\\nLoadState=loaded\\nActiveState=active\\nSubState=running\\nActiveEnterTimestampMonotonic=%s\\n" $t',
+    ].join('\n'));
+    const image = join(work, 'settle.raw');
+    await writeFile(image, 'not really an image');
+    const img: PortableImage = { path: image, name: `settle_${process.pid}.raw`, units: ['a.service', 'b.service'] };
+    const s = new Scope();
+    const r = await withPath(bin, async () => {
+      const res = await checkPortable([img], { scope: s, timeoutMs: 30_000, where: 'host' });
+      await s.close();
+      return res;
+    });
+    const calls = (await readFile(log, 'utf8')).trim().split('\n');
+    const shows = calls.filter((c) => c.startsWith('show'));
+    // Every round asks for both units at once.
+    for (const c of shows) expect(c).toMatch(/ a\.service b\.service$/);
+    const sleeps = calls.filter((c) => c.startsWith('sleep')).map((c) => Number(c.split(' ')[1]));
+    // Round 1 polls again soon (a is in transition); then b's remaining settle time, at most 0.7 s; never more than 30 s of polling.
+    expect(sleeps[0]).toBe(0.05);
+    expect(sleeps.length).toBeGreaterThanOrEqual(2);
+    expect(Math.max(...sleeps)).toBeLessThanOrEqual(0.7);
+    expect(shows.length).toBeLessThanOrEqual(5);
+    const [c] = r.checks!;
+    expect(c.units.map((u) => [u.unit, u.props.ActiveState, u.props.SubState])).toEqual([
+      ['a.service', 'active', 'exited'],
+      ['b.service', 'active', 'running'],
+    ]);
+    expect(judgePortable(c)).toEqual([]);
+  });
+
   it('a job that runs out of time while a unit of the image is starting names that unit (portable-service-timeout)', async () => {
     const bin = await fakeTools('fakebin-hang', 'exec /bin/sleep 10');
     const name = `hang_${process.pid}.raw`;
@@ -462,7 +540,6 @@ describe('portablectl in the VM', () => {
     expect(parseProgress(r.vm!.console, true)).toEqual(r.progress);
     const [good, failing] = r.checks!;
     expect(good.attachExit).toBe(0);
-    expect(good.list).toMatch(/demo_1\.0\s.*attached-runtime/);
     expect(good.inspect).toMatch(/demo\.service/);
     const byName = Object.fromEntries(good.units.map((u) => [u.unit, u]));
     expect(byName['demo.service'].props).toMatchObject({ ActiveState: 'inactive', Result: 'success', ExecMainStatus: '0' });

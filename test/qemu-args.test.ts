@@ -1,7 +1,11 @@
 // Pure tests of the VM plumbing: qemu's argv, the recipe hash, the results
 // channel parser, mmdebstrap's argv, the KVM probe's boot sector, and the
 // nspawn argv rewrite for the VM.
-import { describe, expect, it } from 'vitest';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { buildQemuArgs, qemuEscape, type QemuSpec } from '../src/tools/qemu.js';
 import { loadRecipe, recipeHash, validateRecipe, type VmRecipe } from '../src/vm/recipe.js';
 import { parseResults, vmFailure, jobCmdline, type VmResult } from '../src/vm/run.js';
@@ -11,7 +15,7 @@ import { bootSector } from '../src/vm/kvm.js';
 import { nspawnArgsForVm, NSPAWN_VM_DISK, withProbeReport } from '../src/vm/nspawn-in-vm.js';
 import { hotplugDiskCommands } from '../src/vm/qmp.js';
 import { readyCmdline, stateKey, stateKeyParts, READY_WORD, type MachineShape } from '../src/vm/state.js';
-import { resultsSay } from '../src/vm/job.js';
+import { filesOfTar, resultsSay } from '../src/vm/job.js';
 import { defaultBoot } from '../src/vm/run.js';
 import { buildOverlayArgs } from '../src/tools/qemu-img.js';
 
@@ -24,10 +28,12 @@ const base: QemuSpec = {
   append: ['root=/dev/vda', 'rw', 'console=ttyS0'],
   disks: [
     { path: '/c/root.img', serial: 'pi-root', snapshot: true },
-    { path: '/t/job.tar', serial: 'pi-job', readOnly: true },
+    { path: '/t/job.img', serial: 'pi-job', lun: 0 },
+    { path: '/t/img.raw', serial: 'pi-img-0', lun: 1, readOnly: true },
   ],
   serialFiles: ['/t/console.log', '/t/results.log'],
   pidFile: '/t/qemu.pid',
+  scsi: true,
 };
 
 /** The values of every occurrence of `flag`. */
@@ -57,16 +63,27 @@ describe('buildQemuArgs', () => {
     expect(values(buildQemuArgs({ ...base, accel: 'kvm', cpu: 'qemu64' }), '-cpu')).toEqual(['qemu64']);
   });
 
-  it('attaches disks in order as virtio-blk with serials; root as snapshot, others read-only', () => {
+  it('attaches the root as a virtio disk (snapshot) and the others as SCSI disks at their LUNs of one virtio-scsi controller', () => {
     const args = buildQemuArgs(base);
     expect(values(args, '-drive')).toEqual([
       'file=/c/root.img,format=raw,if=none,id=disk0,cache=unsafe,snapshot=on',
-      'file=/t/job.tar,format=raw,if=none,id=disk1,cache=unsafe,readonly=on',
+      'file=/t/job.img,format=raw,if=none,id=disk1,cache=unsafe',
+      'file=/t/img.raw,format=raw,if=none,id=disk2,cache=unsafe,readonly=on',
     ]);
-    expect(values(args, '-device').filter((d) => d.startsWith('virtio-blk'))).toEqual([
+    expect(values(args, '-device').filter((d) => /^(virtio-blk|virtio-scsi|scsi-hd)/.test(d))).toEqual([
+      'virtio-scsi-pci,id=scsi0',
       'virtio-blk-pci,drive=disk0,serial=pi-root',
-      'virtio-blk-pci,drive=disk1,serial=pi-job',
+      'scsi-hd,bus=scsi0.0,scsi-id=0,lun=0,drive=disk1,serial=pi-job',
+      'scsi-hd,bus=scsi0.0,scsi-id=0,lun=1,drive=disk2,serial=pi-img-0',
     ]);
+  });
+
+  it('refuses a LUN without the SCSI controller, a LUN twice, and a LUN out of range', () => {
+    const disks = base.disks;
+    expect(() => buildQemuArgs({ ...base, scsi: false })).toThrow(/no SCSI controller/);
+    expect(() => buildQemuArgs({ ...base, disks: [disks[0], disks[1], { ...disks[2], lun: 0 }] })).toThrow(/two disks at SCSI LUN 0/);
+    expect(() => buildQemuArgs({ ...base, disks: [disks[0], { ...disks[1], lun: 256 }] })).toThrow(/LUN/);
+    expect(() => buildQemuArgs({ ...base, disks: [disks[0], { ...disks[1], lun: 1.5 }] })).toThrow(/LUN/);
   });
 
   it('writes ttyS0 and ttyS1 to files, in that order', () => {
@@ -114,8 +131,9 @@ describe('the saved VM: qemu argv, key, hot-plug', () => {
     expect(plain).not.toContain('-S');
     const args = buildQemuArgs({ ...base, qmpSocket: '/t/q,1.sock', incomingState: "/c/it's/vm.state", paused: true });
     expect(values(args, '-qmp')).toEqual(['unix:/t/q,,1.sock,server=on,wait=off']);
-    // qemu hands the exec: command to /bin/sh: the path is quoted for it.
-    expect(values(args, '-incoming')).toEqual(["exec:cat '/c/it'\\''s/vm.state'"]);
+    // runQemu gives qemu the state file as its stdin: no path in the argv, no shell to quote it for.
+    expect(values(args, '-incoming')).toEqual(['fd:0']);
+    expect(args.join(' ')).not.toContain('vm.state');
     expect(args).toContain('-S');
   });
 
@@ -139,12 +157,13 @@ describe('the saved VM: qemu argv, key, hot-plug', () => {
     expect(readyCmdline(image)).toEqual([...recipe.kernelCmdline, 'systemd.wants=part-image-job.service', READY_WORD]);
   });
 
-  it('hot-plugs a disk as a blockdev plus a virtio-blk-pci device with its serial', () => {
-    expect(hotplugDiskCommands('hp0', '/t/img.raw', 'pi-img-0', { readOnly: true })).toEqual([
+  it('hot-plugs a disk as a blockdev plus a SCSI disk at its LUN of the controller, with its serial', () => {
+    expect(hotplugDiskCommands('hp0', '/t/img.raw', 'pi-img-0', { readOnly: true, lun: 1 })).toEqual([
       ['blockdev-add', { 'node-name': 'hp0', driver: 'raw', 'read-only': true, cache: { 'no-flush': true }, file: { driver: 'file', filename: '/t/img.raw', 'read-only': true } }],
-      ['device_add', { driver: 'virtio-blk-pci', drive: 'hp0', serial: 'pi-img-0', id: 'dev-hp0' }],
+      ['device_add', { driver: 'scsi-hd', bus: 'scsi0.0', 'scsi-id': 0, lun: 1, drive: 'hp0', serial: 'pi-img-0', id: 'dev-hp0' }],
     ]);
-    expect(hotplugDiskCommands('hp1', '/t/s.img', 'pi-scratch')[0][1]).toMatchObject({ 'read-only': false });
+    expect(hotplugDiskCommands('hp1', '/t/job.img', 'pi-job', { lun: 0 })[0][1]).toMatchObject({ 'read-only': false });
+    expect(() => hotplugDiskCommands('hp2', '/t/x', 'bad serial', { lun: 2 })).toThrow(/serial/);
   });
 
   it('makes the saved root an overlay of root.img', () => {
@@ -211,37 +230,65 @@ describe('VM recipe', () => {
 });
 
 describe('results channel', () => {
-  const stream = [
-    'PART-IMAGE-VM begin\r',
-    'PART-IMAGE-VM started\r',
-    'PART-IMAGE-VM file state',
-    Buffer.from('running\n').toString('base64'),
-    'PART-IMAGE-VM end-file',
-    'PART-IMAGE-VM file empty',
-    '',
-    'PART-IMAGE-VM end-file',
-    'PART-IMAGE-VM file job.log',
-    Buffer.from('line 1\nline 2\n').toString('base64'),
-    'PART-IMAGE-VM end-file',
-    'PART-IMAGE-VM exit 3',
-    '',
-  ].join('\n');
+  /** The job's output folder of the tests: two files and an empty one. */
+  async function outDir(): Promise<string> {
+    const dir = await mkdtemp(join(tmpdir(), 'pi-results-'));
+    await writeFile(join(dir, 'state'), 'running\n');
+    await writeFile(join(dir, 'empty'), '');
+    await writeFile(join(dir, 'job.log'), 'line 1\nline 2\n');
+    await writeFile(join(dir, `${'long-'.repeat(25)}name`), 'a name of 129 bytes\n');
+    return dir;
+  }
+  const frame = (tarBase64: string) =>
+    ['PART-IMAGE-VM begin\r', 'PART-IMAGE-VM at 40.81 mounted', 'PART-IMAGE-VM started\r', 'PART-IMAGE-VM tar', tarBase64, 'PART-IMAGE-VM end-tar', 'PART-IMAGE-VM exit 3', ''].join('\n');
+  let gnu: string;
+  let runner: string;
 
-  it('decodes files, the start and the exit status', () => {
-    const r = parseResults(stream);
-    expect(r.started).toBe(true);
-    expect(r.exitCode).toBe(3);
-    expect(r.files.get('state')?.toString()).toBe('running\n');
-    expect(r.files.get('empty')?.length).toBe(0);
-    expect(r.files.get('job.log')?.toString()).toBe('line 1\nline 2\n');
-    expect(r.errors).toEqual([]);
+  beforeAll(async () => {
+    const dir = await outDir();
+    // GNU tar, as a job's own tar would be, with a long name (a GNU longname entry).
+    gnu = frame(Buffer.from((await execa('tar', ['-C', dir, '-cf', '-', '.'], { encoding: 'buffer' })).stdout).toString('base64'));
+    // The runner's own tar and base64 (vm/recipe.json), run by this host's perl.
+    const code = (await loadRecipe()).files['/usr/local/lib/part-image/job-runner'].content.join('\n');
+    const subs = code.slice(code.indexOf('# A tar (ustar)'), code.indexOf('\nmkdir '));
+    expect(subs).toContain('sub base64');
+    const script = `use strict; use warnings;\nsub slurp { my ($p) = @_; open(my $f, '<', $p) or return undef; local $/; my $s = <$f>; return $s }\n${subs}\nprint base64(tar_of($ARGV[0]));\n`;
+    runner = frame((await execa('perl', ['-e', script, dir])).stdout);
+    await rm(dir, { recursive: true, force: true });
   });
 
-  it('keeps what arrived whole from a stream cut off mid-file', () => {
-    const cut = stream.slice(0, stream.indexOf('PART-IMAGE-VM file job.log') + 40);
-    const r = parseResults(cut);
-    expect(r.exitCode).toBeUndefined();
-    expect([...r.files.keys()]).toEqual(['state', 'empty']);
+  it("decodes the output folder's tar, the start, the guest's marks and the exit status: GNU tar's and the runner's own", () => {
+    for (const [stream, long] of [[gnu, true], [runner, false]] as const) {
+      const r = parseResults(stream);
+      expect(r.started).toBe(true);
+      expect(r.exitCode).toBe(3);
+      expect(r.guestMarks).toEqual({ mounted: 40.81 });
+      expect(r.files.get('state')?.toString()).toBe('running\n');
+      expect(r.files.get('empty')?.length).toBe(0);
+      expect(r.files.get('job.log')?.toString()).toBe('line 1\nline 2\n');
+      // The runner leaves out a name longer than ustar holds; GNU tar keeps it.
+      expect(r.files.get(`${'long-'.repeat(25)}name`)?.toString()).toBe(long ? 'a name of 129 bytes\n' : undefined);
+      expect(r.errors).toEqual([]);
+    }
+  });
+
+  it('keeps nothing of a tar cut off, nor of one whose header checksum is wrong', () => {
+    for (const stream of [gnu, runner]) {
+      const cut = stream.slice(0, stream.indexOf('PART-IMAGE-VM tar') + 400);
+      const r = parseResults(cut);
+      expect(r.exitCode).toBeUndefined();
+      expect(r.files.size).toBe(0);
+      const tar = Buffer.from(stream.split('\n')[4], 'base64');
+      tar[0] ^= 1;
+      expect(filesOfTar(tar).size).toBe(0);
+    }
+  });
+
+  it('reads the entries of a tar up to a damaged one', () => {
+    const tar = Buffer.from(runner.split('\n')[4], 'base64');
+    // The second entry's header: the first file (empty) is one header block.
+    tar[512 + 148] = 0x31;
+    expect([...filesOfTar(tar).keys()]).toEqual(['empty']);
   });
 
   it('reports runner errors', () => {
@@ -250,7 +297,7 @@ describe('results channel', () => {
 
   const failed = (over: Partial<VmResult>): VmResult => ({
     started: false, files: new Map(), errors: [], accel: 'tcg', timedOut: false, qemuExitCode: 0, qemuStderr: '',
-    console: '[    1.0] Linux version 6.1\n\x1b[0;32m  OK  \x1b[0m] Reached target x\n', jobLog: '', durationMs: 1, boot: 'cold', phases: {}, ...over,
+    console: '[    1.0] Linux version 6.1\n\x1b[0;32m  OK  \x1b[0m] Reached target x\n', jobLog: '', durationMs: 1, boot: 'cold', phases: {}, guestMarks: {}, ...over,
   });
 
   it('says why a VM run delivered nothing', () => {

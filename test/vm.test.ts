@@ -4,7 +4,8 @@
 // limit is killed. Nothing here is skipped: without qemu, mmdebstrap or a
 // Debian mirror these tests fail.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmod, copyFile, mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, open, readdir, stat, truncate, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { Scope } from '../src/cleanup.js';
 import { readInput } from '../src/input/index.js';
@@ -18,7 +19,7 @@ import { existsSync } from 'node:fs';
 import { readFile, utimes } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { detectAccel, probeBootSector, probeKernel, resetAccelMemo } from '../src/vm/kvm.js';
-import { runVm, vmFailure, type VmResult } from '../src/vm/run.js';
+import { guestDisk, runVm, vmFailure, type VmResult } from '../src/vm/run.js';
 import { consoleTail } from '../src/boot/console.js';
 import { runNspawnInVm } from '../src/vm/nspawn-in-vm.js';
 import { hostBusybox } from './helpers/busybox.js';
@@ -125,14 +126,31 @@ describe('accelerator', () => {
 });
 
 describe('runVm', () => {
+  let sparseFile: string;
+  let sparseSha256: string;
+  beforeAll(async () => {
+    // 64 MiB with 1 MiB of data in its middle.
+    sparseFile = join(work, 'sparse.raw');
+    await writeFile(sparseFile, '');
+    await truncate(sparseFile, 64 * 1024 * 1024);
+    const fh = await open(sparseFile, 'r+');
+    await fh.write(Buffer.alloc(1024 * 1024, 0xab), 0, 1024 * 1024, 32 * 1024 * 1024);
+    await fh.close();
+    sparseSha256 = createHash('sha256').update(await readFile(sparseFile)).digest('hex');
+  });
   const script = [
     'id -u > "$PI_OUT/uid"',
     'cat /proc/1/comm > "$PI_OUT/pid1"',
     'cat "$PI_JOB/files/greeting.txt" > "$PI_OUT/greeting"',
-    // the disk under test: read-only, an ext4 with our label
-    'blkid -o value -s LABEL /dev/disk/by-id/virtio-pi-img-0 > "$PI_OUT/label"',
-    'blockdev --getro /dev/disk/by-id/virtio-pi-img-0 > "$PI_OUT/ro"',
+    // the disk under test: read-only, an ext4 with our label, where guestDisk() says
+    `blkid -o value -s LABEL ${guestDisk('pi-img-0')} > "$PI_OUT/label"`,
+    `blockdev --getro ${guestDisk('pi-img-0')} > "$PI_OUT/ro"`,
+    // the scratch room: a folder of the job disk, bound on /var/tmp, with the room asked for
     'findmnt -n -o SOURCE,FSTYPE /var/tmp > "$PI_OUT/scratch"',
+    'df -P -k /var/tmp | tail -1 > "$PI_OUT/df"',
+    // a host file in place: the same bytes, its holes kept
+    'sha256sum < "$PI_JOB/files/sparse.raw" | cut -d " " -f 1 > "$PI_OUT/sparse.sha256"',
+    'stat -c "%s %b" "$PI_JOB/files/sparse.raw" > "$PI_OUT/sparse.stat"',
     'systemctl is-active serial-getty@ttyS0.service > "$PI_OUT/getty" 2>&1',
     'systemctl is-active systemd-portabled.service > "$PI_OUT/portabled" 2>&1',
     'cat /proc/sys/kernel/random/uuid > "$PI_OUT/uuid"',
@@ -148,6 +166,7 @@ describe('runVm', () => {
     scratchMb: 32,
     disks: [{ path: busyboxImage, serial: 'pi-img-0' }],
     files: { 'greeting.txt': 'hello from the host\n' },
+    hostFiles: { 'sparse.raw': sparseFile },
     script,
   });
   const f = (r: VmResult, n: string) => r.files.get(n)?.toString();
@@ -161,7 +180,14 @@ describe('runVm', () => {
     expect(f(r, 'greeting')).toBe('hello from the host\n');
     expect(f(r, 'label')).toBe('bb\n');
     expect(f(r, 'ro')).toBe('1\n');
-    expect(f(r, 'scratch')).toMatch(/^\/dev\/vd\w+ ext4$/m);
+    expect(f(r, 'scratch')).toMatch(/^\/dev\/sd[a-z]+\[\/scratch\] ext4$/m);
+    expect(Number(f(r, 'df')?.split(/\s+/)[3])).toBeGreaterThanOrEqual(32 * 1024);
+    expect(f(r, 'sparse.sha256')).toBe(`${sparseSha256}\n`);
+    const [size, blocks] = (f(r, 'sparse.stat') ?? '').trim().split(' ').map(Number);
+    expect(size).toBe(64 * 1024 * 1024);
+    // 1 MiB of data in 64 MiB: the job disk kept the holes.
+    expect(blocks * 512).toBeLessThan(4 * 1024 * 1024);
+    expect(Object.keys(r.guestMarks)).toEqual(expect.arrayContaining(['mounted', 'disks', 'ended']));
     expect(f(r, 'getty')).toMatch(/inactive|masked/);
     expect(r.files.get('binary')).toEqual(Buffer.from([0, 1, 255, ...Buffer.from('binary')]));
     expect(r.jobLog).toContain('to-the-log');
@@ -180,7 +206,10 @@ describe('runVm', () => {
     expectJobRan(r, t);
     // portabled was started before the save: the job finds it running.
     expect(f(r, 'portabled')).toBe('active\n');
-    expect(Object.keys(r.phases)).toEqual(expect.arrayContaining(['restored', 'attached', 'begin', 'started', 'exit']));
+    expect(Object.keys(r.phases)).toEqual(expect.arrayContaining(['restored', 'prepared', 'attached', 'begin', 'started', 'exit']));
+    // The restored guest was given the host's seed and time before the job started.
+    expect(r.guestMarks.reseeded).toBeGreaterThanOrEqual(r.guestMarks.mounted);
+    expect(r.errors).toEqual([]);
   }, VM_TEST_MS);
 
   it('runs two restores of one state side by side, each on its own overlay, with its own randomness', async () => {

@@ -115,7 +115,7 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
       if (r.exitCode === undefined) throw new VmFailed(r);
       return { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, timedOut: r.timedOut };
     };
-    const vmDetails = () => (vm ? { vm: { accel: vm.accel, durationMs: vm.durationMs, boot: vm.boot, phases: vm.phases } } : {});
+    const vmDetails = () => (vm ? { vm: { accel: vm.accel, durationMs: vm.durationMs, boot: vm.boot, phases: vm.phases, guest: vm.guestMarks } } : {});
     try {
       const out = await judgeRun(ctx, lookup, probeDir, runner);
       return { ...out, details: { where, ...out.details, ...vmDetails() } };

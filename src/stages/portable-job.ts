@@ -2,20 +2,30 @@
 // the VM), and the reading of its progress marks. Pure.
 //
 // The job, per image:
-// 1. copy the image to /var/tmp/NAME.raw (NAME: the image's final file name,
-//    whose prefix up to "_" selects the units), and `portablectl inspect` it.
-//    A copy, not the disk itself: portabled attaches a block device bind-
-//    mounted onto that name, but systemd 252 then fails every unit of it
-//    with "Failed to set up mount namespacing: Operation not permitted"
-//    (tried in the VM, read-only and writable); a symlink to the disk makes
-//    portabled name the image after the device (vdb) instead;
-// 2. `portablectl attach --runtime`;
+// 1. on the host, copy the image to /var/tmp/NAME (NAME: the image's final
+//    file name, whose prefix up to "_" selects the units), leaving alone a
+//    file of that name that is already there. In the VM the image is
+//    attached where it is: the host puts it on the job disk under its name.
+//    (Not a block device: portabled attaches a disk bind-mounted onto that
+//    name, but systemd 252 then fails every unit of it with "Failed to set
+//    up mount namespacing: Operation not permitted"; a symlink to the disk
+//    makes portabled name the image after the device instead);
+// 2. `portablectl inspect`, then `portablectl attach --runtime`, with
+//    --no-reload when no unit of that name is known to the system yet: then
+//    systemd loads the attached units when they are first started, and the
+//    job spares a daemon-reload (seconds under TCG);
 // 3. start every matching unit that can be started (not templates), then poll
-//    until each started unit is out of its transition and, when active, has
-//    been active for SETTLE_SECONDS (so that a service that dies at once is
-//    seen dead), and read each unit's state and journal;
+//    the started units with one `systemctl show` a round until each is out of
+//    its transition and, when active, has been active for SETTLE_SECONDS (so
+//    that a service that dies at once is seen dead; a service active/exited
+//    has finished and cannot die any more); the last round's states
+//    are the result, with each unit's journal;
 // 4. with `detach` (the host, or when detaching is what is checked): stop
 //    the units and detach. A VM that is thrown away afterwards skips it.
+//
+// Every step the job takes is a builtin but the tools it runs: it reads its
+// values with `read`, waits with `sleep` only between polls, and forks no
+// `cat` or command substitution (each fork costs milliseconds under TCG).
 import { InternalError } from '../errors.js';
 import { checkPortableName, isValidUnitName } from './portable-lint.js';
 
@@ -28,6 +38,12 @@ export interface PortableImage {
   units: string[];
 }
 
+/** Where the job finds image i: `path` (named as portabled must see it), copied there first from `copyFrom` when given. */
+export interface ImagePlace {
+  path: string;
+  copyFrom?: string;
+}
+
 const STARTABLE_TYPES = ['service', 'socket', 'timer', 'path', 'target'];
 /** The job's exit code for "/var/tmp/NAME.raw is already there, and not ours". */
 export const IN_THE_WAY = 125;
@@ -37,8 +53,16 @@ export const PROGRESS_MARK = 'PART-IMAGE-PORTABLE';
 export const SETTLE_SECONDS = 1;
 /** The longest the job polls for the started units to settle. */
 const SETTLE_LIMIT_S = 30;
+/** The shortest wait between two polls, in 1/100 s. */
+const POLL_CS = 5;
 export const UNIT_START_TIMEOUT_S = 90;
-const PROPS = ['Id', 'LoadState', 'ActiveState', 'SubState', 'Result', 'Type', 'ExecMainCode', 'ExecMainStatus'];
+const PROPS = ['Id', 'LoadState', 'ActiveState', 'SubState', 'Result', 'Type', 'ExecMainCode', 'ExecMainStatus', 'ActiveEnterTimestampMonotonic'];
+/** Where systemd finds unit files that a portable unit of the same name would clash with (a loaded unit is not reloaded by --no-reload). */
+export const UNIT_DIRS = [
+  '/etc/systemd/system', '/run/systemd/system', '/run/systemd/transient', '/run/systemd/generator.early', '/run/systemd/generator',
+  '/run/systemd/generator.late', '/usr/local/lib/systemd/system', '/usr/lib/systemd/system', '/lib/systemd/system',
+  '/etc/systemd/system.attached', '/run/systemd/system.attached',
+];
 
 export function isStartable(unit: string): boolean {
   const type = unit.slice(unit.lastIndexOf('.') + 1);
@@ -59,23 +83,24 @@ export interface PortableJobOptions {
 }
 
 /**
- * The shell job that checks `images`; `sources[i]` is where image i can be
- * read (a host file, or the VM's disk). No string from the user or the image
- * is ever part of the script: image names, sources and unit names are data
- * files (`i0.name`, `i0.src`, `i0.u1`, ...) that the script reads from
- * $PI_DATA (the host) or $PI_JOB/files (the VM), always inside double
- * quotes. Results go to files in $PI_OUT named i<N>.*. Before each step the
- * job appends a mark ("i0 copy", "i0 u1 start", "settle", ..., "end") to
- * $PI_OUT/progress and, with `console`, writes it to that device too
- * ("PART-IMAGE-PORTABLE i0 u1 start"): if time runs out, the last mark says
- * where. Pure.
+ * The shell job that checks `images`, image i at `places[i]`. No string from
+ * the user or the image is ever part of the script: image names, paths and
+ * unit names are data files (`i0.path`, `i0.from`, `i0.u1`, ...) that the
+ * script reads from $PI_DATA (the host) or $PI_JOB/files (the VM) into
+ * variables, always used inside double quotes. Results go to files in
+ * $PI_OUT named i<N>.*. Before each step the job appends a mark ("i0 copy",
+ * "i0 u1 start", "settle", ..., "end") to $PI_OUT/progress and, with
+ * `console`, writes it to that device too ("PART-IMAGE-PORTABLE i0 u1
+ * start"): if time runs out, the last mark says where. Pure.
  */
-export function buildPortableJob(images: readonly PortableImage[], sources: readonly string[], opts: PortableJobOptions = {}): PortableJob {
+export function buildPortableJob(images: readonly PortableImage[], places: readonly ImagePlace[], opts: PortableJobOptions = {}): PortableJob {
+  if (places.length !== images.length) throw new InternalError(`portable job: ${images.length} images but ${places.length} places`);
+  if (new Set(images.map((i) => i.name)).size !== images.length) throw new InternalError('portable job: two images of one name; portabled tells images apart by name');
   const data: Record<string, string> = {};
   images.forEach((img, i) => {
     checkPortableName(img.name);
-    data[`i${i}.name`] = img.name;
-    data[`i${i}.src`] = sources[i];
+    data[`i${i}.path`] = places[i].path;
+    if (places[i].copyFrom !== undefined) data[`i${i}.from`] = places[i].copyFrom!;
     img.units.forEach((u, j) => {
       if (!isValidUnitName(u)) throw new InternalError(`portable job: "${u}" is not a valid unit name; portable-lint should have left it out`);
       data[`i${i}.u${j}`] = u;
@@ -87,70 +112,112 @@ export function buildPortableJob(images: readonly PortableImage[], sources: read
   const consoleDev = opts.console ?? '';
   if (!/^(\/dev\/[a-z0-9]+)?$/.test(consoleDev)) throw new InternalError(`portable job: console must be a /dev node, not ${consoleDev}`);
   const detach = opts.detach ?? true;
+  const settleCs = SETTLE_SECONDS * 100;
   const lines = [
     'export SYSTEMD_PAGER= SYSTEMD_COLORS=0 LC_ALL=C',
+    'set -f',
     'O="$PI_OUT"',
     'D="${PI_DATA:-$PI_JOB/files}"',
-    'v() { cat "$D/$1"; }',
     'PCTL="portablectl --no-pager --no-legend --no-ask-password"',
     `C=${consoleDev}`,
     `mark() { echo "$*" >> "$O/progress"; if [ -n "$C" ]; then echo "${PROGRESS_MARK} $*" 2>/dev/null > "$C" || :; fi; }`,
-    // Settled: out of its transition, and active for SETTLE_SECONDS when active (/proc/uptime in 1/100 s, systemd's stamp in µs).
-    'settled() {',
-    '  case "$(systemctl show -p ActiveState --value "$1" 2>/dev/null)" in activating|deactivating|reloading|refreshing) return 1 ;; active) ;; *) return 0 ;; esac',
-    '  t=$(systemctl show -p ActiveEnterTimestampMonotonic --value "$1" 2>/dev/null)',
-    "  up=$(cut -d ' ' -f 1 /proc/uptime | tr -d .)",
-    `  [ -n "$t" ] && [ $((up * 10000 - t)) -ge ${SETTLE_SECONDS * 1_000_000} ]`,
+    // R: the value of data file $1.
+    'v() { R=; IFS= read -r R < "$D/$1" || :; }',
+    // The uptime in 1/100 s: the kernel prints it with two decimals.
+    'now() { read -r up _ < /proc/uptime; up=${up%.*}${up#*.}; }',
+    // A unit the system has a file of: systemd may have loaded it, so an attach must reload.
+    `known() { t=$1; case "$t" in *@?*.*) t="\${t%%@*}@.\${t##*.}" ;; esac; for d in ${UNIT_DIRS.join(' ')}; do [ -e "$d/$1" ] || [ -e "$d/$t" ] && return 0; done; return 1; }`,
+    // The started units' states, one `systemctl show` for all: $O/show; ok=1 when all have settled, w the wait in 1/100 s before the next poll.
+    'poll() {',
+    `  systemctl show ${PROPS.map((p) => `-p ${p}`).join(' ')} "$@" > "$O/show" 2>&1`,
+    '  now; ok=1; w=0; st=; ss=; t=0',
+    '  while IFS== read -r k val; do',
+    `    case "$k" in ActiveState) st=$val ;; SubState) ss=$val ;; ActiveEnterTimestampMonotonic) t=$val ;; '') judge ;; esac`,
+    '  done < "$O/show"',
+    '  judge',
+    `  [ $w -lt ${POLL_CS} ] && w=${POLL_CS}`,
     '}',
+    'judge() {',
+    // A service that is active/exited has run its course (a oneshot with RemainAfterExit=): nothing of it can die now.
+    `  case "$st.$ss" in activating.*|deactivating.*|reloading.*|refreshing.*) ok=0; r=${POLL_CS} ;; active.exited) r=0 ;; active.*) r=$(( (t / 10000) + ${settleCs} - up )) ;; *) r=0 ;; esac`,
+    '  if [ $r -gt 0 ]; then ok=0; if [ $w = 0 ] || [ $r -lt $w ]; then w=$r; fi; fi',
+    '  st=; ss=; t=0',
+    '}',
+    // $O/show cut into one file per started unit (K: their i<N>.u<M> keys, in the order shown).
+    'split_show() {',
+    '  set -- $K; : > "$O/$1.show"',
+    '  while IFS= read -r l; do',
+    '    if [ -z "$l" ]; then shift; [ $# -gt 0 ] && : > "$O/$1.show"; continue; fi',
+    `    [ $# -gt 0 ] && printf '%s\\n' "$l" >> "$O/$1.show"`,
+    '  done < "$O/show"',
+    '}',
+    'K=',
+    'set --',
   ];
-  const unit = (i: number, j: number) => `"$(v i${i}.u${j})"`;
-  images.forEach((_img, i) => {
+  const u = (i: number, j: number) => `"$U${i}_${j}"`;
+  images.forEach((img, i) => {
+    const copy = places[i].copyFrom !== undefined;
+    lines.push(`v i${i}.path; P${i}=$R`);
+    img.units.forEach((_u, j) => lines.push(`v i${i}.u${j}; U${i}_${j}=$R`));
+    if (copy) {
+      lines.push(
+        `mark i${i} copy`,
+        `v i${i}.from`,
+        `if [ -e "$P${i}" ]; then echo "$P${i} already exists: another image of that name is in the way" > "$O/i${i}.attach"; echo ${IN_THE_WAY} > "$O/i${i}.attach.rc"; A${i}=${IN_THE_WAY}`,
+        `elif ! cp --sparse=always "$R" "$P${i}" > "$O/i${i}.attach" 2>&1; then echo 126 > "$O/i${i}.attach.rc"; A${i}=126`,
+        'else',
+      );
+    } else {
+      lines.push('if :; then');
+    }
     lines.push(
-      `mark i${i} copy`,
-      `f="/var/tmp/$(v i${i}.name)"`,
-      `if [ -e "$f" ]; then echo "$f already exists: another image of that name is in the way" > "$O/i${i}.attach"; echo ${IN_THE_WAY} > "$O/i${i}.attach.rc"`,
-      `elif ! cp --sparse=always "$(v i${i}.src)" "$f" > "$O/i${i}.attach" 2>&1; then echo 126 > "$O/i${i}.attach.rc"`,
-      'else',
       `  mark i${i} attach`,
-      `  $PCTL inspect "$f" > "$O/i${i}.inspect" 2>&1`,
-      `  $PCTL attach --runtime "$f" > "$O/i${i}.attach" 2>&1; echo $? > "$O/i${i}.attach.rc"`,
-      `  $PCTL list > "$O/i${i}.list" 2>&1`,
+      `  $PCTL inspect "$P${i}" > "$O/i${i}.inspect" 2>&1`,
+      '  nr=--no-reload',
+      ...img.units.map((_u, j) => `  known ${u(i, j)} && nr=`),
+      `  $PCTL attach --runtime $nr "$P${i}" > "$O/i${i}.attach" 2>&1; A${i}=$?; echo $A${i} > "$O/i${i}.attach.rc"`,
       'fi',
     );
   });
-  const started: string[] = [];
   images.forEach((img, i) => {
-    lines.push(`if [ "$(cat "$O/i${i}.attach.rc")" = 0 ]; then`);
-    img.units.forEach((u, j) => {
-      if (!isStartable(u)) return;
-      started.push(`[ ! -e "$O/i${i}.u${j}.start.rc" ] || settled ${unit(i, j)} || s=1`);
+    const startable = img.units.map((un, j) => (isStartable(un) ? j : -1)).filter((j) => j >= 0);
+    if (!startable.length) return;
+    lines.push(`if [ "$A${i}" = 0 ]; then`);
+    for (const j of startable) {
       lines.push(
         `  mark i${i} u${j} start`,
-        `  timeout ${UNIT_START_TIMEOUT_S} systemctl start ${unit(i, j)} > "$O/i${i}.u${j}.start" 2>&1; echo $? > "$O/i${i}.u${j}.start.rc"`,
+        `  timeout ${UNIT_START_TIMEOUT_S} systemctl start ${u(i, j)} > "$O/i${i}.u${j}.start" 2>&1; echo $? > "$O/i${i}.u${j}.start.rc"`,
+        `  K="$K i${i}.u${j}"; set -- "$@" ${u(i, j)}`,
       );
-    });
+    }
     lines.push('fi');
   });
-  lines.push('mark settle', 'n=0', `while [ $n -lt ${SETTLE_LIMIT_S * 10} ]; do`, '  s=0', ...started.map((l) => `  ${l}`), '  [ $s = 0 ] && break', '  sleep 0.1; n=$((n+1))', 'done');
+  lines.push(
+    'mark settle',
+    'if [ $# -gt 0 ]; then',
+    `  now; lim=$((up + ${SETTLE_LIMIT_S * 100}))`,
+    '  while poll "$@"; [ $ok = 0 ] && [ $up -lt $lim ]; do sleep $((w / 100)).$((w / 10 % 10))$((w % 10)); done',
+    '  split_show',
+    'fi',
+  );
   images.forEach((img, i) => {
-    const startable = img.units.map((u, j) => (isStartable(u) ? unit(i, j) : '')).filter(Boolean);
-    lines.push(`if [ "$(cat "$O/i${i}.attach.rc")" = 0 ]; then`, `  mark i${i} show`);
-    img.units.forEach((u, j) => {
-      if (!isStartable(u)) return;
-      lines.push(
-        `  systemctl show ${PROPS.map((p) => `-p ${p}`).join(' ')} ${unit(i, j)} > "$O/i${i}.u${j}.show" 2>&1`,
-        `  journalctl -b -u ${unit(i, j)} --no-pager --no-hostname -o short-monotonic -n 50 > "$O/i${i}.u${j}.journal" 2>&1`,
-      );
+    const copy = places[i].copyFrom !== undefined;
+    const startable = img.units.map((un, j) => (isStartable(un) ? u(i, j) : '')).filter(Boolean);
+    lines.push(`if [ "$A${i}" = 0 ]; then`, `  mark i${i} show`);
+    img.units.forEach((un, j) => {
+      if (!isStartable(un)) return;
+      lines.push(`  journalctl -b -u ${u(i, j)} --no-pager --no-hostname -o short-monotonic -n 50 > "$O/i${i}.u${j}.journal" 2>&1`);
     });
     if (detach) {
       if (startable.length) lines.push(`  mark i${i} stop`, `  timeout ${UNIT_START_TIMEOUT_S} systemctl stop ${startable.join(' ')} > "$O/i${i}.stop" 2>&1`);
       lines.push(
         `  mark i${i} detach`,
-        `  $PCTL detach --runtime "/var/tmp/$(v i${i}.name)" > "$O/i${i}.detach" 2>&1; echo $? > "$O/i${i}.detach.rc"`,
-        `  rm -f "/var/tmp/$(v i${i}.name)"`,
+        `  $PCTL detach --runtime "$P${i}" > "$O/i${i}.detach" 2>&1; echo $? > "$O/i${i}.detach.rc"`,
       );
+      if (copy) lines.push(`  rm -f "$P${i}"`);
     }
-    lines.push(`elif [ "$(cat "$O/i${i}.attach.rc")" != ${IN_THE_WAY} ]; then`, `  rm -f "/var/tmp/$(v i${i}.name)"`, 'fi');
+    if (copy) lines.push(`elif [ "$A${i}" != ${IN_THE_WAY} ]; then`, `  rm -f "$P${i}"`);
+    lines.push('fi');
   });
   lines.push('mark end');
   return { script: `${lines.join('\n')}\n`, data };

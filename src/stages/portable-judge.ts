@@ -20,8 +20,6 @@ export interface PortableCheck {
   attachExit?: number;
   attachOutput: string;
   inspect: string;
-  /** portablectl list after the attach. */
-  list: string;
   units: UnitCheck[];
   detachExit?: number;
   detachOutput: string;
@@ -52,7 +50,6 @@ export function parsePortableResults(files: Map<string, Buffer>, images: readonl
     attachExit: exitOf(files, `i${i}.attach.rc`),
     attachOutput: text(files, `i${i}.attach`).trim(),
     inspect: text(files, `i${i}.inspect`).trim(),
-    list: text(files, `i${i}.list`).trim(),
     units: img.units.map((unit, j) => ({
       unit,
       started: files.has(`i${i}.u${j}.start.rc`),

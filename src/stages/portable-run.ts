@@ -3,12 +3,12 @@
 // root) the job runs on the host; elsewhere in the part-image VM (src/vm/),
 // which is the case in CI. The same job (portable-job.ts) does the work in
 // both; several images can share one VM.
-import { access, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Scope } from '../cleanup.js';
 import { hasTool, run } from '../exec.js';
 import { log } from '../log.js';
-import { runVm, vmFailure, type VmBoot, type VmResult } from '../vm/run.js';
+import { GUEST_JOB_FILES, runVm, vmFailure, type VmBoot, type VmResult } from '../vm/run.js';
 import { buildPortableJob, isStartable, parseProgress, phaseWords, type PortableImage } from './portable-job.js';
 import { parsePortableResults, text, type PortableCheck } from './portable-judge.js';
 
@@ -61,7 +61,7 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
     const jobFile = join(dir, 'job.sh');
     const dataDir = join(dir, 'data');
     await mkdir(dataDir);
-    const job = buildPortableJob(images, images.map((i) => i.path));
+    const job = buildPortableJob(images, images.map((i) => ({ path: `/var/tmp/${i.name}`, copyFrom: i.path })));
     await writeFile(jobFile, job.script);
     for (const [name, value] of Object.entries(job.data)) await writeFile(join(dataDir, name), value);
     // The job leaves alone a /var/tmp/NAME.raw that is already there; what it
@@ -91,10 +91,9 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
       durationMs: Date.now() - started,
     };
   }
-  let totalMb = 0;
-  for (const img of images) totalMb += Math.ceil((await stat(img.path)).size / MiB);
+  // In the VM each image is a file of the job disk, under its own name: attached where it is, never copied in the guest.
   // The console is kept even when the VM has to be killed: the marks there say how far the job got.
-  const job = buildPortableJob(images, images.map((_, i) => `/dev/disk/by-id/virtio-pi-img-${i}`), {
+  const job = buildPortableJob(images, images.map((img) => ({ path: `${GUEST_JOB_FILES}/${img.name}` })), {
     console: '/dev/console',
     detach: o.checkDetach ?? false,
   });
@@ -113,8 +112,7 @@ export async function checkPortable(images: readonly PortableImage[], o: CheckPo
   const vm = await runVm({
     script: job.script,
     files: job.data,
-    disks: images.map((img, i) => ({ path: img.path, serial: `pi-img-${i}` })),
-    scratchMb: Math.ceil(totalMb * 1.1) + 128,
+    hostFiles: Object.fromEntries(images.map((img) => [img.name, img.path])),
     timeoutMs: o.timeoutMs,
     scope: o.scope,
     boot: o.boot,

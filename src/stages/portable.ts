@@ -68,7 +68,7 @@ const unavailable = (reason: string, details: Record<string, unknown>): StageOut
  */
 export function portableOutcome(r: CheckPortableResult, image: PortableImage, timeoutMs: number, base: Record<string, unknown> = {}): StageOutcome {
   const details: Record<string, unknown> = { where: r.where, ...base };
-  if (r.vm) details.vm = { accel: r.vm.accel, durationMs: r.vm.durationMs, boot: r.vm.boot, phases: r.vm.phases, marks: r.markMs };
+  if (r.vm) details.vm = { accel: r.vm.accel, durationMs: r.vm.durationMs, boot: r.vm.boot, phases: r.vm.phases, marks: r.markMs, guest: r.vm.guestMarks };
   const c = r.checks?.[0];
   if (c) {
     details.inspect = c.inspect;

@@ -13,6 +13,10 @@ export interface Mke2fsOptions {
   inodes?: number;
   /** A file holding MKE2FS_CONF. */
   configFile?: string;
+  /** Fill the new filesystem from this host directory (mke2fs -d): files keep their holes. */
+  fromDir?: string;
+  /** No journal (a throw-away disk that is never fscked after a crash). */
+  noJournal?: boolean;
 }
 
 export const BLOCK_SIZE = 4096;
@@ -62,6 +66,8 @@ export function buildMke2fsArgs(image: string, sizeMb: number, o: Mke2fsOptions)
     ext.push(`hash_seed=${o.seed}`);
   }
   if (o.inodes) args.push('-N', String(o.inodes));
+  if (o.noJournal) args.push('-O', '^has_journal');
+  if (o.fromDir) args.push('-d', o.fromDir);
   args.push('-E', ext.join(','), image, `${sizeMb}M`);
   return args;
 }

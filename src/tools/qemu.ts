@@ -1,15 +1,18 @@
 // qemu-system-x86_64: a headless VM booted straight from a kernel and initrd,
-// with virtio disks named by serial (the guest finds them under
-// /dev/disk/by-id/virtio-SERIAL) and serial ports written to host files.
-import { run, shellQuote, type RunResult } from '../exec.js';
+// with its root a virtio disk (/dev/vda), the other disks SCSI disks at fixed
+// LUNs of one virtio-scsi controller (the guest finds LUN N at
+// /sys/bus/scsi/devices/*:0:0:N), and serial ports written to host files.
+import { run, type RunResult } from '../exec.js';
 
 export type Accel = 'kvm' | 'tcg';
 
 export interface QemuDisk {
   /** Host file. */
   path: string;
-  /** virtio-blk serial (at most 20 characters); the guest sees /dev/disk/by-id/virtio-SERIAL. */
+  /** The disk's serial (at most 20 characters of [A-Za-z0-9_-]). */
   serial: string;
+  /** A SCSI disk at this LUN of the virtio-scsi controller (QemuSpec.scsi), instead of a virtio-blk disk. */
+  lun?: number;
   format?: 'raw' | 'qcow2';
   /** The guest cannot write it. */
   readOnly?: boolean;
@@ -39,10 +42,34 @@ export interface QemuSpec {
   bootSector?: string;
   /** A unix socket where qemu serves QMP (the machine protocol: stop, migrate, hot-plug, quit). */
   qmpSocket?: string;
-  /** A saved VM state to load instead of booting (-incoming "exec:cat FILE"); the machine must match the one saved. */
+  /** A saved VM state to load instead of booting; the machine must match the one saved. runQemu gives qemu the file as its stdin (-incoming fd:0): read straight from the file, not through a pipe. */
   incomingState?: string;
   /** Start with the CPU stopped (-S): QMP `cont` runs it. */
   paused?: boolean;
+  /** Add the virtio-scsi controller (SCSI_BUS) that disks with a `lun`, plugged in from the start or hot-plugged, sit on. */
+  scsi?: boolean;
+}
+
+/** The bus of the virtio-scsi controller: SCSI disks are added to it, at boot or by hot-plug. */
+export const SCSI_BUS = 'scsi0.0';
+/** LUNs a virtio-scsi target takes. */
+export const MAX_LUN = 255;
+
+export function checkSerial(serial: string): void {
+  if (!/^[A-Za-z0-9_-]+$/.test(serial) || serial.length > MAX_SERIAL) {
+    throw new Error(`qemu disk serial must be 1-${MAX_SERIAL} characters of [A-Za-z0-9_-]: ${serial}`);
+  }
+}
+
+export function checkLun(lun: number): void {
+  if (!Number.isInteger(lun) || lun < 0 || lun > MAX_LUN) throw new Error(`a SCSI LUN is a whole number 0-${MAX_LUN}, not ${lun}`);
+}
+
+/** The -device value (or device_add arguments) of a SCSI disk at `lun`, target 0. Pure. */
+export function scsiDiskDevice(drive: string, lun: number, serial: string): Record<string, string | number> {
+  checkLun(lun);
+  checkSerial(serial);
+  return { driver: 'scsi-hd', bus: SCSI_BUS, 'scsi-id': 0, lun, drive, serial };
 }
 
 /** The machine type every part-image VM uses (qemu's default, named so that it is part of a saved state's key). */
@@ -80,15 +107,23 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
     args.push('-append', spec.append.join(' '));
     args.push('-device', 'virtio-rng-pci');
   }
+  if (spec.scsi) args.push('-device', `virtio-scsi-pci,id=${SCSI_BUS.split('.')[0]}`);
+  const luns = new Set<number>();
   spec.disks.forEach((d, i) => {
-    if (!/^[A-Za-z0-9_-]+$/.test(d.serial) || d.serial.length > MAX_SERIAL) {
-      throw new Error(`qemu disk serial must be 1-${MAX_SERIAL} characters of [A-Za-z0-9_-]: ${d.serial}`);
-    }
+    checkSerial(d.serial);
     const drive = [`file=${qemuEscape(d.path)}`, `format=${d.format ?? 'raw'}`, 'if=none', `id=disk${i}`, 'cache=unsafe'];
     if (d.readOnly) drive.push('readonly=on');
     if (d.snapshot) drive.push('snapshot=on');
     args.push('-drive', drive.join(','));
-    args.push('-device', `virtio-blk-pci,drive=disk${i},serial=${d.serial}`);
+    if (d.lun === undefined) {
+      args.push('-device', `virtio-blk-pci,drive=disk${i},serial=${d.serial}`);
+      return;
+    }
+    if (!spec.scsi) throw new Error(`disk ${d.serial} has a LUN but the VM has no SCSI controller (QemuSpec.scsi)`);
+    if (luns.has(d.lun)) throw new Error(`two disks at SCSI LUN ${d.lun}`);
+    luns.add(d.lun);
+    const { driver, ...props } = scsiDiskDevice(`disk${i}`, d.lun, d.serial);
+    args.push('-device', [driver, ...Object.entries(props).map(([k, v]) => `${k}=${v}`)].join(','));
   });
   spec.serialFiles.forEach((f, i) => {
     args.push('-chardev', `file,id=serial${i},path=${qemuEscape(f)}`);
@@ -96,8 +131,7 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
   });
   if (spec.debugExit) args.push('-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04');
   if (spec.qmpSocket) args.push('-qmp', `unix:${qemuEscape(spec.qmpSocket)},server=on,wait=off`);
-  // qemu runs the command with /bin/sh: the path is quoted for it.
-  if (spec.incomingState) args.push('-incoming', `exec:cat ${shellQuote(spec.incomingState)}`);
+  if (spec.incomingState) args.push('-incoming', 'fd:0');
   if (spec.paused) args.push('-S');
   return args;
 }
@@ -110,7 +144,15 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
  * (qemu's default is /var/tmp, where a killed qemu would leave them).
  */
 export async function runQemu(spec: QemuSpec, timeoutMs: number, tmpDir?: string): Promise<RunResult> {
-  return run('qemu-system-x86_64', buildQemuArgs(spec), { okCodes: 'any', timeoutMs, allowTimeout: true, env: tmpDir ? { TMPDIR: tmpDir } : undefined });
+  const env: Record<string, string> = tmpDir ? { TMPDIR: tmpDir } : {};
+  const opts = { okCodes: 'any' as const, timeoutMs, allowTimeout: true, env };
+  if (!spec.incomingState) return run('qemu-system-x86_64', buildQemuArgs(spec), opts);
+  // The saved state as qemu's stdin itself (a fixed script; the path is data): read straight
+  // from the file, 2-5 times faster than through a pipe from `cat` on this machine type.
+  return run('sh', ['-c', 'exec qemu-system-x86_64 "$@" < "$PI_QEMU_STATE"', 'qemu-system-x86_64', ...buildQemuArgs(spec)], {
+    ...opts,
+    env: { ...env, PI_QEMU_STATE: spec.incomingState },
+  });
 }
 
 let versionMemo: Promise<string | undefined> | undefined;

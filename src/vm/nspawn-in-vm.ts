@@ -1,7 +1,7 @@
 // systemd-nspawn inside the boot VM, for hosts where it cannot run (not
 // root, no systemd-container). In the VM systemd is PID 1 and udev runs, so
 // nspawn takes the image itself (--image=, the real dissect/udev path) from
-// a read-only virtio disk instead of a loop-mounted directory.
+// a read-only SCSI disk instead of a loop-mounted directory.
 //
 // The host directory of the probe files is bound writable in the VM: the
 // boot probe leaves its report there as a file too (`report`), which comes
@@ -12,9 +12,9 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Scope } from '../cleanup.js';
 import { shellQuote } from '../exec.js';
-import { GUEST_JOB_FILES, runVm, vmFailure, type VmResult } from './run.js';
+import { GUEST_JOB_FILES, guestDisk, runVm, vmFailure, type VmResult } from './run.js';
 
-export const NSPAWN_VM_DISK = '/dev/disk/by-id/virtio-pi-img-0';
+export const NSPAWN_VM_DISK = guestDisk('pi-img-0');
 
 export interface NspawnInVmOptions {
   /** Host path of the raw image. */

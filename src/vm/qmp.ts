@@ -2,6 +2,7 @@
 // object per line each way; replies carry the id of their command, events
 // come in between and are kept for whoever waits for them.
 import { connect, type Socket } from 'node:net';
+import { scsiDiskDevice } from '../tools/qemu.js';
 
 export interface QmpReply {
   return?: unknown;
@@ -103,12 +104,18 @@ export class Qmp {
   }
 }
 
-/** The QMP arguments that hot-plug a host file as a virtio disk with `serial`. Pure. */
+/**
+ * The QMP arguments that hot-plug a host file as the SCSI disk at `lun` of the
+ * VM's virtio-scsi controller (tools/qemu.ts SCSI_BUS), with `serial`. A SCSI
+ * disk, not a virtio-blk PCI device: the guest takes a new LUN from a
+ * virtio-scsi event at once, where a PCI hot-plug waits on an ACPI event and
+ * a bus rescan (seconds under TCG). Pure.
+ */
 export function hotplugDiskCommands(
   id: string,
   path: string,
   serial: string,
-  o: { readOnly?: boolean; format?: 'raw' | 'qcow2' } = {},
+  o: { lun: number; readOnly?: boolean; format?: 'raw' | 'qcow2' },
 ): [string, Record<string, unknown>][] {
   return [
     [
@@ -121,6 +128,6 @@ export function hotplugDiskCommands(
         file: { driver: 'file', filename: path, 'read-only': o.readOnly ?? false },
       },
     ],
-    ['device_add', { driver: 'virtio-blk-pci', drive: id, serial, id: `dev-${id}` }],
+    ['device_add', { ...scsiDiskDevice(id, o.lun, serial), id: `dev-${id}` }],
   ];
 }

@@ -1,7 +1,8 @@
 // One job on a restored VM: qemu loads the saved state (state.ts) with the
-// root on its own throw-away overlay, the disks are hot-plugged over QMP
-// (the images under test, the scratch disk, then the job disk, which the
-// waiting runner picks up), and the VM is ended with QMP `quit` as soon as
+// root on its own throw-away overlay while the caller makes the job disk
+// (`prepare`), the disks are hot-plugged over QMP as SCSI disks (the images
+// under test, then the job disk at LUN 0, which the waiting runner picks
+// up), and the VM is ended with QMP `quit` as soon as
 // the runner has sent "exit N": it is thrown away, there is nothing to shut
 // down.
 //
@@ -25,8 +26,10 @@ export interface RestoreOptions {
   consoleFile: string;
   resultsFile: string;
   pidFile: string;
-  /** Hot-plugged in this order; the job disk last. */
-  disks: { path: string; serial: string; readOnly: boolean }[];
+  /** Hot-plugged as SCSI disks at their LUNs, the highest LUN first: the job disk (LUN 0) last. */
+  disks: { path: string; serial: string; readOnly: boolean; lun: number }[];
+  /** Makes the disks ready (the job disk) while qemu loads the state; awaited before they are plugged in. Its error is thrown, not taken for a state that does not restore. */
+  prepare?: () => Promise<void>;
   timeoutMs: number;
   /** Time from the restored VM running to the runner's "begin": past it, the restore failed. */
   beginTimeoutMs: number;
@@ -39,6 +42,13 @@ export interface RestoreOptions {
 export type RestoreOutcome =
   | { restored: true; qemu: RunResult; phases: Record<string, number> }
   | { restored: false; why: string; qemu?: RunResult };
+
+/** The caller's `prepare` failed: its error, not the state's. */
+class PrepareFailed extends Error {
+  constructor(readonly error: unknown) {
+    super('prepare failed');
+  }
+}
 
 export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
   const t0 = Date.now();
@@ -60,6 +70,10 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     o.timeoutMs,
     o.dir,
   );
+  const prepared = (o.prepare?.() ?? Promise.resolve()).then(
+    () => undefined,
+    (err: unknown) => new PrepareFailed(err),
+  );
   let exited = false;
   const done = qemu.finally(() => {
     exited = true;
@@ -74,6 +88,8 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
   const fail = async (why: string): Promise<RestoreOutcome> => {
     await quit();
     const r = await done;
+    // A retry makes the job disk anew: this run's making of it must be over.
+    await prepared;
     // Out of time is the job's limit, not a state that does not restore.
     if (r.timedOut) return { restored: true, qemu: r, phases };
     const said = r.stderr.trim().split('\n').filter(Boolean).pop();
@@ -104,9 +120,13 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     // all in one go.
     let plugged = false;
     const plug = async () => {
+      const failed = await prepared;
+      if (failed) throw failed;
+      mark('prepared');
       o.onPhase?.('attaching the disks');
-      for (const [i, d] of o.disks.entries()) {
-        for (const [cmd, args] of hotplugDiskCommands(`hp${i}`, d.path, d.serial, { readOnly: d.readOnly })) await qmp!.execute(cmd, args);
+      const order = [...o.disks].sort((a, b) => b.lun - a.lun);
+      for (const [i, d] of order.entries()) {
+        for (const [cmd, args] of hotplugDiskCommands(`hp${i}`, d.path, d.serial, { readOnly: d.readOnly, lun: d.lun })) await qmp!.execute(cmd, args);
       }
       plugged = true;
       mark('attached');
@@ -151,6 +171,10 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     mark('quit');
     return { restored: true, qemu: await done, phases };
   } catch (err) {
+    if (err instanceof PrepareFailed) {
+      await quit();
+      throw err.error;
+    }
     return await fail(`QMP: ${(err as Error).message}`);
   } finally {
     qmp?.close();

@@ -2,44 +2,46 @@
 //
 // Two ways up (VmJob.boot, PART_IMAGE_VM_BOOT):
 // - restore (the default): a booted VM saved once (state.ts) is restored and
-//   given its disks by hot-plug (restore.ts): 1-3 s to the job under TCG. A
-//   state that does not restore is dropped and saved anew, with one log
-//   line; when that fails too, the job boots the VM cold.
+//   given its disks by hot-plug (restore.ts): about a second to the job
+//   under TCG. A state that does not restore is dropped and saved anew, with
+//   one log line; when that fails too, the job boots the VM cold.
 // - cold: the VM boots for the job with every disk attached from the start,
 //   and systemd.wants=part-image-job.service starts the runner once
 //   basic.target is reached. The unit's SuccessAction=/FailureAction=
 //   poweroff-force ends the VM when the runner ends.
-// Either way the guest's runner (see vm/recipe.json) reads the job from the
-// job disk (job.ts), runs it as root with a time limit, and writes every
-// file the job left in $PI_OUT to ttyS1 (a host file here), base64-framed,
-// then "exit N". ttyS1 is not the console, so serial-getty's vhangup()
-// cannot cut it off; a hard timeout here ends a VM that does not end.
+// Either way the guest's runner (see vm/recipe.json) mounts the job disk
+// (job.ts: an ext4 at SCSI LUN 0 with the job, its files and its scratch
+// room), runs the job as root with a time limit, and writes the files the
+// job left in $PI_OUT to ttyS1 (a host file here) as one base64 tar, then
+// "exit N". ttyS1 is not the console, so serial-getty's vhangup() cannot cut
+// it off; a hard timeout here ends a VM that does not end.
 //
-// Disks the job may read are attached read-only as virtio disks named by
-// serial: the guest finds them at /dev/disk/by-id/virtio-SERIAL.
-import { readFile, writeFile } from 'node:fs/promises';
+// The root is the virtio disk /dev/vda. Every other disk is a SCSI disk of
+// the VM's virtio-scsi controller: the job disk at LUN 0 (writable), the
+// disks the job reads at LUN 1, 2, ... (read-only), which the runner links
+// at guestDisk(SERIAL) (/run/part-image/disks/SERIAL) before the job starts.
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { consoleTail } from '../boot/console.js';
 import { log } from '../log.js';
 import { runQemu, type Accel, type QemuDisk, type QemuSpec } from '../tools/qemu.js';
 import { qemuVersion } from '../tools/qemu.js';
-import { mke2fs } from '../tools/mke2fs.js';
 import type { Scope } from '../cleanup.js';
 import type { RunResult } from '../exec.js';
 import { detectAccel, forgetAccelVerdict, type AccelVerdict } from './kvm.js';
 import { ensureVmImage, type VmImage } from './image.js';
-import { JOB_UNIT, parseResults, writeJobDisk, type VmResults } from './job.js';
+import { JOB_LUN, JOB_UNIT, parseResults, writeJobDisk, type VmResults } from './job.js';
 import { runRestored } from './restore.js';
 import { dropState, ensureState, type MachineShape } from './state.js';
 import { FileTail } from './watch.js';
 
-export { GUEST_JOB_FILES, JOB_UNIT, parseResults, RESULT_MARK, type VmResults } from './job.js';
+export { GUEST_JOB_FILES, guestDisk, JOB_UNIT, parseResults, RESULT_MARK, type VmResults } from './job.js';
 
 export interface VmDisk {
   /** Host file, attached read-only. */
   path: string;
-  /** The guest sees /dev/disk/by-id/virtio-SERIAL; 1-20 characters of [A-Za-z0-9_-]. */
+  /** The guest finds it at guestDisk(SERIAL); 1-20 characters of [A-Za-z0-9_-]. */
   serial: string;
 }
 
@@ -48,9 +50,11 @@ export interface VmJob {
   script: string;
   /** Extra files for the job, name -> content; in the guest under $PI_JOB/files (GUEST_JOB_FILES). */
   files?: Record<string, string | Buffer>;
+  /** Host files the job reads in place, name -> host path: beside `files` in the guest, put on the job disk with their holes. */
+  hostFiles?: Record<string, string>;
   /** Attached read-only. */
   disks?: readonly VmDisk[];
-  /** Give the guest an empty ext4 of this many MiB on /var/tmp (room to copy images into). */
+  /** Give the guest this many MiB of free room on /var/tmp (on the job disk). */
   scratchMb?: number;
   /** Hard limit for the whole run, boot included; qemu is killed after it. */
   timeoutMs: number;
@@ -123,7 +127,7 @@ function machine(image: VmImage, verdict: AccelVerdict): { shape: MachineShape; 
     memoryMb: image.recipe.vm.memoryMb,
     cpus: Math.max(1, Math.min(image.recipe.vm.maxCpus, availableParallelism())),
   };
-  return { shape, spec: { accel: shape.accel, cpu: shape.cpu, memoryMb: shape.memoryMb, cpus: shape.cpus, kernel: image.kernel, initrd: image.initrd } };
+  return { shape, spec: { accel: shape.accel, cpu: shape.cpu, memoryMb: shape.memoryMb, cpus: shape.cpus, kernel: image.kernel, initrd: image.initrd, scsi: true } };
 }
 
 export async function runVm(job: VmJob): Promise<VmResult> {
@@ -136,23 +140,22 @@ export async function runVm(job: VmJob): Promise<VmResult> {
   let boot = job.boot ?? defaultBoot();
 
   const jobTimeoutMs = job.jobTimeoutMs ?? Math.max(job.timeoutMs - bootAllowanceMs(verdict.accel, boot), job.timeoutMs / 2);
-  const jobDisk = join(dir, 'job.tar');
-  const images = (job.disks ?? []).map((d) => ({ path: d.path, serial: d.serial, readOnly: true }));
-  let scratch: string | undefined;
-  if (job.scratchMb) {
-    scratch = join(dir, 'scratch.img');
-    await writeFile(scratch, '');
-    await mke2fs(scratch, Math.ceil(job.scratchMb), { label: 'pi-scratch' });
-  }
-  const extra = [...images, ...(scratch ? [{ path: scratch, serial: 'pi-scratch', readOnly: false }] : [])];
-  const writeJob = () =>
-    writeJobDisk(jobDisk, {
+  const jobDisk = join(dir, 'job.img');
+  const extra = (job.disks ?? []).map((d, i) => ({ path: d.path, serial: d.serial, readOnly: true, lun: JOB_LUN + 1 + i }));
+  const disks = [{ path: jobDisk, serial: 'pi-job', readOnly: false, lun: JOB_LUN }, ...extra];
+  let staged = 0;
+  const writeJob = async () => {
+    const work = join(dir, `stage-${staged++}`);
+    await writeJobDisk(jobDisk, work, {
       script: job.script,
       files: job.files,
-      disks: extra.map((d) => d.serial),
-      scratch: scratch !== undefined,
+      hostFiles: job.hostFiles,
+      disks: extra,
+      scratchMb: job.scratchMb,
       jobTimeoutS: Math.max(1, Math.floor(jobTimeoutMs / 1000)),
     });
+    await rm(work, { recursive: true, force: true });
+  };
   const consoleFile = join(dir, 'console.log');
   const resultsFile = join(dir, 'results.log');
   const { shape, spec } = machine(image, verdict);
@@ -180,7 +183,6 @@ export async function runVm(job: VmJob): Promise<VmResult> {
         log.info(`VM: cannot save a ready VM (${(err as Error).message}); booting it for this job instead`);
         break;
       }
-      await writeJob();
       for (const f of [consoleFile, resultsFile]) await writeFile(f, '');
       const out = await runRestored({
           spec: { ...spec, append: [] },
@@ -189,7 +191,9 @@ export async function runVm(job: VmJob): Promise<VmResult> {
           consoleFile,
           resultsFile,
           pidFile,
-          disks: [...extra, { path: jobDisk, serial: 'pi-job', readOnly: true }],
+          disks,
+          // Made while qemu loads the saved state: the seed and the time in it are this run's.
+          prepare: writeJob,
           timeoutMs: job.timeoutMs,
           beginTimeoutMs: bootAllowanceMs(verdict.accel, 'restore'),
           onConsole: job.onConsole,
@@ -209,7 +213,7 @@ export async function runVm(job: VmJob): Promise<VmResult> {
   if (!r) {
     await writeJob();
     for (const f of [consoleFile, resultsFile]) await writeFile(f, '');
-    r = await runCold(job, image, spec, { dir, pidFile, consoleFile, resultsFile, jobDisk, extra });
+    r = await runCold(job, image, spec, { dir, pidFile, consoleFile, resultsFile, disks });
   }
   } finally {
     watching = false;
@@ -238,17 +242,12 @@ interface ColdPaths {
   pidFile: string;
   consoleFile: string;
   resultsFile: string;
-  jobDisk: string;
-  extra: { path: string; serial: string; readOnly: boolean }[];
+  disks: QemuDisk[];
 }
 
 /** The VM booted for this job, every disk attached from the start. */
 async function runCold(job: VmJob, image: VmImage, spec: Omit<QemuSpec, 'disks' | 'serialFiles' | 'append'>, p: ColdPaths): Promise<RunResult> {
-  const disks: QemuDisk[] = [
-    { path: image.root, serial: 'pi-root', snapshot: true },
-    { path: p.jobDisk, serial: 'pi-job', readOnly: true },
-    ...p.extra.map((d) => ({ path: d.path, serial: d.serial, readOnly: d.readOnly })),
-  ];
+  const disks: QemuDisk[] = [{ path: image.root, serial: 'pi-root', snapshot: true }, ...p.disks];
   let watching = true;
   const consoleTailer = new FileTail(p.consoleFile);
   const watch = (async () => {

@@ -3,7 +3,8 @@
 //
 //   <cache>/vm-<recipe hash>/state-<key>/{vm.state, disk.qcow2, meta.json, boot.log}
 //
-// It is made once: the VM boots with part_image.ready on its command line;
+// It is made once: the VM (with its virtio-scsi controller, where each restore
+// plugs its disks) boots with part_image.ready on its command line;
 // the guest's runner starts what the jobs need (portabled, the loop module),
 // waits until systemd has no job left but its own, and says "ready" on ttyS1;
 // the host then stops the CPU and migrates the VM to vm.state (QMP `stop`,
@@ -33,7 +34,7 @@ import { Qmp } from './qmp.js';
 import { FileTail, pollUntil, sleep } from './watch.js';
 
 /** Bumped when the way a state is made changes, so that older states are not restored. */
-export const STATE_VERSION = 1;
+export const STATE_VERSION = 2;
 /** The kernel command-line word that makes the runner get the VM ready to be saved. */
 export const READY_WORD = 'part_image.ready';
 const STATE_FILES = ['vm.state', 'disk.qcow2'] as const;

@@ -319,7 +319,7 @@ describe('no user string reaches a root shell script', () => {
     }
     const src = join(dir, 'src.raw');
     await writeFile(src, 'image bytes');
-    const job = buildPortableJob([{ path: src, name: hostile, units: ['x.service'] }], [src]);
+    const job = buildPortableJob([{ path: src, name: hostile, units: ['x.service'] }], [{ path: `/var/tmp/${hostile}`, copyFrom: src }]);
     expect(job.script).not.toContain('INJECTED');
     await writeFile(join(dir, 'job.sh'), job.script);
     for (const [name, value] of Object.entries(job.data)) await writeFile(join(data, name), value);
