@@ -42,6 +42,8 @@ export interface StageContext {
   input?: InputTree;
   /** Filled by the readback stage; later stages read it. */
   imageManifest?: Manifest;
+  /** The image read without content hashes, by the first stage that needed no more (readback skipped): kept for the next. */
+  imageManifestUnhashed?: Manifest;
   /** Set when the image could not be read (readback, or the first stage that tried): later stages do not read it again. */
   imageUnreadable?: UnreadableImageError;
   /** Builds the same input again into `dest` (only `build` gives it; the reproducible stage uses it). */
@@ -113,11 +115,13 @@ export function skipped(reason: string, skippedBy: StageResult['skippedBy']): St
  */
 export async function imageManifestOf(ctx: StageContext, opts: { hash: boolean }): Promise<Manifest> {
   if (ctx.imageManifest) return ctx.imageManifest;
+  if (!opts.hash && ctx.imageManifestUnhashed) return ctx.imageManifestUnhashed;
   if (ctx.imageUnreadable) throw ctx.imageUnreadable;
   const manifest = await readImageManifest(ctx.image, { hash: opts.hash, name: ctx.imageName }).catch((err: unknown) => {
     if (err instanceof UnreadableImageError) ctx.imageUnreadable = err;
     throw err;
   });
   if (opts.hash) ctx.imageManifest = manifest;
+  else ctx.imageManifestUnhashed = manifest;
   return manifest;
 }

@@ -8,8 +8,10 @@
 //   bound in from the host:
 //   - part-image-probe.service (After=default.target, wanted on the init
 //     command line) prints the system state, the default target's state and
-//     every failed unit with its last journal lines, then powers off;
-//   - part-image-jobs.timer fires part-image-jobs.service every second,
+//     every failed unit with its last journal lines, then powers off at once
+//     (systemctl --force --force: the root is a volatile overlay);
+//   - part-image-jobs.timer fires part-image-jobs.service every 1-3 s (a
+//     tenth of the stall limit),
 //     independently of the boot transaction (DefaultDependencies=no,
 //     IgnoreOnIsolate=yes). Once the boot is late (half the boot timeout) it
 //     prints the pending jobs and the failed units, whenever they change.
@@ -117,7 +119,7 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
     };
     const vmDetails = () => (vm ? { vm: { accel: vm.accel, durationMs: vm.durationMs, boot: vm.boot, phases: vm.phases, guest: vm.guestMarks } } : {});
     try {
-      const out = await judgeRun(ctx, lookup, probeDir, runner);
+      const out = await judgeRun(ctx, lookup, probeDir, runner, { forceOff: true });
       return { ...out, details: { where, ...out.details, ...vmDetails() } };
     } catch (err) {
       if (!(err instanceof VmFailed)) throw err;
@@ -139,8 +141,8 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
   }
 }
 
-/** Exec or boot mode through `run`, judged the same wherever it runs. */
-async function judgeRun(ctx: StageContext, lookup: Lookup, probeDir: string, run: Runner): Promise<StageOutcome> {
+/** Exec or boot mode through `run`, judged the same wherever it runs. `forceOff`: the runner reads the probe's report file (the VM). */
+async function judgeRun(ctx: StageContext, lookup: Lookup, probeDir: string, run: Runner, o: { forceOff?: boolean } = {}): Promise<StageOutcome> {
   const command = ctx.opts.nspawnCommand;
   const started = Date.now();
   if (command?.length) {
@@ -196,7 +198,7 @@ async function judgeRun(ctx: StageContext, lookup: Lookup, probeDir: string, run
   if (shell) return { status: 'failed', details: { mode: 'boot', booted: false }, findings: [shell] };
 
   const stallMs = Math.min(ctx.opts.bootStallMs ?? DEFAULT_BOOT_STALL_MS, ctx.opts.bootTimeoutMs);
-  const probe = await writeProbe(probeDir, stallMs);
+  const probe = await writeProbe(probeDir, stallMs, { forceOff: o.forceOff });
   const watch = new BootWatch(stallMs);
   const out = await run({ mode: 'boot', bindRo: probe.bindRo, initArgs: probe.initArgs }, watch);
   const judged = judgeBoot(out, { ...ctx.opts, bootStallMs: stallMs }, watch.finish());

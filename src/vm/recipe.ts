@@ -25,8 +25,11 @@ export interface VmRecipe {
   image: { label: string; freeMb: number };
   kernelCmdline: string[];
   /**
-   * qemu's memory and CPUs. One CPU: under TCG a second vCPU gains ~10% on an
-   * idle host but doubles the time of two VMs running side by side on 2 cores.
+   * qemu's memory and CPUs (at most maxCpus, and no more than the host has).
+   * Two: under TCG (multi-threaded) a second vCPU takes the demo's portable
+   * stage from 6.9-7.9 s to 4.6-5.2 s and a Debian boot under nspawn from
+   * 18-29 s to 14-17 s on this 2-core machine type (measured in one session),
+   * for the work a boot does side by side (generators, services).
    */
   vm: { memoryMb: number; maxCpus: number };
   /** Absolute path in the VM root -> link target. */
