@@ -72,7 +72,7 @@ function fallback(reason: string, confirmed = true): AccelVerdict {
   const v: AccelVerdict = { accel: 'tcg', reason, confirmed };
   if (!loggedFallback) {
     loggedFallback = true;
-    log.info(`VM: ${reason}; using TCG software emulation (slower: about 10 s per restored VM run and 20 s or more per cold boot on an idle 2-core machine)`);
+    log.info(`VM: ${reason}; using TCG software emulation (slower: about 5 s for a portable check in a restored VM and 30 s for a cold boot on an idle 2-core machine)`);
   }
   return v;
 }
