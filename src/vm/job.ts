@@ -3,9 +3,9 @@
 // In: the job disk, a small ext4 (label pi-job) made with mke2fs -d from a
 // staging folder: job.sh, timeout, seed, now, disks ("LUN SERIAL" lines),
 // files/ (the job's data and the host files it reads in place, such as an
-// image to attach) and scratch/ (free room, bound on /var/tmp). It is the
-// SCSI disk at LUN 0; the guest's runner mounts it read-write at
-// /run/part-image/job and writes the job's output there.
+// image to attach) and, when asked, scratch/ (free room, bound on /var/tmp).
+// It is the SCSI disk at LUN 0; the guest's runner mounts it read-write at
+// /run/part-image/job.
 //
 // Back: the runner's ttyS1 stream: "begin", "started", "at UPTIME STEP"
 // marks, the job's output folder as one base64 tar ("tar" ... "end-tar"),
@@ -67,7 +67,7 @@ const MiB = 1024 * 1024;
 export async function writeJobDisk(path: string, work: string, job: JobDiskContent): Promise<void> {
   const root = join(work, 'job');
   await mkdir(join(root, 'files'), { recursive: true });
-  await mkdir(join(root, 'scratch'));
+  if (job.scratchMb) await mkdir(join(root, 'scratch'));
   const put = (name: string, content: string | Buffer, mode = 0o644) => writeFile(join(root, name), content, { mode });
   await put('job.sh', job.script, 0o755);
   await put('timeout', `${job.jobTimeoutS}\n`);

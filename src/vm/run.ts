@@ -33,7 +33,7 @@ import { detectAccel, forgetAccelVerdict, type AccelVerdict } from './kvm.js';
 import { ensureVmImage, type VmImage } from './image.js';
 import { JOB_LUN, JOB_UNIT, parseResults, writeJobDisk, type VmResults } from './job.js';
 import { runRestored } from './restore.js';
-import { dropState, ensureState, type MachineShape } from './state.js';
+import { dropState, ensureState, stateKey, stateKeyParts, type MachineShape } from './state.js';
 import { FileTail } from './watch.js';
 
 export { GUEST_JOB_FILES, guestDisk, JOB_UNIT, parseResults, RESULT_MARK, type VmResults } from './job.js';
@@ -128,6 +128,12 @@ function machine(image: VmImage, verdict: AccelVerdict): { shape: MachineShape; 
     cpus: Math.max(1, Math.min(image.recipe.vm.maxCpus, availableParallelism())),
   };
   return { shape, spec: { accel: shape.accel, cpu: shape.cpu, memoryMb: shape.memoryMb, cpus: shape.cpus, kernel: image.kernel, initrd: image.initrd, scsi: true } };
+}
+
+/** The key of the saved state that runs of `image` restore on this host (state.ts): for tools and tests that look into the cache. */
+export async function savedStateKey(image: VmImage): Promise<string> {
+  const { shape } = machine(image, await detectAccel(image.kernel));
+  return stateKey(stateKeyParts(image, shape, (await qemuVersion()) ?? 'unknown'));
 }
 
 export async function runVm(job: VmJob): Promise<VmResult> {

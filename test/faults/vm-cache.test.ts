@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cachedVmImageState, ensureVmImage, vmCacheRoot } from '../../src/vm/image.js';
 import { checkState } from '../../src/vm/state.js';
 import { sha256Of } from '../../src/vm/cache.js';
-import { runVm } from '../../src/vm/run.js';
+import { runVm, savedStateKey } from '../../src/vm/run.js';
 import { Scope } from '../../src/cleanup.js';
 import { readdir, writeFile } from 'node:fs/promises';
 import { runCliProcess as runCli } from '../helpers/cli.js'; // the KVM verdict and VM cache are per process
@@ -54,6 +54,9 @@ beforeAll(async () => {
   dir = join(priv, `vm-${shared.hash}`);
   await execa('cp', ['-r', '--sparse=always', shared.dir, dir]);
   await rm(join(dir, 'checked.json'), { force: true });
+  // Only the state this host restores: the shared cache may keep others (another CPU count, an older qemu).
+  const key = await savedStateKey(shared);
+  for (const name of await readdir(dir)) if (name.startsWith('state-') && name !== `state-${key}`) await rm(join(dir, name), { recursive: true, force: true });
   process.env.PART_IMAGE_CACHE = priv;
   expect(vmCacheRoot()).toBe(priv);
 }, 1_200_000);
