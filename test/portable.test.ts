@@ -4,6 +4,7 @@
 // One VM boot checks two images at once (a good one and one whose service
 // exits 1); one more runs the stage end to end. Nothing is skipped.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execa } from 'execa';
 import { chmod, copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
@@ -104,7 +105,7 @@ describe('the portable job (pure)', () => {
     expect(vmJob).toContain('$PCTL attach --runtime $nr "$P1"');
   });
 
-  it('attaches with --no-reload unless the system has a unit file of a name the image brings (or of its template)', () => {
+  it('attaches with --no-reload unless the system has a unit file of a name the image brings', () => {
     expect(job).toContain('nr=--no-reload');
     expect(job).toContain('known "$U0_0" && nr=');
     expect(job).toContain('known "$U0_2" && nr=');
@@ -484,6 +485,51 @@ describe('the host path, with fake portablectl/systemctl/journalctl on PATH', ()
       ['b.service', 'active', 'running'],
     ]);
     expect(judgePortable(c)).toEqual([]);
+  });
+
+  it('takes a unit that is active/exited as settled at once, however recent its start', async () => {
+    const bin = join(work, 'fakebin-exited');
+    await mkdir(bin, { recursive: true });
+    const log = join(work, 'exited.log');
+    await writeFile(log, '');
+    const tool = async (name: string, body: string) => {
+      await writeFile(join(bin, name), `#!/bin/sh\n${body}\n`);
+      await chmod(join(bin, name), 0o755);
+    };
+    await tool('portablectl', 'exit 0');
+    await tool('journalctl', 'exit 0');
+    await tool('sleep', `echo "sleep $1" >> ${log}; exec /bin/sleep "$1"`);
+    // Active since this very moment, but exited: a oneshot that has run its course.
+    await tool('systemctl', [
+      'case "$1" in start) exit 0 ;; esac',
+      `echo "show $*" >> ${log}`,
+      "read -r up _ < /proc/uptime; t=$(( ${up%.*}${up#*.} * 10000 ))",
+      'printf "Id=a.service\\nLoadState=loaded\\nActiveState=active\\nSubState=exited\\nActiveEnterTimestampMonotonic=%s\\n" $t',
+    ].join('\n'));
+    const image = join(work, 'exited.raw');
+    await writeFile(image, 'not really an image');
+    const s = new Scope();
+    const r = await withPath(bin, async () => {
+      const res = await checkPortable([{ path: image, name: `exited_${process.pid}.raw`, units: ['a.service'] }], { scope: s, timeoutMs: 30_000, where: 'host' });
+      await s.close();
+      return res;
+    });
+    const calls = (await readFile(log, 'utf8')).trim().split('\n');
+    // One poll, no sleep (the stop at the end goes through the stand-in too).
+    expect(calls.filter((c) => c.startsWith('show show -p'))).toEqual(['show show -p Id -p LoadState -p ActiveState -p SubState -p Result -p Type -p ExecMainCode -p ExecMainStatus -p ActiveEnterTimestampMonotonic a.service']);
+    expect(calls.filter((c) => c.startsWith('sleep'))).toEqual([]);
+    expect(r.checks![0].units[0].props).toMatchObject({ ActiveState: 'active', SubState: 'exited' });
+  });
+
+  it('knows a unit file of the same name, or of its template, anywhere systemd looks: then it attaches with a reload', async () => {
+    const { script } = buildPortableJob([{ path: '/x', name: 'demo_1.raw', units: ['demo.service'] }], [{ path: '/x' }]);
+    const known = script.split('\n').find((l) => l.startsWith('known() '))!;
+    const r = await execa('unshare', ['-m', 'sh', '-c', [
+      'mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system && touch /run/systemd/system/tpl@.service /run/systemd/system/plain.service',
+      known,
+      'for u in plain.service tpl@one.service tpl@.service other.service other@x.service; do if known "$u"; then echo "$u yes"; else echo "$u no"; fi; done',
+    ].join('\n')]);
+    expect(r.stdout.split('\n')).toEqual(['plain.service yes', 'tpl@one.service yes', 'tpl@.service yes', 'other.service no', 'other@x.service no']);
   });
 
   it('a job that runs out of time while a unit of the image is starting names that unit (portable-service-timeout)', async () => {

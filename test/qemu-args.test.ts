@@ -284,6 +284,23 @@ describe('results channel', () => {
     }
   });
 
+  it('leaves out a file whose data the tar does not hold whole', () => {
+    const tar = Buffer.from(runner.split('\n')[4], 'base64');
+    // Entries: empty (header), job.log (header + 1 block), state: cut inside job.log's data block.
+    expect([...filesOfTar(tar.subarray(0, 512 + 512 + 10)).keys()]).toEqual(['empty']);
+  });
+
+  it("encodes base64 as Buffer does, padding and all (the runner's own code)", async () => {
+    const code = (await loadRecipe()).files['/usr/local/lib/part-image/job-runner'].content.join('\n');
+    const subs = code.slice(code.indexOf('# Base64 from'), code.indexOf('\nmkdir '));
+    const samples = ['', 'a', 'ab', 'abc', 'abcd', 'abcde', '\u00ff\u00fe\u0000', 'x'.repeat(45), 'y'.repeat(46), 'z'.repeat(100)];
+    for (const sample of samples) {
+      const bytes = Buffer.from(sample, 'latin1');
+      const r = await execa('perl', ['-e', `${subs}\nbinmode STDIN; local $/; my $s = <STDIN> // ''; print base64($s);`], { input: bytes, stripFinalNewline: false });
+      expect(r.stdout, JSON.stringify(sample)).toBe(bytes.toString('base64'));
+    }
+  });
+
   it('reads the entries of a tar up to a damaged one', () => {
     const tar = Buffer.from(runner.split('\n')[4], 'base64');
     // The second entry's header: the first file (empty) is one header block.

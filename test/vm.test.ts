@@ -4,7 +4,7 @@
 // limit is killed. Nothing here is skipped: without qemu, mmdebstrap or a
 // Debian mirror these tests fail.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chmod, copyFile, mkdir, open, readdir, stat, truncate, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, open, readdir, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { Scope } from '../src/cleanup.js';
@@ -128,6 +128,7 @@ describe('accelerator', () => {
 describe('runVm', () => {
   let sparseFile: string;
   let sparseSha256: string;
+  let sparseLink: string;
   beforeAll(async () => {
     // 64 MiB with 1 MiB of data in its middle.
     sparseFile = join(work, 'sparse.raw');
@@ -137,6 +138,9 @@ describe('runVm', () => {
     await fh.write(Buffer.alloc(1024 * 1024, 0xab), 0, 1024 * 1024, 32 * 1024 * 1024);
     await fh.close();
     sparseSha256 = createHash('sha256').update(await readFile(sparseFile)).digest('hex');
+    // Named through a symlink, as `latest.raw -> demo_1.0.raw` would be: the job gets the file.
+    sparseLink = join(work, 'sparse-link.raw');
+    await symlink(sparseFile, sparseLink);
   });
   const script = [
     'id -u > "$PI_OUT/uid"',
@@ -166,7 +170,7 @@ describe('runVm', () => {
     scratchMb: 32,
     disks: [{ path: busyboxImage, serial: 'pi-img-0' }],
     files: { 'greeting.txt': 'hello from the host\n' },
-    hostFiles: { 'sparse.raw': sparseFile },
+    hostFiles: { 'sparse.raw': sparseLink },
     script,
   });
   const f = (r: VmResult, n: string) => r.files.get(n)?.toString();

@@ -33,7 +33,7 @@
 // - vm: otherwise, when the part-image VM can run (qemu, and its image cached
 //   or buildable). In the VM systemd is PID 1 and udev runs, so nspawn takes
 //   the image itself with --image= (the real dissect/udev path) from a
-//   read-only virtio disk; the probe files are copied in. Same arguments,
+//   read-only SCSI disk; the probe files are copied in. Same arguments,
 //   same probe, same judge. A VM that fails to start is the environment's
 //   fault: skipped (unavailable, exit 3), not a finding.
 // - PART_IMAGE_NSPAWN=host|vm forces one place (no fallback); unset means
@@ -102,7 +102,7 @@ async function runStage(ctx: StageContext): Promise<StageOutcome> {
   const machine = machineName();
 
   if (where === 'vm') {
-    // nspawn --image in the VM: the image is a read-only virtio disk; the probe files are copied in.
+    // nspawn --image in the VM: the image is a read-only SCSI disk; the probe files are copied in.
     const lookup = manifestLookup(await imageManifestOf(ctx, { hash: false }));
     let vm: VmResult | undefined;
     const runner: Runner = async (o) => {

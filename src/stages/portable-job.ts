@@ -129,13 +129,17 @@ export function buildPortableJob(images: readonly PortableImage[], places: reado
     `known() { t=$1; case "$t" in *@?*.*) t="\${t%%@*}@.\${t##*.}" ;; esac; for d in ${UNIT_DIRS.join(' ')}; do [ -e "$d/$1" ] || [ -e "$d/$t" ] && return 0; done; return 1; }`,
     // The started units' states, one `systemctl show` for all: $O/show; ok=1 when all have settled, w the wait in 1/100 s before the next poll.
     'poll() {',
-    `  systemctl show ${PROPS.map((p) => `-p ${p}`).join(' ')} "$@" > "$O/show" 2>&1`,
+    `  systemctl show ${PROPS.map((p) => `-p ${p}`).join(' ')} "$@" > "$O/show" 2> "$O/show.err"`,
     '  now; ok=1; w=0; st=; ss=; t=0',
     '  while IFS== read -r k val; do',
     `    case "$k" in ActiveState) st=$val ;; SubState) ss=$val ;; ActiveEnterTimestampMonotonic) t=$val ;; '') judge ;; esac`,
     '  done < "$O/show"',
     '  judge',
+    // At least POLL_CS, at most the settle time and what is left of the limit: a clock that disagrees with systemd's cannot make it sleep long.
     `  [ $w -lt ${POLL_CS} ] && w=${POLL_CS}`,
+    `  [ $w -gt ${settleCs} ] && w=${settleCs}`,
+    '  [ $w -gt $((lim - up)) ] && w=$((lim - up))',
+    `  [ $w -lt 1 ] && w=1`,
     '}',
     'judge() {',
     // A service that is active/exited has run its course (a oneshot with RemainAfterExit=): nothing of it can die now.
@@ -147,7 +151,7 @@ export function buildPortableJob(images: readonly PortableImage[], places: reado
     'split_show() {',
     '  set -- $K; : > "$O/$1.show"',
     '  while IFS= read -r l; do',
-    '    if [ -z "$l" ]; then shift; [ $# -gt 0 ] && : > "$O/$1.show"; continue; fi',
+    '    if [ -z "$l" ]; then [ $# -gt 0 ] && shift; [ $# -gt 0 ] && : > "$O/$1.show"; continue; fi',
     `    [ $# -gt 0 ] && printf '%s\\n' "$l" >> "$O/$1.show"`,
     '  done < "$O/show"',
     '}',

@@ -1,5 +1,6 @@
-// mke2fs: formats an empty ext4 filesystem in an image file. part-image fills
-// it afterwards with one debugfs script (see build/populate.ts).
+// mke2fs: formats an ext4 filesystem in an image file. Builds format it empty
+// and fill it afterwards with one debugfs script (see build/populate.ts); the
+// VM's job disk is filled from a folder at once (-d, vm/job.ts).
 import { run } from '../exec.js';
 import { UsageError } from '../errors.js';
 

@@ -11,10 +11,10 @@
 // marks, the job's output folder as one base64 tar ("tar" ... "end-tar"),
 // then "exit N".
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, realpath, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { copySparse } from '../tools/cp.js';
-import { mke2fs } from '../tools/mke2fs.js';
+import { MKE2FS_CONF, mke2fs } from '../tools/mke2fs.js';
 
 export const RESULT_MARK = 'PART-IMAGE-VM';
 export const JOB_UNIT = 'part-image-job.service';
@@ -51,7 +51,7 @@ export interface VmResults {
   files: Map<string, Buffer>;
   /** Errors the runner reported ("no job disk", ...). */
   errors: string[];
-  /** Guest uptime in seconds at each of the runner's steps (begin, mounted, reseeded, disks, started, ended). */
+  /** Guest uptime in seconds at each of the runner's steps: mounted, reseeded (restored runs), disks, ended. */
   guestMarks: Record<string, number>;
 }
 
@@ -81,15 +81,21 @@ export async function writeJobDisk(path: string, work: string, job: JobDiskConte
   for (const [name, from] of Object.entries(job.hostFiles ?? {})) {
     if (!NAME.test(name) || job.files?.[name] !== undefined) throw new Error(`VM job host file names must be plain names, unlike the job's other files: ${name}`);
     const to = join(root, 'files', name);
-    await link(from, to).catch(() => copySparse(from, to));
+    // The file itself, not a symlink to it: link(2) would link the symlink, which points nowhere in the guest.
+    const file = await realpath(from);
+    await link(file, to).catch(() => copySparse(file, to));
     bytes += (await stat(to)).blocks * 512;
   }
   // Last, so that it is as fresh as it can be.
   await put('seed', randomBytes(64).toString('hex'));
   await put('now', `${(Date.now() / 1000).toFixed(3)}\n`);
-  // Room for the files, their inodes and the filesystem's own blocks, and the scratch room.
-  const sizeMb = Math.ceil((bytes * 1.05) / MiB) + Math.ceil(job.scratchMb ?? 0) + 16;
-  await mke2fs(path, sizeMb, { label: JOB_LABEL, fromDir: root, noJournal: true });
+  // Room for the files, the scratch room, and the filesystem's own blocks (inode tables, about 2% at 4 KiB blocks).
+  const dataMb = Math.ceil(bytes / MiB) + Math.ceil(job.scratchMb ?? 0);
+  const sizeMb = dataMb + Math.ceil(dataMb * 0.05) + 16;
+  // part-image's own mke2fs.conf, not the host's: the guest kernel mounts what every build makes.
+  const configFile = join(work, 'mke2fs.conf');
+  await writeFile(configFile, MKE2FS_CONF);
+  await mke2fs(path, sizeMb, { label: JOB_LABEL, fromDir: root, noJournal: true, configFile });
 }
 
 /** Parse what the runner wrote to ttyS1. Pure; a truncated stream gives what arrived complete. */

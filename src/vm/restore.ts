@@ -88,8 +88,9 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
   const fail = async (why: string): Promise<RestoreOutcome> => {
     await quit();
     const r = await done;
-    // A retry makes the job disk anew: this run's making of it must be over.
-    await prepared;
+    // A retry makes the job disk anew: this run's making of it must be over; and its failure is the job's, not the state's.
+    const failed = await prepared;
+    if (failed) throw failed.error;
     // Out of time is the job's limit, not a state that does not restore.
     if (r.timedOut) return { restored: true, qemu: r, phases };
     const said = r.stderr.trim().split('\n').filter(Boolean).pop();
