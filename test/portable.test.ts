@@ -389,6 +389,25 @@ describe('the host path, with fake portablectl/systemctl/journalctl on PATH', ()
     }
   });
 
+  /** Stand-ins for the settle tests: portablectl and journalctl do nothing, sleep notes its time and sleeps, systemctl is `systemctl(log)`. */
+  async function settleTools(name: string, systemctl: (log: string) => string): Promise<{ bin: string; log: string }> {
+    const bin = join(work, `fakebin-${name}`);
+    const log = join(work, `${name}.log`);
+    await mkdir(bin, { recursive: true });
+    await writeFile(log, '');
+    const tools: Record<string, string> = {
+      portablectl: 'exit 0',
+      journalctl: 'exit 0',
+      sleep: `echo "sleep $1" >> ${log}; exec /bin/sleep "$1"`,
+      systemctl: systemctl(log),
+    };
+    for (const [tool, body] of Object.entries(tools)) {
+      await writeFile(join(bin, tool), `#!/bin/sh\n${body}\n`);
+      await chmod(join(bin, tool), 0o755);
+    }
+    return { bin, log };
+  }
+
   /** Fake tools in their own folder; `systemctl start` runs `startBody`. */
   async function fakeTools(dirName: string, startBody: string): Promise<string> {
     const bin = join(work, dirName);
@@ -439,19 +458,8 @@ describe('the host path, with fake portablectl/systemctl/journalctl on PATH', ()
   });
 
   it('settles with one systemctl show a round: waits out the rest of the settle time of an active unit, none for one active/exited, and files each unit its state', async () => {
-    const bin = join(work, 'fakebin-settle');
-    await mkdir(bin, { recursive: true });
-    const log = join(work, 'settle.log');
-    await writeFile(log, '');
-    const tool = async (name: string, body: string) => {
-      await writeFile(join(bin, name), `#!/bin/sh\n${body}\n`);
-      await chmod(join(bin, name), 0o755);
-    };
-    await tool('portablectl', 'exit 0');
-    await tool('journalctl', 'exit 0');
-    await tool('sleep', `echo "sleep $1" >> ${log}; exec /bin/sleep "$1"`);
     // Round 1: a.service is activating, b.service became active 0.3 s ago; round 2 on: a is active/exited, b still active.
-    await tool('systemctl', [
+    const { bin, log } = await settleTools('settle', (log) => [
       'case "$1" in start) exit 0 ;; esac',
       `echo "show $*" >> ${log}`,
       `n=$(grep -c '^show' ${log})`,
@@ -488,19 +496,8 @@ describe('the host path, with fake portablectl/systemctl/journalctl on PATH', ()
   });
 
   it('takes a unit that is active/exited as settled at once, however recent its start', async () => {
-    const bin = join(work, 'fakebin-exited');
-    await mkdir(bin, { recursive: true });
-    const log = join(work, 'exited.log');
-    await writeFile(log, '');
-    const tool = async (name: string, body: string) => {
-      await writeFile(join(bin, name), `#!/bin/sh\n${body}\n`);
-      await chmod(join(bin, name), 0o755);
-    };
-    await tool('portablectl', 'exit 0');
-    await tool('journalctl', 'exit 0');
-    await tool('sleep', `echo "sleep $1" >> ${log}; exec /bin/sleep "$1"`);
     // Active since this very moment, but exited: a oneshot that has run its course.
-    await tool('systemctl', [
+    const { bin, log } = await settleTools('exited', (log) => [
       'case "$1" in start) exit 0 ;; esac',
       `echo "show $*" >> ${log}`,
       "read -r up _ < /proc/uptime; t=$(( ${up%.*}${up#*.} * 10000 ))",
