@@ -86,7 +86,7 @@ systemctl --force --force poweroff`
 `;
 
 /**
- * jobs.sh: every second; a progress line when the jobs change; the snapshot
+ * jobs.sh: every round (jobsEverySec); a progress line when the jobs change; the snapshot
  * once the boot is late (LATE seconds), or at once in emergency mode (then
  * powers off). A round starts one program while jobs are pending (systemctl
  * list-jobs) and two once none are (systemctl is-system-running), and reads

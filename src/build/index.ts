@@ -1,10 +1,10 @@
 // The build stage: an InputTree becomes a raw ext4 image file.
-import { rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { InputTree, Manifest } from '../types.js';
 import type { Scope } from '../cleanup.js';
 import { InputError, ToolError } from '../errors.js';
-import { MKE2FS_CONF, mke2fs, type Mke2fsOptions } from '../tools/mke2fs.js';
+import { mke2fs, writeMke2fsConf, type Mke2fsOptions } from '../tools/mke2fs.js';
 import { readSuperblock } from '../tools/dumpe2fs.js';
 import { populate, ImageFullError, type PopulateOptions } from './populate.js';
 import { firstGuessMb, inodesFor, onDiskMb, type SizeInputs } from './size.js';
@@ -95,8 +95,7 @@ async function measureSize(scratch: string, entries: number, o: BuildImageOption
 
 export async function buildRawImage(tree: InputTree, image: string, o: BuildImageOptions, scope: Scope): Promise<BuildImageResult> {
   const work = await scope.tempDir('part-image-build-');
-  const configFile = join(work, 'mke2fs.conf');
-  await writeFile(configFile, MKE2FS_CONF);
+  const configFile = await writeMke2fsConf(work);
   const entries = tree.manifest.entries.length;
   const now = o.sourceDateEpoch ?? Math.floor(Date.now() / 1000);
   const popOpts = { now, clampMtime: o.sourceDateEpoch, workDir: work };

@@ -1,6 +1,8 @@
 // mke2fs: formats an ext4 filesystem in an image file. Builds format it empty
 // and fill it afterwards with one debugfs script (see build/populate.ts); the
 // VM's job disk is filled from a folder at once (-d, vm/job.ts).
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { run } from '../exec.js';
 import { UsageError } from '../errors.js';
 
@@ -42,6 +44,13 @@ export const MKE2FS_CONF = `[defaults]
 		features = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
 	}
 `;
+
+/** Writes MKE2FS_CONF to `dir`/mke2fs.conf, for Mke2fsOptions.configFile; returns its path. */
+export async function writeMke2fsConf(dir: string): Promise<string> {
+  const file = join(dir, 'mke2fs.conf');
+  await writeFile(file, MKE2FS_CONF);
+  return file;
+}
 
 /** ext4 keeps at most 16 bytes of volume label (s_volume_name); mke2fs cuts a longer one silently. */
 export const MAX_LABEL_BYTES = 16;

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { link, mkdir, realpath, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { copySparse } from '../tools/cp.js';
-import { MKE2FS_CONF, mke2fs } from '../tools/mke2fs.js';
+import { mke2fs, writeMke2fsConf } from '../tools/mke2fs.js';
 
 export const RESULT_MARK = 'PART-IMAGE-VM';
 export const JOB_UNIT = 'part-image-job.service';
@@ -93,9 +93,7 @@ export async function writeJobDisk(path: string, work: string, job: JobDiskConte
   const dataMb = Math.ceil(bytes / MiB) + Math.ceil(job.scratchMb ?? 0);
   const sizeMb = dataMb + Math.ceil(dataMb * 0.05) + 16;
   // part-image's own mke2fs.conf, not the host's: the guest kernel mounts what every build makes.
-  const configFile = join(work, 'mke2fs.conf');
-  await writeFile(configFile, MKE2FS_CONF);
-  await mke2fs(path, sizeMb, { label: JOB_LABEL, fromDir: root, noJournal: true, configFile });
+  await mke2fs(path, sizeMb, { label: JOB_LABEL, fromDir: root, noJournal: true, configFile: await writeMke2fsConf(work) });
 }
 
 /** Parse what the runner wrote to ttyS1. Pure; a truncated stream gives what arrived complete. */

@@ -172,10 +172,7 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     mark('quit');
     return { restored: true, qemu: await done, phases };
   } catch (err) {
-    if (err instanceof PrepareFailed) {
-      await quit();
-      throw err.error;
-    }
+    // fail() throws the error of a failed `prepare` (plug() threw its PrepareFailed).
     return await fail(`QMP: ${(err as Error).message}`);
   } finally {
     qmp?.close();
