@@ -3,8 +3,22 @@
 import { mkdir } from 'node:fs/promises';
 import { execa } from 'execa';
 
-/** Loop devices backed by `file`, and where they are mounted. */
-export async function loopLeftovers(file: string): Promise<string[]> {
+/**
+ * Loop devices backed by `file`, and where they are mounted. Devices that are
+ * mounted nowhere are looked at again for up to `settleMs`: the kernel
+ * detaches an auto-clear loop device (mount -o loop) shortly after its last
+ * umount, not at once, and one seen in between is not left over.
+ */
+export async function loopLeftovers(file: string, settleMs = 3_000): Promise<string[]> {
+  const until = Date.now() + settleMs;
+  for (;;) {
+    const found = await loopsOf(file);
+    if (!found.length || found.some((l) => l.includes(' mounted on ')) || Date.now() >= until) return found;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function loopsOf(file: string): Promise<string[]> {
   const loops = (await execa('losetup', ['-j', file])).stdout.split('\n').filter(Boolean);
   const found: string[] = [];
   for (const line of loops) {
