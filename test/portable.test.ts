@@ -513,7 +513,7 @@ describe('the host path, with fake portablectl/systemctl/journalctl on PATH', ()
     });
     const calls = (await readFile(log, 'utf8')).trim().split('\n');
     // One poll, no sleep (the stop at the end goes through the stand-in too).
-    expect(calls.filter((c) => c.startsWith('show show -p'))).toEqual(['show show -p Id -p LoadState -p ActiveState -p SubState -p Result -p Type -p ExecMainCode -p ExecMainStatus -p ActiveEnterTimestampMonotonic a.service']);
+    expect(calls.filter((c) => c.startsWith('show show -p'))).toEqual(['show show -p Id -p LoadState -p ActiveState -p SubState -p Result -p Type -p ExecMainCode -p ExecMainStatus -p ActiveEnterTimestampMonotonic -p MainPID a.service']);
     expect(calls.filter((c) => c.startsWith('sleep'))).toEqual([]);
     expect(r.checks![0].units[0].props).toMatchObject({ ActiveState: 'active', SubState: 'exited' });
   });
@@ -608,6 +608,17 @@ describe('portablectl in the VM', () => {
     expect(out.details?.inspect).toMatch(/Unit files:[\s\S]*demo\.service/);
     expect(out.details?.units).toEqual(['demo-daemon.service', 'demo.service']);
     expect(out.details?.unitStates).toMatchObject({ 'demo.service': { active: 'inactive', result: 'success', status: '0' } });
+  }, VM_TEST_MS);
+
+  it('sees dead a service that dies soon after its program starts, however long the namespace setup before it took', async () => {
+    // Type=simple is active at the fork; in the VM the RootImage= setup before the exec takes longer than the settle time.
+    const dying = await portableRaw('dying_1.0', { 'dying.service': '[Service]\nExecStart=/usr/bin/busybox sh -c "sleep 0.5; echo dying now; exit 3"\n' });
+    const r = await checkPortable([{ path: dying, name: 'dying_1.0.raw', units: ['dying.service'] }], { scope, timeoutMs: 300_000, where: 'vm' });
+    expect(r.vmError).toBeUndefined();
+    const [c] = r.checks!;
+    expect(c.units[0].props).toMatchObject({ ActiveState: 'failed', ExecMainStatus: '3' });
+    expect(c.units[0].journal.join('\n')).toContain('dying now');
+    expect(judgePortable(c).map((f) => f.code)).toEqual(['portable-service-failed']);
   }, VM_TEST_MS);
 
   it('the stage does not apply when no unit matches the prefix, without booting anything', async () => {

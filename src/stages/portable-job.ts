@@ -17,8 +17,10 @@
 // 3. start every matching unit that can be started (not templates), then poll
 //    the started units with one `systemctl show` a round until each is out of
 //    its transition and, when active, has been active for SETTLE_SECONDS (so
-//    that a service that dies at once is seen dead; a service active/exited
-//    has finished and cannot die any more); the last round's states
+//    that a service that dies at once is seen dead, counted from when its
+//    main process runs its program, not from the fork: a RootImage= setup
+//    in between takes seconds under TCG; a service active/exited has
+//    finished and cannot die any more); the last round's states
 //    are the result, with each unit's journal;
 // 4. with `detach` (the host, or when detaching is what is checked): stop
 //    the units and detach. A VM that is thrown away afterwards skips it.
@@ -56,7 +58,7 @@ const SETTLE_LIMIT_S = 30;
 /** The shortest wait between two polls, in 1/100 s. */
 const POLL_CS = 5;
 export const UNIT_START_TIMEOUT_S = 90;
-const PROPS = ['Id', 'LoadState', 'ActiveState', 'SubState', 'Result', 'Type', 'ExecMainCode', 'ExecMainStatus', 'ActiveEnterTimestampMonotonic'];
+const PROPS = ['Id', 'LoadState', 'ActiveState', 'SubState', 'Result', 'Type', 'ExecMainCode', 'ExecMainStatus', 'ActiveEnterTimestampMonotonic', 'MainPID'];
 /** Where systemd finds unit files that a portable unit of the same name would clash with (a loaded unit is not reloaded by --no-reload). */
 export const UNIT_DIRS = [
   '/etc/systemd/system', '/run/systemd/system', '/run/systemd/transient', '/run/systemd/generator.early', '/run/systemd/generator',
@@ -130,9 +132,9 @@ export function buildPortableJob(images: readonly PortableImage[], places: reado
     // The started units' states, one `systemctl show` for all: $O/show; ok=1 when all have settled, w the wait in 1/100 s before the next poll.
     'poll() {',
     `  systemctl show ${PROPS.map((p) => `-p ${p}`).join(' ')} "$@" > "$O/show" 2> "$O/show.err"`,
-    '  now; ok=1; w=0; st=; ss=; t=0',
+    '  now; ok=1; w=0; st=; ss=; t=0; mp=0; b=0',
     '  while IFS== read -r k val; do',
-    `    case "$k" in ActiveState) st=$val ;; SubState) ss=$val ;; ActiveEnterTimestampMonotonic) t=$val ;; '') judge ;; esac`,
+    `    case "$k" in ActiveState) st=$val ;; SubState) ss=$val ;; ActiveEnterTimestampMonotonic) t=$val ;; MainPID) mp=$val ;; '') judge ;; esac`,
     '  done < "$O/show"',
     '  judge',
     // At least POLL_CS, at most the settle time and what is left of the limit: a clock that disagrees with systemd's cannot make it sleep long.
@@ -143,9 +145,19 @@ export function buildPortableJob(images: readonly PortableImage[], places: reado
     '}',
     'judge() {',
     // A service that is active/exited has run its course (a oneshot with RemainAfterExit=): nothing of it can die now.
-    `  case "$st.$ss" in activating.*|deactivating.*|reloading.*|refreshing.*) ok=0; r=${POLL_CS} ;; active.exited) r=0 ;; active.*) r=$(( (t / 10000) + ${settleCs} - up )) ;; *) r=0 ;; esac`,
+    // A main process whose name is still "(NAME)" has not run its program yet (systemd sets up the
+    // namespace, a RootImage= mount, between fork and exec: seconds under TCG). The settle time of a
+    // unit seen so counts from the first poll that found the program running (S<block>).
+    '  c=; [ "$mp" -gt 0 ] 2>/dev/null && { IFS= read -r c < /proc/$mp/comm; } 2>/dev/null',
+    '  from=$((t / 10000))',
+    '  case "$st.$ss.$c" in',
+    '    active.exited.*) from= ;;',
+    `    active.*.\\(*) eval "S$b=-1"; from=$((up + ${settleCs})) ;;`,
+    '    active.*) eval "s0=\\${S$b:-0}"; if [ "$s0" = -1 ]; then eval "S$b=$up"; s0=$up; fi; [ "$s0" -gt "$from" ] && from=$s0 ;;',
+    '  esac',
+    `  case "$st" in activating|deactivating|reloading|refreshing) ok=0; r=${POLL_CS} ;; active) r=$(( \${from:-0} + ${settleCs} - up )); [ -z "$from" ] && r=0 ;; *) r=0 ;; esac`,
     '  if [ $r -gt 0 ]; then ok=0; if [ $w = 0 ] || [ $r -lt $w ]; then w=$r; fi; fi',
-    '  st=; ss=; t=0',
+    '  st=; ss=; t=0; mp=0; b=$((b + 1))',
     '}',
     // $O/show cut into one file per started unit (K: their i<N>.u<M> keys, in the order shown).
     'split_show() {',
