@@ -187,19 +187,20 @@ async function kernelCheck(img: string, xattrs = true): Promise<void> {
 }
 
 describe('the script forms (what the image tests above rely on)', () => {
-  it('names an existing entry as ./NAME, which neither getopt nor "<N>" parsing takes', () => {
+  it('names an existing entry as ./NAME (where it is not named by its inode), which neither getopt nor "<N>" parsing takes', () => {
     expect(selfArg('/')).toBe('/');
     expect(selfArg('/dev/-x')).toBe('./-x');
     expect(selfArg('/a/<12>')).toBe('./<12>');
   });
 
-  it('creates every entry by its bare name in its own folder, and writes mtime -1 in two steps', async () => {
+  it('creates every entry by its bare name in its own folder (entered by inode), sets fields on <N>, and writes mtime -1 in two steps', async () => {
     const m = makeManifest([
       { path: '/', type: 'dir', mode: '0755', uid: 0, gid: 0 },
       { path: '/dev', type: 'dir', mode: '0755', uid: 0, gid: 0 },
       { path: '/dev/-x', type: 'fifo', mode: '0600', uid: 5, gid: 0, mtime: -1 },
     ]);
-    const cmds = await buildPopulateScript(m, new Map(), { now: 1_700_000_000, workDir: work });
-    expect(cmds).toEqual(expect.arrayContaining(['cd /dev', 'mknod -x p', 'sif ./-x uid 5', 'sif ./-x mtime @4294967295', 'sif ./-x mtime_extra 0']));
+    const { commands, reported } = await buildPopulateScript(m, new Map(), { now: 1_700_000_000, workDir: work }, { inodeCount: 1024, inodesPerGroup: 1024, firstIno: 11 });
+    expect(reported).toEqual([13]);
+    expect(commands).toEqual(expect.arrayContaining(['cd <12>', 'mknod -x p', 'sif <13> uid 5', 'sif <13> mtime @4294967295', 'sif <13> mtime_extra 0']));
   });
 });

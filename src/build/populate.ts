@@ -7,6 +7,13 @@
 // images. The script below creates every entry in manifest (byte) order and
 // sets every field from the manifest itself, so the image is the same
 // whoever builds it and wherever the input was staged.
+//
+// Every command after the one that creates an entry names it by its inode,
+// `<N>`, computed ahead (build/inodes.ts); so does every `cd`. A name would
+// make debugfs scan the folder for it, once per command: at 1,000 files a
+// folder that was most of the build's time. debugfs reports the inodes it
+// allocates for files and devices, and populate() checks them against the
+// computed ones.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ContentMap, Manifest, ManifestEntry } from '../types.js';
@@ -14,6 +21,19 @@ import { typeBits, parentPath } from '../manifest/entry.js';
 import { InputError } from '../errors.js';
 import { isAclXattr } from '../manifest/acl.js';
 import { DEBUGFS_MAX_LINE, quoteDebugfsArg, runDebugfs } from '../tools/debugfs.js';
+import { readExt4Superblock } from '../image/superblock.js';
+import { InodeAllocator, type InodeGeometry } from './inodes.js';
+
+const ROOT_INO = 2;
+
+/** The mode debugfs's mkdir and symlink give a new inode (ext2fs_mkdir: 0777 less libext2fs's umask 022; ext2fs_symlink: 0777). */
+const CREATED_MODE: Partial<Record<ManifestEntry['type'], number>> = { dir: 0o40755, symlink: 0o120777 };
+
+export interface PopulateScript {
+  commands: string[];
+  /** The inode of each `write` and `mknod`, in order: what debugfs must report allocating ("Allocated inode: N"). */
+  reported: number[];
+}
 
 export interface PopulateOptions {
   /** Time stamped on every inode for atime/ctime/crtime and the superblock. */
@@ -60,15 +80,22 @@ function mtimeCommands(self: string, mtime: number): string[] {
 }
 
 /** The debugfs commands that recreate `manifest` in an empty filesystem. Pure but for xattr value files. */
-export async function buildPopulateScript(manifest: Manifest, content: ContentMap, o: PopulateOptions): Promise<string[]> {
+export async function buildPopulateScript(manifest: Manifest, content: ContentMap, o: PopulateOptions, geometry: InodeGeometry): Promise<PopulateScript> {
   const q = quoteDebugfsArg;
   const cmds: string[] = [`set_current_time ${stamp(o.now)}`];
+  const reported: number[] = [];
   const valueFiles = new Map<string, string>();
-  let cwd = '/';
-  const cd = (dir: string) => {
-    if (dir !== cwd) {
-      cmds.push(`cd ${q(dir)}`);
-      cwd = dir;
+  const inodes = new InodeAllocator(geometry);
+  // Folders by path (children are created in them), and the first path of
+  // each hardlink group (later paths link to its inode).
+  const inoOf = new Map<string, number>([['/', ROOT_INO]]);
+  const linked = new Set<string>();
+  for (const e of manifest.entries) if (e.hardlink) linked.add(e.hardlink);
+  let cwd = ROOT_INO;
+  const cd = (ino: number) => {
+    if (ino !== cwd) {
+      cmds.push(`cd <${ino}>`);
+      cwd = ino;
     }
   };
 
@@ -80,22 +107,35 @@ export async function buildPopulateScript(manifest: Manifest, content: ContentMa
         'Rename the entry (or fix the symlink) in the input tree.',
       );
     }
-    const self = q(selfArg(e.path));
+    let ino: number;
     if (e.path === LOST_FOUND && e.type === 'dir') {
       // mke2fs made it already (with its preallocated blocks): keep it, set its fields.
-      cd('/');
+      ino = geometry.firstIno;
     } else if (e.path !== '/') {
-      cd(parentPath(e.path));
-      if (e.path === LOST_FOUND) cmds.push(`rmdir ${LOST_FOUND}`);
-      if (!createEntry(e, baseName(e.path), content, cmds)) continue;
+      const parent = inoOf.get(parentPath(e.path));
+      if (parent === undefined) throw new Error(`no folder ${parentPath(e.path)} before ${e.path}: a bug in the manifest order`);
+      cd(parent);
+      if (e.path === LOST_FOUND) {
+        // rmdir looks its argument up by name only.
+        cmds.push(`rmdir ${LOST_FOUND}`);
+        inodes.free(geometry.firstIno);
+      }
+      if (!createEntry(e, baseName(e.path), content, cmds, inoOf)) continue;
+      if (e.hardlink) {
+        checkLines(e, cmds, first);
+        continue; // shares the inode of its group's first path
+      }
+      const got = inodes.alloc(parent);
+      if (got === undefined) throw new ImageFullError(`no free inode for ${e.path}`);
+      ino = got;
+      if (e.type !== 'dir' && e.type !== 'symlink') reported.push(ino);
     } else {
-      cd('/');
+      ino = ROOT_INO;
     }
-    if (e.hardlink) {
-      checkLines(e, cmds, first);
-      continue; // shares the inode of its group's first path
-    }
-    cmds.push(`sif ${self} mode 0${(typeBits(e.type) | parseInt(e.mode, 8)).toString(8)}`);
+    if (e.type === 'dir' || linked.has(e.path)) inoOf.set(e.path, ino);
+    const self = `<${ino}>`;
+    const mode = typeBits(e.type) | parseInt(e.mode, 8);
+    if (e.path === '/' || e.path === LOST_FOUND || mode !== CREATED_MODE[e.type]) cmds.push(`sif ${self} mode 0${mode.toString(8)}`);
     if (e.uid !== 0) cmds.push(`sif ${self} uid ${e.uid}`);
     if (e.gid !== 0) cmds.push(`sif ${self} gid ${e.gid}`);
     for (const [attr, hex] of Object.entries(e.xattrs ?? {})) {
@@ -112,14 +152,14 @@ export async function buildPopulateScript(manifest: Manifest, content: ContentMa
     }
     if (e.mtime !== undefined) {
       const mtime = o.clampMtime !== undefined ? Math.min(e.mtime, o.clampMtime) : e.mtime;
-      if (mtime !== o.now) cmds.push(...mtimeCommands(selfArg(e.path), mtime));
+      if (mtime !== o.now) cmds.push(...mtimeCommands(self, mtime));
     }
     // debugfs's ln leaves link counts alone: the group's first path sets it.
     if (e.nlink && e.nlink > 1) cmds.push(`sif ${self} links_count ${e.nlink}`);
     checkLines(e, cmds, first);
   }
-  cd('/');
-  return cmds;
+  cd(ROOT_INO);
+  return { commands: cmds, reported };
 }
 
 /** A command longer than debugfs reads whole would run cut in two: refuse the entry instead. */
@@ -140,7 +180,7 @@ export function encodeRdev(major: number, minor: number): number {
   return ((minor & 0xff) | (major << 8) | ((minor & ~0xff) << 12)) >>> 0;
 }
 
-function createEntry(e: ManifestEntry, name: string, content: ContentMap, cmds: string[]): boolean {
+function createEntry(e: ManifestEntry, name: string, content: ContentMap, cmds: string[], inoOf: ReadonlyMap<string, number>): boolean {
   const q = quoteDebugfsArg;
   switch (e.type) {
     case 'dir':
@@ -148,7 +188,9 @@ function createEntry(e: ManifestEntry, name: string, content: ContentMap, cmds: 
       return true;
     case 'file': {
       if (e.hardlink) {
-        cmds.push(`ln ${q(e.hardlink)} ${q(name)}`);
+        const target = inoOf.get(e.hardlink);
+        if (target === undefined) throw new Error(`hard link ${e.path} to ${e.hardlink}, which is not before it: a bug in the manifest order`);
+        cmds.push(`ln <${target}> ${q(name)}`);
         return true;
       }
       const src = content.get(e.path);
@@ -189,13 +231,33 @@ const NO_SPACE = /Could not allocate (block|inode)|No space left/;
 
 /** Runs the script; debugfs reports errors only on stderr, and exits 0 regardless. */
 export async function populate(image: string, manifest: Manifest, content: ContentMap, o: PopulateOptions): Promise<void> {
-  const cmds = await buildPopulateScript(manifest, content, o);
-  const { stderr } = await runDebugfs(image, cmds, { write: true, discardStdout: true });
+  const { superblock: sb } = await readExt4Superblock(image);
+  if (!sb) throw new Error(`mke2fs left no ext4 superblock in ${image}`);
+  const { commands, reported } = await buildPopulateScript(manifest, content, o, sb);
+  const { stderr, allocated } = await runDebugfs(image, commands, { write: true, allocatedOnly: true });
   const errors = stderr.split('\n').filter((l) => l.trim());
-  if (errors.length === 0) return;
   if (errors.some((l) => NO_SPACE.test(l))) throw new ImageFullError(errors[0]);
-  throw new InputError(`debugfs could not write the tree into the image:\n  ${errors.slice(0, 10).join('\n  ')}`,
-    'Check the entries named above; run with --verbose to see the debugfs command.');
+  if (errors.length > 0) {
+    throw new InputError(`debugfs could not write the tree into the image:\n  ${errors.slice(0, 10).join('\n  ')}`,
+      'Check the entries named above; run with --verbose to see the debugfs command.');
+  }
+  checkAllocations(reported, allocated);
+}
+
+/**
+ * The script set the fields of `<N>` inodes it computed (build/inodes.ts);
+ * a libext2fs that allocates otherwise would have set them on the wrong
+ * inodes. The inodes debugfs reports for files and device nodes must be the
+ * computed ones.
+ */
+export function checkAllocations(computed: readonly number[], allocated: readonly number[]): void {
+  const n = Math.max(computed.length, allocated.length);
+  for (let i = 0; i < n; i++) {
+    if (computed[i] !== allocated[i]) {
+      throw new Error(`debugfs allocated inode ${allocated[i] ?? 'none'} for write or mknod number ${i + 1}, where part-image computed ${computed[i] ?? 'none'} `
+        + `(${allocated.length} allocated, ${computed.length} computed): this libext2fs allocates inodes another way than build/inodes.ts knows; the image is not used`);
+    }
+  }
 }
 
 export class ImageFullError extends Error {}

@@ -34,6 +34,8 @@ export interface Ext4Superblock {
   inodeCount: number;
   blocksPerGroup: number;
   inodesPerGroup: number;
+  /** s_first_ino, the first inode that is not reserved (11 on revision 0, which has no such field). */
+  firstIno: number;
   /** s_state: bit 0 cleanly unmounted, bit 1 errors detected. */
   state: number;
   featureCompat: number;
@@ -70,6 +72,7 @@ export function parseSuperblock(sb: Buffer): Ext4Superblock | string {
     inodeCount: sb.readUInt32LE(0x00),
     blocksPerGroup: sb.readUInt32LE(0x20),
     inodesPerGroup: sb.readUInt32LE(0x28),
+    firstIno: sb.readUInt32LE(0x4c) === 0 ? 11 : sb.readUInt32LE(0x54),
     state: sb.readUInt16LE(0x3a),
     featureCompat: sb.readUInt32LE(0x5c),
     featureIncompat: incompat,

@@ -58,6 +58,7 @@
 // - "system.data" is the inline-data area, not an xattr a user sees.
 // - uid and gid are printed as signed 32-bit numbers (4000000000 shows as
 //   -294967296); so are they in `ls -p`.
+import { createReadStream } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatCommand, run } from '../exec.js';
@@ -83,11 +84,12 @@ export interface DebugfsOptions {
   /** Extra debugfs options placed before -f (e.g. ['-c'] for catastrophic mode). */
   extraArgs?: string[];
   /**
-   * Throw stdout away (to /dev/null): `stdout`, `raw` and `sections` are then
-   * empty. For scripts read only for their errors (the builder's: its echo
-   * lines are as big as the script, and splitting them took time and memory).
+   * Keep of stdout only the inode numbers `write` reports ("Allocated inode:
+   * N"), in `allocated`; `stdout`, `raw` and `sections` are then empty. For
+   * the builder's script, read for its errors and its allocations: its echo
+   * lines are as big as the script, and keeping them took time and memory.
    */
-  discardStdout?: boolean;
+  allocatedOnly?: boolean;
   /** Leave `sections` empty, for callers that parse `raw` themselves (the reader's ls and stat batches). */
   noSections?: boolean;
 }
@@ -110,6 +112,8 @@ export interface DebugfsResult {
   raw: Buffer;
   /** One per command, in order. */
   sections: DebugfsSection[];
+  /** With allocatedOnly: the inode of each "Allocated inode: N" line, in order. */
+  allocated: number[];
 }
 
 /** The longest script line debugfs reads whole (fgets with BUFSIZ 8192, plus the newline). */
@@ -144,7 +148,7 @@ export async function runDebugfs(image: string, commands: string[], opts: Debugf
   return withScope(async (scope) => {
     const dir = await scope.tempDir('part-image-debugfs-');
     const cmdFile = join(dir, 'commands');
-    const outFile = opts.discardStdout ? '/dev/null' : join(dir, 'stdout');
+    const outFile = join(dir, 'stdout');
     const errFile = join(dir, 'stderr');
     await writeFile(cmdFile, commands.map((c) => `${c}\n`).join(''));
     const args = [...(opts.write ? ['-w'] : []), ...(opts.extraArgs ?? []), '-f', cmdFile, image];
@@ -162,7 +166,8 @@ export async function runDebugfs(image: string, commands: string[], opts: Debugf
     if (result.exitCode === 127) {
       throw new EnvironmentError('tool missing: debugfs', 'Install it: apt-get install e2fsprogs');
     }
-    const raw = opts.discardStdout ? Buffer.alloc(0) : await readFile(outFile).catch(() => Buffer.alloc(0));
+    const allocated = opts.allocatedOnly ? await allocatedIn(outFile) : [];
+    const raw = opts.allocatedOnly ? Buffer.alloc(0) : await readFile(outFile).catch(() => Buffer.alloc(0));
     let stderr = (await readFile(errFile).catch(() => Buffer.alloc(0))).toString('utf8').replace(BANNER, '');
     let stdoutText = raw.toString('utf8');
     if (opts.mergeStderr) {
@@ -174,9 +179,36 @@ export async function runDebugfs(image: string, commands: string[], opts: Debugf
     if (openError) {
       throw new ToolError(display, result.exitCode, openError[0], `debugfs cannot open ${image}: is it an ext2/3/4 image?`);
     }
-    const sections = opts.discardStdout || opts.noSections ? [] : splitDebugfsOutput(raw, commands);
-    return { command: display, stdout: stdoutText, stderr, raw, sections };
+    const sections = opts.allocatedOnly || opts.noSections ? [] : splitDebugfsOutput(raw, commands);
+    return { command: display, stdout: stdoutText, stderr, raw, sections, allocated };
   });
+}
+
+const ALLOCATED = Buffer.from('\nAllocated inode: ');
+
+/** The numbers of the "Allocated inode: N" lines of a stdout file, read a piece at a time (it is as big as the script). */
+async function allocatedIn(file: string): Promise<number[]> {
+  const out: number[] = [];
+  // A leading newline, so that a match on the first line is found the same way.
+  let carry: Buffer = Buffer.from('\n');
+  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) {
+    const buf = carry.length ? Buffer.concat([carry, chunk as Buffer]) : (chunk as Buffer);
+    let at = 0;
+    let keep = Math.max(0, buf.length - ALLOCATED.length - 12);
+    for (;;) {
+      const i = buf.indexOf(ALLOCATED, at);
+      if (i < 0) break;
+      const nl = buf.indexOf(0x0a, i + ALLOCATED.length);
+      if (nl < 0) {
+        keep = Math.min(keep, i);
+        break;
+      }
+      out.push(Number(buf.toString('latin1', i + ALLOCATED.length, nl)));
+      at = nl;
+    }
+    carry = buf.subarray(Math.max(keep, at));
+  }
+  return out;
 }
 
 /**

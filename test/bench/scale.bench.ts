@@ -6,7 +6,7 @@
 //   part-image: `part-image build` (the CLI, one process), each stage's time
 //          from its JSON report, the wall time and the peak RSS (GNU time)
 //   peers: sha256sum of the tar, `mke2fs -d` of the extracted tree at the
-//          same size, e2fsck + loop mount + find + sha256sum + getfattr, and
+//          same size and inode count, e2fsck + loop mount + find + sha256sum + getfattr, and
 //          NetBSD `mtree -c -K sha256digest` over the mount
 // Prints a markdown table and writes the same as JSON (PART_IMAGE_BENCH_JSON,
 // else bench-scale.json in the bench folder). Generated trees are kept in
@@ -133,11 +133,15 @@ async function measure(t: Tree): Promise<Row> {
   const r = JSON.parse(await readFile(report, 'utf8')) as { stages: { name: string; durationMs: number; summary?: string }[] };
   const ms = (name: string) => (r.stages.find((s) => s.name === name)?.durationMs ?? NaN) / 1000;
   const sizeMb = Math.round((await stat(img)).size / 2 ** 20);
+  // The peer gets as many inodes as part-image's image has: at its default
+  // ratio (one per 16 KiB) a tree of many small files does not fit.
+  const { stdout: head } = await execa('dumpe2fs', ['-h', img], { env: { LC_ALL: 'C' } });
+  const inodes = /^Inode count:\s*(\d+)/m.exec(head)![1];
 
   const sha = await timed('sha256sum', [t.tar]);
   const mkImg = join(dir, 'mke2fs-d.raw');
   await rm(mkImg, { force: true });
-  const mk = await timed('mke2fs', ['-q', '-F', '-t', 'ext4', '-b', '4096', '-m', '0', '-L', 'root', '-d', t.dir, mkImg, `${sizeMb}M`]);
+  const mk = await timed('mke2fs', ['-q', '-F', '-t', 'ext4', '-b', '4096', '-m', '0', '-L', 'root', '-N', inodes, '-d', t.dir, mkImg, `${sizeMb}M`]);
   await rm(mkImg, { force: true });
   const mnt = join(dir, 'mnt');
   await mkdir(mnt, { recursive: true });
@@ -189,7 +193,11 @@ function table(rows: Row[]): string {
 }
 
 const rows: Row[] = [];
-for (const t of await trees()) rows.push(await measure(t));
+for (const t of await trees()) {
+  rows.push(await measure(t));
+  // Each row as it comes: a failure later (or an interrupt) keeps what was measured.
+  console.log(`\n${table(rows)}\n`);
+}
 const md = table(rows);
 console.log(`\n${md}\n`);
 await writeFile(jsonOut, `${JSON.stringify({ cli, cores: availableParallelism(), rows }, null, 2)}\n`);
