@@ -1,6 +1,7 @@
 // Regular file content of a tar entry, streamed into a flat blob file and
 // hashed on the way; GNU sparse files are rebuilt with their holes.
-import { open, writeFile, type FileHandle } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { createHash, type Hash } from 'node:crypto';
 import { InputError, InterruptedError } from '../errors.js';
 import { isShuttingDown } from '../cleanup.js';
@@ -50,11 +51,10 @@ export async function hashZeros(hash: Hash, n: number, what = 'a hole'): Promise
 const gib = (n: number) => (n / 1024 ** 3).toFixed(1);
 
 /**
- * Writes blobs behind the tar stream: the writes run in libuv's thread pool
- * while the stream goes on parsing and hashing the next members (on the
- * Debian root, waiting for each write made the read 2-3 times slower than
- * hashing alone). At most MAX_BYTES and MAX_OPS are in flight; the first
- * failure is thrown by the next add() or by drain().
+ * Writes the pieces of large blobs behind the tar stream: the writes run in
+ * libuv's thread pool while the stream goes on parsing and hashing. At most
+ * MAX_BYTES and MAX_OPS are in flight; the first failure is thrown by the
+ * next add() or by drain().
  */
 export class BlobWriter {
   static readonly MAX_BYTES = 64 * MiB;
@@ -117,6 +117,8 @@ export class BlobWriter {
 
 /** Large files are written in pieces of this size. */
 const PIECE = 1 * MiB;
+/** Files up to this size are written in one synchronous write. */
+const SMALL = 256 * 1024;
 
 /** Streams an entry's data into `blob`, hashing on the way. Returns the file's size and hash; the bytes may still be on their way (see BlobWriter). */
 export async function writeBlob(
@@ -125,13 +127,17 @@ export async function writeBlob(
 ): Promise<{ size: number; sha256?: string }> {
   const hash = hashing ? createHash('sha256') : undefined;
   if (!sparse) {
-    // Small files: one write. Large ones: in pieces, one file handle.
-    if (storedSize <= 256 * 1024) {
+    // Small files: one write, synchronous. Large ones: in pieces, one file
+    // handle, behind the stream. On the Debian root (7,800 files) the read
+    // took 1.1-1.3 s with the small files written synchronously and 2.0-3.1 s
+    // through fs/promises: a promise, a FileHandle and three trips to the
+    // thread pool per file cost more than the write itself.
+    if (storedSize <= SMALL) {
       const chunks: Buffer[] = [];
       for await (const chunk of data) chunks.push(chunk);
       const buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
       hash?.update(buf);
-      await writer.add(blob, buf.length, () => writeFile(blob, buf));
+      writeFileSync(blob, buf);
       return { size: buf.length, sha256: hash?.digest('hex') };
     }
     const fh = await open(blob, 'w');
