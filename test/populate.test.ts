@@ -199,8 +199,21 @@ describe('the script forms (what the image tests above rely on)', () => {
       { path: '/dev', type: 'dir', mode: '0755', uid: 0, gid: 0 },
       { path: '/dev/-x', type: 'fifo', mode: '0600', uid: 5, gid: 0, mtime: -1 },
     ]);
-    const { commands, reported } = await buildPopulateScript(m, new Map(), { now: 1_700_000_000, workDir: work }, { inodeCount: 1024, inodesPerGroup: 1024, firstIno: 11 });
+    const commands: string[] = [];
+    const { reported } = await buildPopulateScript(m, new Map(), { now: 1_700_000_000, workDir: work }, { inodeCount: 1024, inodesPerGroup: 1024, firstIno: 11 }, (c) => commands.push(c));
     expect(reported).toEqual([13]);
     expect(commands).toEqual(expect.arrayContaining(['cd <12>', 'mknod -x p', 'sif <13> uid 5', 'sif <13> mtime @4294967295', 'sif <13> mtime_extra 0']));
+  });
+
+  it('refuses, naming the entry, a file whose content lives at a host path longer than a debugfs line', async () => {
+    const m = makeManifest([
+      { path: '/', type: 'dir', mode: '0755', uid: 0, gid: 0 },
+      { path: '/f', type: 'file', mode: '0644', uid: 0, gid: 0, size: 0 },
+    ]);
+    const far = `/${Array.from({ length: 40 }, () => 'p'.repeat(250)).join('/')}/f`;
+    const emitted: string[] = [];
+    await expect(buildPopulateScript(m, new Map([['/f', far]]), { now: 1_700_000_000, workDir: work }, { inodeCount: 1024, inodesPerGroup: 1024, firstIno: 11 }, (c) => emitted.push(c)))
+      .rejects.toThrow(/"\/f": its path or symlink target makes a debugfs command of 100\d\d bytes, and debugfs reads at most 8190/);
+    expect(emitted.some((c) => c.startsWith('write'))).toBe(false);
   });
 });

@@ -20,7 +20,7 @@ import type { ContentMap, Manifest, ManifestEntry } from '../types.js';
 import { typeBits, parentPath } from '../manifest/entry.js';
 import { InputError } from '../errors.js';
 import { isAclXattr } from '../manifest/acl.js';
-import { DEBUGFS_MAX_LINE, quoteDebugfsArg, runDebugfs } from '../tools/debugfs.js';
+import { DEBUGFS_MAX_LINE, DebugfsScript, quoteDebugfsArg, runDebugfsScript } from '../tools/debugfs.js';
 import { readExt4Superblock } from '../image/superblock.js';
 import { InodeAllocator, type InodeGeometry } from './inodes.js';
 
@@ -30,7 +30,6 @@ const ROOT_INO = 2;
 const CREATED_MODE: Partial<Record<ManifestEntry['type'], number>> = { dir: 0o40755, symlink: 0o120777 };
 
 export interface PopulateScript {
-  commands: string[];
   /** The inode of each `write` and `mknod`, in order: what debugfs must report allocating ("Allocated inode: N"). */
   reported: number[];
 }
@@ -79,10 +78,21 @@ function mtimeCommands(self: string, mtime: number): string[] {
   return [`sif ${q(self)} mtime @${2 ** 32 - 1}`, `sif ${q(self)} mtime_extra 0`];
 }
 
-/** The debugfs commands that recreate `manifest` in an empty filesystem. Pure but for xattr value files. */
-export async function buildPopulateScript(manifest: Manifest, content: ContentMap, o: PopulateOptions, geometry: InodeGeometry): Promise<PopulateScript> {
+/**
+ * The debugfs commands that recreate `manifest` in an empty filesystem, given
+ * to `emit` one at a time (an entry's once they are all checked). Pure but
+ * for xattr value files.
+ */
+export async function buildPopulateScript(
+  manifest: Manifest, content: ContentMap, o: PopulateOptions, geometry: InodeGeometry, emit: (command: string) => void,
+): Promise<PopulateScript> {
   const q = quoteDebugfsArg;
+  // The current entry's commands; emitted at the start of the next.
   const cmds: string[] = [`set_current_time ${stamp(o.now)}`];
+  const flush = () => {
+    for (const c of cmds) emit(c);
+    cmds.length = 0;
+  };
   const reported: number[] = [];
   const valueFiles = new Map<string, string>();
   const inodes = new InodeAllocator(geometry);
@@ -100,7 +110,7 @@ export async function buildPopulateScript(manifest: Manifest, content: ContentMa
   };
 
   for (const e of manifest.entries) {
-    const first = cmds.length;
+    flush();
     if (/[\n\r\0]/.test(e.path) || /[\n\r\0]/.test(e.target ?? '')) {
       throw new InputError(
         `${JSON.stringify(e.path)}: part-image cannot write a name or symlink target containing a newline, carriage return or NUL (debugfs scripts cannot carry it)`,
@@ -122,7 +132,7 @@ export async function buildPopulateScript(manifest: Manifest, content: ContentMa
       }
       if (!createEntry(e, baseName(e.path), content, cmds, inoOf)) continue;
       if (e.hardlink) {
-        checkLines(e, cmds, first);
+        checkLines(e, cmds);
         continue; // shares the inode of its group's first path
       }
       const got = inodes.alloc(parent);
@@ -156,16 +166,17 @@ export async function buildPopulateScript(manifest: Manifest, content: ContentMa
     }
     // debugfs's ln leaves link counts alone: the group's first path sets it.
     if (e.nlink && e.nlink > 1) cmds.push(`sif ${self} links_count ${e.nlink}`);
-    checkLines(e, cmds, first);
+    checkLines(e, cmds);
   }
   cd(ROOT_INO);
-  return { commands: cmds, reported };
+  flush();
+  return { reported };
 }
 
 /** A command longer than debugfs reads whole would run cut in two: refuse the entry instead. */
-function checkLines(e: ManifestEntry, cmds: string[], from: number): void {
-  for (let i = from; i < cmds.length; i++) {
-    const len = Buffer.byteLength(cmds[i]);
+function checkLines(e: ManifestEntry, cmds: string[]): void {
+  for (const c of cmds) {
+    const len = Buffer.byteLength(c);
     if (len > DEBUGFS_MAX_LINE) {
       throw new InputError(
         `${JSON.stringify(e.path)}: its path or symlink target makes a debugfs command of ${len} bytes, and debugfs reads at most ${DEBUGFS_MAX_LINE} per line`,
@@ -233,8 +244,14 @@ const NO_SPACE = /Could not allocate (block|inode)|No space left/;
 export async function populate(image: string, manifest: Manifest, content: ContentMap, o: PopulateOptions): Promise<void> {
   const { superblock: sb } = await readExt4Superblock(image);
   if (!sb) throw new Error(`mke2fs left no ext4 superblock in ${image}`);
-  const { commands, reported } = await buildPopulateScript(manifest, content, o, sb);
-  const { stderr, allocated } = await runDebugfs(image, commands, { write: true, allocatedOnly: true });
+  const script = new DebugfsScript(join(o.workDir, 'populate.debugfs'));
+  let reported: number[];
+  try {
+    ({ reported } = await buildPopulateScript(manifest, content, o, sb, (c) => script.add(c)));
+  } finally {
+    script.close();
+  }
+  const { stderr, allocated } = await runDebugfsScript(image, script, { write: true, allocatedOnly: true });
   const errors = stderr.split('\n').filter((l) => l.trim());
   if (errors.some((l) => NO_SPACE.test(l))) throw new ImageFullError(errors[0]);
   if (errors.length > 0) {

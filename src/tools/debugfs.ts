@@ -58,7 +58,7 @@
 // - "system.data" is the inline-data area, not an xattr a user sees.
 // - uid and gid are printed as signed 32-bit numbers (4000000000 shows as
 //   -294967296); so are they in `ls -p`.
-import { createReadStream } from 'node:fs';
+import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatCommand, run } from '../exec.js';
@@ -148,40 +148,97 @@ export async function runDebugfs(image: string, commands: string[], opts: Debugf
   return withScope(async (scope) => {
     const dir = await scope.tempDir('part-image-debugfs-');
     const cmdFile = join(dir, 'commands');
-    const outFile = join(dir, 'stdout');
-    const errFile = join(dir, 'stderr');
     await writeFile(cmdFile, commands.map((c) => `${c}\n`).join(''));
-    const args = [...(opts.write ? ['-w'] : []), ...(opts.extraArgs ?? []), '-f', cmdFile, image];
-    const display = `${formatCommand('debugfs', [...args.slice(0, -3), '-f', 'SCRIPT', image])}  # SCRIPT: ${commands.length} command(s), the first: ${commands[0] ?? '(none)'}`;
-    const result = await run('sh', ['-c', opts.mergeStderr ? WRAPPER_MERGED : WRAPPER, 'debugfs', outFile, errFile, ...args], {
-      // TZ=UTC: debugfs formats 4 times per inode with localtime(); without TZ
-      // glibc stats /etc/localtime for each. LC_ALL=C: debugfs sets LC_CTYPE
-      // and LC_MESSAGES from the environment, which would change which xattr
-      // values print as strings and the wording of errors.
-      env: { TZ: 'UTC', LC_ALL: 'C' },
-      okCodes: [0, 127],
-      timeoutMs: opts.timeoutMs,
-      allowTimeout: true,
-    });
-    if (result.exitCode === 127) {
-      throw new EnvironmentError('tool missing: debugfs', 'Install it: apt-get install e2fsprogs');
-    }
-    const allocated = opts.allocatedOnly ? await allocatedIn(outFile) : [];
-    const raw = opts.allocatedOnly ? Buffer.alloc(0) : await readFile(outFile).catch(() => Buffer.alloc(0));
-    let stderr = (await readFile(errFile).catch(() => Buffer.alloc(0))).toString('utf8').replace(BANNER, '');
-    let stdoutText = raw.toString('utf8');
-    if (opts.mergeStderr) {
-      stdoutText = stdoutText.replace(BANNER, '');
-      stderr = '';
-    }
-    if (result.timedOut) throw new ToolError(display, undefined, `timed out after ${opts.timeoutMs} ms\n${stderr}`);
-    const openError = /^.*while (trying to open|opening filesystem).*$/m.exec(opts.mergeStderr ? stdoutText : stderr);
-    if (openError) {
-      throw new ToolError(display, result.exitCode, openError[0], `debugfs cannot open ${image}: is it an ext2/3/4 image?`);
-    }
-    const sections = opts.allocatedOnly || opts.noSections ? [] : splitDebugfsOutput(raw, commands);
-    return { command: display, stdout: stdoutText, stderr, raw, sections, allocated };
+    return runScriptFile(image, cmdFile, dir, { count: commands.length, first: commands[0] }, opts, commands);
   });
+}
+
+/**
+ * A debugfs script written to a file as it is made, a piece at a time, so
+ * that no list of its commands is held (the builder's has 3 commands per
+ * entry: 100 MB of strings at 100,000 entries). Each command is checked as
+ * it is added (checkDebugfsCommand).
+ */
+export class DebugfsScript {
+  private readonly fd: number;
+  private pending: string[] = [];
+  private pendingBytes = 0;
+  count = 0;
+  first: string | undefined;
+
+  constructor(readonly path: string) {
+    this.fd = openSync(path, 'w');
+  }
+
+  add(command: string): void {
+    checkDebugfsCommand(command);
+    this.first ??= command;
+    this.count++;
+    this.pending.push(command, '\n');
+    this.pendingBytes += command.length + 1;
+    if (this.pendingBytes >= 1024 * 1024) this.flush();
+  }
+
+  private flush(): void {
+    if (this.pending.length === 0) return;
+    writeSync(this.fd, this.pending.join(''));
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
+  /** Writes what is left and closes the file. */
+  close(): void {
+    try {
+      this.flush();
+    } finally {
+      closeSync(this.fd);
+    }
+  }
+}
+
+/** runDebugfs() for a script already written (DebugfsScript, closed). */
+export async function runDebugfsScript(image: string, script: DebugfsScript, opts: DebugfsOptions = {}): Promise<DebugfsResult> {
+  return withScope(async (scope) => {
+    const dir = await scope.tempDir('part-image-debugfs-');
+    return runScriptFile(image, script.path, dir, { count: script.count, first: script.first }, { ...opts, noSections: true });
+  });
+}
+
+async function runScriptFile(
+  image: string, cmdFile: string, dir: string, what: { count: number; first: string | undefined }, opts: DebugfsOptions, commands?: string[],
+): Promise<DebugfsResult> {
+  const outFile = join(dir, 'stdout');
+  const errFile = join(dir, 'stderr');
+  const args = [...(opts.write ? ['-w'] : []), ...(opts.extraArgs ?? []), '-f', cmdFile, image];
+  const display = `${formatCommand('debugfs', [...args.slice(0, -3), '-f', 'SCRIPT', image])}  # SCRIPT: ${what.count} command(s), the first: ${what.first ?? '(none)'}`;
+  const result = await run('sh', ['-c', opts.mergeStderr ? WRAPPER_MERGED : WRAPPER, 'debugfs', outFile, errFile, ...args], {
+    // TZ=UTC: debugfs formats 4 times per inode with localtime(); without TZ
+    // glibc stats /etc/localtime for each. LC_ALL=C: debugfs sets LC_CTYPE
+    // and LC_MESSAGES from the environment, which would change which xattr
+    // values print as strings and the wording of errors.
+    env: { TZ: 'UTC', LC_ALL: 'C' },
+    okCodes: [0, 127],
+    timeoutMs: opts.timeoutMs,
+    allowTimeout: true,
+  });
+  if (result.exitCode === 127) {
+    throw new EnvironmentError('tool missing: debugfs', 'Install it: apt-get install e2fsprogs');
+  }
+  const allocated = opts.allocatedOnly ? await allocatedIn(outFile) : [];
+  const raw = opts.allocatedOnly ? Buffer.alloc(0) : await readFile(outFile).catch(() => Buffer.alloc(0));
+  let stderr = (await readFile(errFile).catch(() => Buffer.alloc(0))).toString('utf8').replace(BANNER, '');
+  let stdoutText = raw.toString('utf8');
+  if (opts.mergeStderr) {
+    stdoutText = stdoutText.replace(BANNER, '');
+    stderr = '';
+  }
+  if (result.timedOut) throw new ToolError(display, undefined, `timed out after ${opts.timeoutMs} ms\n${stderr}`);
+  const openError = /^.*while (trying to open|opening filesystem).*$/m.exec(opts.mergeStderr ? stdoutText : stderr);
+  if (openError) {
+    throw new ToolError(display, result.exitCode, openError[0], `debugfs cannot open ${image}: is it an ext2/3/4 image?`);
+  }
+  const sections = opts.allocatedOnly || opts.noSections || !commands ? [] : splitDebugfsOutput(raw, commands);
+  return { command: display, stdout: stdoutText, stderr, raw, sections, allocated };
 }
 
 const ALLOCATED = Buffer.from('\nAllocated inode: ');
