@@ -8,6 +8,9 @@
 //   peers: sha256sum of the tar, `mke2fs -d` of the extracted tree at the
 //          same size and inode count, e2fsck + loop mount + find + sha256sum + getfattr, and
 //          NetBSD `mtree -c -K sha256digest` over the mount
+// Every figure is the median of 3 rounds for trees under 200k entries and of
+// 1 above (PART_IMAGE_BENCH_RUNS sets it), with a `sync` before each command
+// so that the last one's writeback does not land in its time.
 // Prints a markdown table and writes the same as JSON (PART_IMAGE_BENCH_JSON,
 // else bench-scale.json in the bench folder). Generated trees are kept in
 // PART_IMAGE_BENCH_DIR (default $TMPDIR/part-image-bench) for the next run.
@@ -122,13 +125,48 @@ interface Row {
   sha256sumTar: number; mke2fsD: number; mountWalk: number; mtree: number;
   readVsSha256sum: number; buildVsMke2fs: number; verificationVsMke2fs: number;
   load: string;
+  /** How many rounds the medians are of. */
+  rounds: number;
 }
 
+/** Rounds per tree (medians are reported): PART_IMAGE_BENCH_RUNS, else 3 below 200k entries and 1 above. */
+function roundsFor(entries: number): number {
+  const n = Number(process.env.PART_IMAGE_BENCH_RUNS);
+  if (Number.isInteger(n) && n > 0) return n;
+  return entries < 200_000 ? 3 : 1;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Each figure of a tree is the median of its rounds; the ratios are those of the medians. */
 async function measure(t: Tree): Promise<Row> {
+  const first = await measureOnce(t);
+  const all = [first];
+  for (let i = 1; i < roundsFor(first.entries); i++) all.push(await measureOnce(t));
+  const m = (k: keyof Row) => median(all.map((r) => r[k] as number));
+  const verification = m('verification');
+  const out: Row = {
+    ...first,
+    read: m('read'), build: m('build'), fsck: m('fsck'), readback: m('readback'), diff: m('diff'), verification,
+    total: m('total'), peakRssMb: m('peakRssMb'),
+    sha256sumTar: m('sha256sumTar'), mke2fsD: m('mke2fsD'), mountWalk: m('mountWalk'), mtree: m('mtree'),
+    rounds: all.length,
+  };
+  out.readVsSha256sum = out.read / out.sha256sumTar;
+  out.buildVsMke2fs = out.build / out.mke2fsD;
+  out.verificationVsMke2fs = verification / out.mke2fsD;
+  return out;
+}
+
+/** Settles the page cache's writeback of the last command, so that it does not land in the next one's time. */
+const settle = () => execa('sync');
+
+async function measureOnce(t: Tree): Promise<Row> {
   const load = loadavg().map((l) => l.toFixed(1)).join(' ');
   const img = join(dir, 'part.raw');
   const report = join(dir, 'report.json');
   await rm(img, { force: true });
+  await settle();
   const pi = await timed('node', [cli, 'build', '--quiet', '--input', t.input, '--output', img, '--report-json', report, '--skip', SKIP]);
   const r = JSON.parse(await readFile(report, 'utf8')) as { stages: { name: string; durationMs: number; summary?: string }[] };
   const ms = (name: string) => (r.stages.find((s) => s.name === name)?.durationMs ?? NaN) / 1000;
@@ -138,13 +176,16 @@ async function measure(t: Tree): Promise<Row> {
   const { stdout: head } = await execa('dumpe2fs', ['-h', img], { env: { LC_ALL: 'C' } });
   const inodes = /^Inode count:\s*(\d+)/m.exec(head)![1];
 
+  await settle();
   const sha = await timed('sha256sum', [t.tar]);
   const mkImg = join(dir, 'mke2fs-d.raw');
   await rm(mkImg, { force: true });
+  await settle();
   const mk = await timed('mke2fs', ['-q', '-F', '-t', 'ext4', '-b', '4096', '-m', '0', '-L', 'root', '-N', inodes, '-d', t.dir, mkImg, `${sizeMb}M`]);
   await rm(mkImg, { force: true });
   const mnt = join(dir, 'mnt');
   await mkdir(mnt, { recursive: true });
+  await settle();
   const walk = await sh([
     `e2fsck -fn ${q(img)} >/dev/null`,
     `mount -o loop,ro ${q(img)} ${q(mnt)}`,
@@ -170,18 +211,18 @@ async function measure(t: Tree): Promise<Row> {
     total: pi.s, peakRssMb: Math.round(pi.rssMb),
     sha256sumTar: sha.s, mke2fsD: mk.s, mountWalk: walk.s, mtree: mt.s,
     readVsSha256sum: ms('read') / sha.s, buildVsMke2fs: ms('build') / mk.s, verificationVsMke2fs: verification / mk.s,
-    load,
+    load, rounds: 1,
   };
 }
 
 function table(rows: Row[]): string {
   const f = (n: number, d = 2) => n.toFixed(d);
   const lines = [
-    '| tree | entries | MB | read | build | fsck | readback | diff | total | peak RSS | sha256sum tar | mke2fs -d | e2fsck+mount+find+sha256sum+getfattr | mtree -K sha256digest | read / sha256sum | build / mke2fs -d | verification / mke2fs -d | load at start |',
-    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
+    '| tree | entries | MB | read | build | fsck | readback | diff | total | peak RSS | sha256sum tar | mke2fs -d | e2fsck+mount+find+sha256sum+getfattr | mtree -K sha256digest | read / sha256sum | build / mke2fs -d | verification / mke2fs -d | rounds | load at start |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
   ];
   for (const r of rows) {
-    lines.push(`| ${r.tree} | ${r.entries.toLocaleString('en')} | ${r.mb.toLocaleString('en')} | ${f(r.read)} | ${f(r.build)} | ${f(r.fsck)} | ${f(r.readback)} | ${f(r.diff)} | ${f(r.total, 1)} | ${r.peakRssMb} MB | ${f(r.sha256sumTar)} | ${f(r.mke2fsD)} | ${f(r.mountWalk)} | ${f(r.mtree)} | ${f(r.readVsSha256sum)} | ${f(r.buildVsMke2fs)} | ${f(r.verificationVsMke2fs)} | ${r.load} |`);
+    lines.push(`| ${r.tree} | ${r.entries.toLocaleString('en')} | ${r.mb.toLocaleString('en')} | ${f(r.read)} | ${f(r.build)} | ${f(r.fsck)} | ${f(r.readback)} | ${f(r.diff)} | ${f(r.total, 1)} | ${r.peakRssMb} MB | ${f(r.sha256sumTar)} | ${f(r.mke2fsD)} | ${f(r.mountWalk)} | ${f(r.mtree)} | ${f(r.readVsSha256sum)} | ${f(r.buildVsMke2fs)} | ${f(r.verificationVsMke2fs)} | ${r.rounds} | ${r.load} |`);
   }
   if (rows.length >= 2) {
     const a = rows[0];
