@@ -15,7 +15,7 @@ import { runCli } from './helpers/cli.js';
 import { isRoot } from './helpers/trees.js';
 import { skipBoot } from './helpers/stages.js';
 import { forceRelease, loopLeftovers } from './helpers/mounts.js';
-import { buildPopulateScript, selfArg } from '../src/build/populate.js';
+import { buildPopulateScript } from '../src/build/populate.js';
 import { makeManifest } from '../src/manifest/entry.js';
 import { MTIME_MAX, MTIME_MIN } from '../src/input/limits.js';
 
@@ -187,12 +187,6 @@ async function kernelCheck(img: string, xattrs = true): Promise<void> {
 }
 
 describe('the script forms (what the image tests above rely on)', () => {
-  it('names an existing entry as ./NAME (where it is not named by its inode), which neither getopt nor "<N>" parsing takes', () => {
-    expect(selfArg('/')).toBe('/');
-    expect(selfArg('/dev/-x')).toBe('./-x');
-    expect(selfArg('/a/<12>')).toBe('./<12>');
-  });
-
   it('creates every entry by its bare name in its own folder (entered by inode), sets fields on <N>, and writes mtime -1 in two steps', async () => {
     const m = makeManifest([
       { path: '/', type: 'dir', mode: '0755', uid: 0, gid: 0 },

@@ -55,7 +55,7 @@ function baseName(path: string): string {
   return path.slice(path.lastIndexOf('/') + 1);
 }
 
-/**
+/*
  * How each debugfs 1.47.0 command used here takes a name (read in its source;
  * test/populate.test.ts builds every odd name and reads it back):
  * - mkdir, write, symlink split their path at the last "/" and resolve the
@@ -65,11 +65,11 @@ function baseName(path: string): string {
  *   name, in its own folder (cd).
  * - ln, sif, ea_set and cd look their argument up with string_to_inode(): a
  *   whole argument "<N>" is inode N, and ea_set's getopt takes any argument
- *   starting with "-" for an option. "./NAME" is neither, whatever NAME is.
+ *   starting with "-" for an option. The script gives them "<N>" (an inode
+ *   it computed), or "./NAME" where it has no number yet, which is neither
+ *   an option nor an inode, whatever NAME is.
+ * - rmdir looks its argument up by name only.
  */
-export function selfArg(path: string): string {
-  return path === '/' ? '/' : `./${baseName(path)}`;
-}
 
 /** The mtime commands: debugfs refuses "@-1" (its parse error value), so -1 goes in as its low 32 bits with epoch 0. */
 function mtimeCommands(self: string, mtime: number): string[] {
@@ -126,7 +126,6 @@ export async function buildPopulateScript(
       if (parent === undefined) throw new Error(`no folder ${parentPath(e.path)} before ${e.path}: a bug in the manifest order`);
       cd(parent);
       if (e.path === LOST_FOUND) {
-        // rmdir looks its argument up by name only.
         cmds.push(`rmdir ${LOST_FOUND}`);
         inodes.free(geometry.firstIno);
       }

@@ -84,7 +84,7 @@ export interface DebugfsOptions {
   /** Extra debugfs options placed before -f (e.g. ['-c'] for catastrophic mode). */
   extraArgs?: string[];
   /**
-   * Keep of stdout only the inode numbers `write` reports ("Allocated inode:
+   * Keep of stdout only the inode numbers `write` and `mknod` report ("Allocated inode:
    * N"), in `allocated`; `stdout`, `raw` and `sections` are then empty. For
    * the builder's script, read for its errors and its allocations: its echo
    * lines are as big as the script, and keeping them took time and memory.
