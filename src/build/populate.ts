@@ -10,8 +10,7 @@
 //
 // Every command after the one that creates an entry names it by its inode,
 // `<N>`, computed ahead (build/inodes.ts); so does every `cd`. A name would
-// make debugfs scan the folder for it, once per command: at 1,000 files a
-// folder that was most of the build's time. debugfs reports the inodes it
+// make debugfs scan the folder for it, once per command. debugfs reports the inodes it
 // allocates for files and devices, and populate() checks them against the
 // computed ones.
 import { writeFile } from 'node:fs/promises';
