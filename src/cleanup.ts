@@ -19,7 +19,7 @@
 // SIGKILL, or a closed terminal's SIGHUP then SIGTERM, thus still clean up;
 // SIGKILL cannot be caught: the next run removes what it left, see stale.ts.)
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, opendir, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InterruptedError } from './errors.js';
@@ -85,6 +85,35 @@ export async function settleAll<T>(promises: readonly Promise<T>[]): Promise<T[]
   return results.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
+/** Files unlinked at once by removeTree(). */
+const UNLINKS_AT_ONCE = 16;
+
+/**
+ * Removes a folder and what it holds. The files are unlinked as a listing
+ * streams them, a few at a time: fs.rm() starts every unlink of a folder at
+ * once, and for a tar's 100,000 staged files that took 220 MB. fs.rm() then
+ * removes what is left, retrying while a writer in this process may still be
+ * finishing a file in it.
+ */
+export async function removeTree(dir: string): Promise<void> {
+  try {
+    const running = new Set<Promise<void>>();
+    for await (const d of await opendir(dir, { bufferSize: 256 })) {
+      if (d.isDirectory()) {
+        await removeTree(join(dir, d.name));
+        continue;
+      }
+      const p: Promise<void> = unlink(join(dir, d.name)).catch(() => undefined).finally(() => running.delete(p));
+      running.add(p);
+      if (running.size >= UNLINKS_AT_ONCE) await Promise.race(running);
+    }
+    await Promise.all(running);
+  } catch {
+    // Not there, or not a folder: fs.rm() below says what it is.
+  }
+  await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+}
+
 export class Scope {
   private disposers: { label: string; fn: Disposer }[] = [];
   private closing?: Promise<string[]>;
@@ -126,7 +155,7 @@ export class Scope {
     // Tracked until it is registered: a shutdown in between waits for it, then removes it.
     const made = mkdtemp(join(parent, `${prefix}${RUN_TAG}-`)).then((dir) => {
       // Retries: a reader in this process may still be writing into it for a moment.
-      this.defer(`remove ${dir}`, () => rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 }));
+      this.defer(`remove ${dir}`, () => removeTree(dir));
       return dir;
     });
     track(pending, made);

@@ -18,6 +18,7 @@ import { VERIFY_STAGES } from './stages/index.js';
 import type { Stage, VerifyOptions } from './stages/context.js';
 import { convertImage, type OutputFormat } from './build/convert.js';
 import { log } from './log.js';
+import { collectGarbage } from './memory.js';
 import { sniffFile } from './source/load.js';
 import { openImage, refuseUnreadable } from './image/open.js';
 import { readExt4Superblock } from './image/superblock.js';
@@ -153,6 +154,8 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
       const t = await readInput(req.input, scope, { target: req.target, sizeMb: exactSizeMb });
       return { value: t, details: { kind: t.kind, entries: t.manifest.entries.length, usedMb: t.usedMb, summary: `${t.kind}, ${t.manifest.entries.length} entries, ${t.usedMb} MiB`, ...notesOf(t) } };
     });
+    // What reading made and dropped goes before the build, which takes as long as the read.
+    collectGarbage();
     // Seeded builds size from the manifest: du -sm differs between staging filesystems.
     const size = resolveSizeInputs(req, req.env, req.seed ? manifestUsedMb(tree.manifest) : tree.usedMb);
     // The raw image is sparse: only the tree, metadata and journal take room (twice, to convert it).
@@ -164,6 +167,9 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
       const r = await buildRawImage(tree, tmp, { ...size, label: req.label, seed: req.seed, sourceDateEpoch }, scope);
       return { value: r, details: { ...r, summary: `ext4, ${r.sizeMb} MiB${r.exactSize ? ' (SIZE_MB)' : ''}, label ${req.label}` } };
     });
+    // Only the build reads the contents: what the map holds (a path each) is let go.
+    tree.content.clear();
+    collectGarbage();
     const verify = { ...req.verify, requiredFreeMb: built.exactSize ? undefined : size.freeMb };
     // --check-reproducible: the whole build once more, from reading the input on.
     const rebuild = {

@@ -5,7 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { DELTA_CODES, FIELDS, PATH_KINDS, type DiffOptions } from '../src/manifest/fields.js';
 import { deltaMessage, diffManifests } from '../src/manifest/diff.js';
 import { formatDiffText } from '../src/manifest/diff-format.js';
-import { makeManifest, normalizeEntry } from '../src/manifest/entry.js';
+import { comparePaths, makeManifest, normalizeEntry } from '../src/manifest/entry.js';
+import { serializeManifest } from '../src/manifest/serialize.js';
 import { MTREE_KEYWORDS, mtreeLine } from '../src/manifest/mtree.js';
 import type { ManifestEntry } from '../src/types.js';
 
@@ -161,6 +162,40 @@ describe('serialization and mtree, per field', () => {
     expect(Object.keys(normalizeEntry(shuffled))).toEqual(['path', 'type', 'mode', 'uid', 'gid', 'size', 'sha256', 'mtime']);
     const x = normalizeEntry({ ...FILE, xattrs: { 'user.b': '01', 'user.a': '02' } });
     expect(Object.keys(x.xattrs ?? {})).toEqual(['user.a', 'user.b']);
+  });
+
+  it('gives an entry already in normal form back as it is, and copies every other', () => {
+    const normal: ManifestEntry = { path: '/f', type: 'file', mode: '0644', uid: 0, gid: 0, size: 3, xattrs: { 'user.a': '01', 'user.b': '02' }, mtime: 1 };
+    expect(normalizeEntry(normal)).toBe(normal);
+    const { xattrs: _, ...bare } = normal;
+    for (const [e, want] of [
+      [{ ...normal, xattrs: { 'user.b': '02', 'user.a': '01' } }, normal], // xattr names out of order
+      [{ ...normal, xattrs: {} }, bare], // empty xattrs are dropped
+      [{ ...normal, sha256: undefined }, normal], // an undefined field is dropped
+      [{ mtime: 1, ...normal }, normal], // keys out of order
+      [{ ...normal, extra: 1 }, normal], // not a field
+    ] as [ManifestEntry, ManifestEntry][]) {
+      const n = normalizeEntry(e);
+      expect(n).not.toBe(e);
+      expect(JSON.stringify(n)).toBe(JSON.stringify(want));
+    }
+    // Serializing without a field leaves the entry as it was.
+    const m = makeManifest([normal]);
+    expect(serializeManifest(m, { omit: ['mtime'] })).not.toContain('mtime');
+    expect(m.entries[0].mtime).toBe(1);
+  });
+
+  it('orders paths by their UTF-8 bytes, surrogate pairs included', () => {
+    const chars = ['a', 'b', '/', '.', ' ', '\u00e9', '\u0800', '\ud7ff', '\ue000', '\uff5e', '\ufffd', '\u{10000}', '\u{1f600}', '\u{10ffff}'];
+    let seed = 7;
+    const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    const paths = Array.from({ length: 3000 }, () => `/${Array.from({ length: 1 + rand(6) }, () => chars[rand(chars.length)]).join('')}`);
+    const bytes = [...paths].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+    expect([...paths].sort(comparePaths)).toEqual(bytes);
+    for (let i = 0; i < 2000; i++) {
+      const [x, y] = [paths[rand(paths.length)], paths[rand(paths.length)]];
+      expect(Math.sign(comparePaths(x, y))).toBe(Math.sign(Buffer.compare(Buffer.from(x), Buffer.from(y))));
+    }
   });
 
   it.each([

@@ -35,6 +35,7 @@ import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Manifest, ManifestEntry } from '../types.js';
 import { log } from '../log.js';
+import { collectGarbage } from '../memory.js';
 import { InputError, ToolError, UnreadableImageError } from '../errors.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
@@ -67,6 +68,9 @@ export async function readImageManifest(image: string, opts: ImageReadOptions = 
 
 const OPEN_ERROR = /^(?:debugfs: )?(.*) while (?:trying to open|opening filesystem).*$/m;
 
+/** An inode's manifest fields, without the path: what the reader keeps of it once its contents are read. */
+type InodeFields = Omit<ManifestEntry, 'path'>;
+
 async function readManifest(image: string, hash: boolean): Promise<Manifest> {
   const img = resolve(image);
   const st = await stat(img).catch(() => {
@@ -76,16 +80,20 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
   const { blockSize, blockCount } = await checkedSuperblock(img);
 
   const nodes: Node[] = [{ path: '/', ino: ROOT_INO }];
-  const stats = new Map<number, InodeStat>();
-  const content = new Map<number, Content>();
+  // Each inode's fields as soon as its level is read (a stat with its maps
+  // and extents is ten times as big); the stats of the few inodes that need
+  // more reading at the end (long xattr values, inline data) are kept whole.
+  const fields = new Map<number, InodeFields>();
+  const later = new Map<number, InodeStat>();
+  const laterContent = new Map<number, Content>();
   const fallback: InodeStat[] = [];
   const seenDirs = new Set<number>([ROOT_INO]);
   const requested = new Set<number>([ROOT_INO]);
+  const pathOf = new Map<number, string>([[ROOT_INO, '/']]);
   const reader = new BlockReader(img, blockSize, blockCount);
   let pending: Promise<LevelResult> | undefined;
   try {
     let dirs: Node[] = [{ path: '/', ino: ROOT_INO }];
-    const pathOf = new Map<number, string>([[ROOT_INO, '/']]);
     pending = startLevel(img, dirs, [ROOT_INO], pathOf);
     while (pending) {
       const { listings, inodes } = await pending;
@@ -109,50 +117,82 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
           }
         }
       }
+      listings.clear();
       dirs = nextDirs;
       pending = nextDirs.length > 0 || newInodes.length > 0 ? startLevel(img, nextDirs, newInodes, pathOf) : undefined;
       // Awaited on the next turn; until then a failure must not count as unhandled.
       pending?.catch(() => undefined);
       // Hash what this level's stat brought while the next level runs.
-      for (const s of inodes) stats.set(s.inode, s);
-      log.progress(`${stats.size} inodes read${hash ? ', hashing' : ''}`);
+      log.progress(`${fields.size + inodes.length} inodes read${hash ? ', hashing' : ''}`);
+      const content = new Map<number, Content>();
+      const waiting = fallback.length;
       await readContents(reader, inodes, hash, content, fallback);
-      // The block maps are read; what stays of an inode until the manifest
-      // is built are its fields (at 500k entries the maps were most of the heap).
-      for (const s of inodes) s.extents = undefined;
+      for (let i = waiting; i < fallback.length; i++) later.set(fallback[i].inode, fallback[i]);
+      for (const s of inodes) {
+        if (hasLongXattrs(s)) later.set(s.inode, s);
+        if (later.has(s.inode)) {
+          s.extents = undefined;
+          const c = content.get(s.inode);
+          if (c) laterContent.set(s.inode, c);
+        } else fields.set(s.inode, inodeFields(s, content.get(s.inode), hash, pathOf.get(s.inode)!));
+      }
+      // A level's stats die here: collected at once when they were many, and
+      // many against what was read before (so that the collections, each as
+      // long as what is live, add up to a few of the whole).
+      if (inodes.length >= 8000 && inodes.length * 4 >= fields.size) collectGarbage();
     }
   } finally {
     reader.close();
     // A failure while the next level ran (hashing this one) must not leave its batches, and their temp dirs, behind.
     await pending?.catch(() => undefined);
   }
-  await fillLongXattrs(img, stats);
-  if (fallback.length > 0) await dumpContents(img, fallback, content);
-
-  const entries: ManifestEntry[] = [];
-  const inoOf = new Map<string, number>();
-  for (const node of nodes) {
-    const s = stats.get(node.ino);
-    if (!s) throw new Error(`inode ${node.ino} of ${node.path} was not read`);
-    const entry: ManifestEntry = { path: node.path, type: typeFromMode(s.mode), mode: formatMode(s.mode), uid: s.uid, gid: s.gid };
-    const c = content.get(node.ino);
-    if (entry.type === 'file') {
-      entry.size = s.size;
-      if (hash) entry.sha256 = c?.sha256;
-    } else if (entry.type === 'symlink') {
-      entry.size = s.size;
-      entry.target = c?.target;
-    } else if ((entry.type === 'char' || entry.type === 'block') && s.rdev) {
-      entry.rdev = `${s.rdev.major},${s.rdev.minor}`;
-    }
-    const xattrs = manifestXattrs(s, node.path);
-    if (Object.keys(xattrs).length > 0) entry.xattrs = xattrs;
-    if (s.mtime !== undefined) entry.mtime = s.mtime;
-    entries.push(entry);
-    inoOf.set(node.path, node.ino);
+  if (later.size > 0) {
+    await fillLongXattrs(img, later);
+    if (fallback.length > 0) await dumpContents(img, fallback, laterContent);
+    for (const s of later.values()) fields.set(s.inode, inodeFields(s, laterContent.get(s.inode), hash, pathOf.get(s.inode)!));
+    later.clear();
   }
-  assignHardlinks(entries, (e) => String(inoOf.get(e.path)));
+
+  if (nodes.length >= 8000) collectGarbage();
+  const entries: ManifestEntry[] = [];
+  const inoOf = new Map<ManifestEntry, number>();
+  for (const node of nodes) {
+    const f = fields.get(node.ino);
+    if (!f) throw new Error(`inode ${node.ino} of ${node.path} was not read`);
+    const entry: ManifestEntry = { path: node.path, ...f };
+    entries.push(entry);
+    if (entry.type === 'file') inoOf.set(entry, node.ino);
+  }
+  nodes.length = 0;
+  fields.clear();
+  assignHardlinks(entries, (e) => String(inoOf.get(e)));
   return makeManifest(entries);
+}
+
+function hasLongXattrs(s: InodeStat): boolean {
+  for (const [name, value] of s.xattrs) if (value === null && name !== 'system.data') return true;
+  return false;
+}
+
+/** The manifest fields of an inode, in the manifest's key order. */
+function inodeFields(s: InodeStat, c: Content | undefined, hash: boolean, path: string): InodeFields {
+  const type = typeFromMode(s.mode);
+  const f: InodeFields = { type, mode: formatMode(s.mode), uid: s.uid, gid: s.gid };
+  if (type === 'file') {
+    f.size = s.size;
+    if (hash) f.sha256 = c?.sha256;
+  } else if (type === 'symlink') {
+    f.size = s.size;
+    f.target = c?.target;
+  } else if ((type === 'char' || type === 'block') && s.rdev) {
+    f.rdev = `${s.rdev.major},${s.rdev.minor}`;
+  }
+  if (s.xattrs.size > 0) {
+    const xattrs = manifestXattrs(s, path);
+    if (Object.keys(xattrs).length > 0) f.xattrs = xattrs;
+  }
+  if (s.mtime !== undefined) f.mtime = s.mtime;
+  return f;
 }
 
 /**

@@ -138,9 +138,7 @@ export function failOnErrors(res: DebugfsResult, what: string): void {
  * when every command then succeeds.
  */
 function failOnPreamble(res: DebugfsResult): void {
-  const first = res.stdout.startsWith('debugfs: ') ? 0 : res.stdout.indexOf('\ndebugfs: ');
-  const preamble = first < 0 ? res.stdout : res.stdout.slice(0, first);
-  const lines = preamble.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const lines = res.preamble.split('\n').map((l) => l.trim()).filter((l) => l !== '');
   if (lines.length > 0) throw new Damage(`debugfs, opening it: ${firstError(lines)}`);
 }
 

@@ -83,33 +83,39 @@ export async function finish(source: string, tree: TarTree, hashing: boolean, no
   let usedBytes = 0;
 
   for (const [p, node] of tree.nodes) {
-    let e: ManifestEntry;
-    if (node.inode) {
-      const ino = node.inode;
-      e = { path: p, type: 'file', mode: formatMode(ino.mode), uid: ino.uid, gid: ino.gid, size: ino.size, xattrs: { ...ino.xattrs }, mtime: ino.mtime };
-      if (hashing) e.sha256 = ino.sha256;
-      content.set(p, ino.blob);
-      inodeOf.set(p, ino.id);
-      inodes.set(ino.id, ino);
-    } else {
-      e = { ...node.entry, xattrs: { ...(node.entry.xattrs ?? {}) } };
-      if (e.type === 'dir') usedBytes += 4096;
-      if (e.type === 'symlink' && (e.size ?? 0) >= 60) usedBytes += 4096;
-    }
-    const aclText = node.inode ? node.inode.aclText : node.aclText;
+    const ino = node.inode;
+    const xattrs: Record<string, string> = { ...(ino ? ino.xattrs : node.entry.xattrs) };
+    const aclText = ino ? ino.aclText : node.aclText;
     if (aclText) {
       for (const [kind, text] of Object.entries(aclText) as [AclKind, string][]) {
-        if (e.xattrs![aclXattrName(kind)] !== undefined) continue;
+        if (xattrs[aclXattrName(kind)] !== undefined) continue;
         resolver ??= await archiveNameResolver(tree);
         try {
           const hex = aclTextToXattrHex(text, kind, resolver);
-          if (hex !== undefined) e.xattrs![aclXattrName(kind)] = hex;
+          if (hex !== undefined) xattrs[aclXattrName(kind)] = hex;
         } catch (err) {
           if (!(err instanceof AclError)) throw err;
           throw new InputError(`tar entry ${JSON.stringify(node.member)}: SCHILY.acl.${kind}: ${err.message}`,
             "Re-create the archive with GNU tar --xattrs --xattrs-include='*' (which stores the raw ACL) or with bsdtar --acls (which stores numeric ids).");
         }
       }
+    }
+    const hasXattrs = Object.keys(xattrs).length > 0;
+    let e: ManifestEntry;
+    if (ino) {
+      // In the manifest's key order, so that makeManifest() keeps the object instead of copying it.
+      e = { path: p, type: 'file', mode: formatMode(ino.mode), uid: ino.uid, gid: ino.gid, size: ino.size };
+      if (hashing) e.sha256 = ino.sha256;
+      if (hasXattrs) e.xattrs = xattrs;
+      if (ino.mtime !== undefined) e.mtime = ino.mtime;
+      content.set(p, ino.blob);
+      inodeOf.set(p, ino.id);
+      inodes.set(ino.id, ino);
+    } else {
+      const { xattrs: _, ...rest } = node.entry;
+      e = hasXattrs ? { ...rest, xattrs } : rest;
+      if (e.type === 'dir') usedBytes += 4096;
+      if (e.type === 'symlink' && (e.size ?? 0) >= 60) usedBytes += 4096;
     }
     entries.push(e);
   }

@@ -28,13 +28,36 @@ export function typeBits(type: EntryType): number {
   throw new Error(`unknown type ${type}`);
 }
 
-/** Byte-wise path order, the same on every machine and locale. */
+/**
+ * Byte-wise path order (of the UTF-8 bytes), the same on every machine and
+ * locale. UTF-16 order is code point order, which is UTF-8 byte order, except
+ * that a surrogate pair (U+10000 and up) sorts below U+E000-U+FFFF: that one
+ * case is turned around. Allocates nothing: sorting 100,000 paths compares
+ * 1.7 million pairs.
+ */
 export function comparePaths(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+  const n = a.length < b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      const sx = x <= 0xdfff;
+      const sy = y <= 0xdfff;
+      if (sx !== sy) return sx ? 1 : -1;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
 }
 
-/** A copy of `e` with keys in FIELDS order (golden files depend on it) and empty optional fields dropped. */
+/**
+ * `e` with keys in FIELDS order (golden files depend on it) and empty
+ * optional fields dropped: a copy, or `e` itself when it is already so (the
+ * readers build their entries that way; a copy of every entry was garbage).
+ */
 export function normalizeEntry(e: ManifestEntry): ManifestEntry {
+  if (isNormalized(e)) return e;
   const out: Record<string, unknown> = {};
   for (const f of FIELDS) {
     const v = e[f.key];
@@ -43,6 +66,18 @@ export function normalizeEntry(e: ManifestEntry): ManifestEntry {
     if (n !== undefined) out[f.key] = n;
   }
   return out as unknown as ManifestEntry;
+}
+
+function isNormalized(e: ManifestEntry): boolean {
+  let k = 0;
+  for (const key in e) {
+    while (k < FIELDS.length && FIELDS[k].key !== key) k++;
+    if (k === FIELDS.length) return false; // not a field, or out of order
+    const f = FIELDS[k];
+    const v = e[f.key];
+    if (v === undefined || (f.normalize && !f.isNormal?.(v))) return false;
+  }
+  return true;
 }
 
 /** Sort, normalize and check a list of entries into a manifest. */

@@ -78,6 +78,8 @@ export interface Field {
   compare?: (e: ManifestEntry, a: ManifestEntry, opts: DiffOptions) => Omit<Delta, 'path'>[];
   /** The value as serialized, undefined to leave it out (default: as is). */
   normalize?: (v: NonNullable<ManifestEntry[FieldKey]>) => unknown;
+  /** Whether normalize() would give the value back unchanged (required with normalize). */
+  isNormal?: (v: NonNullable<ManifestEntry[FieldKey]>) => boolean;
   /** Its mtree keyword; a field without one is not exported (hardlink: nlink says it). */
   mtree?: MtreeKeyword;
   /** A value as a person reads it, for any delta that names this field. */
@@ -177,6 +179,14 @@ export const FIELDS: readonly Field[] = [
       const x = v as Record<string, string>;
       const names = Object.keys(x).sort();
       return names.length === 0 ? undefined : Object.fromEntries(names.map((n) => [n, x[n]]));
+    },
+    isNormal: (v) => {
+      let last: string | undefined;
+      for (const name in v as Record<string, string>) {
+        if (last !== undefined && !(last < name)) return false;
+        last = name;
+      }
+      return last !== undefined;
     },
     mtree: {
       keyword: 'xattr',

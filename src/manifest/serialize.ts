@@ -16,8 +16,11 @@ export interface SerializeOptions {
 export function serializeManifest(manifest: Manifest, opts: SerializeOptions = {}): string {
   const omit = new Set(opts.omit ?? []);
   const lines = manifest.entries.map((e) => {
-    const n = normalizeEntry(e) as unknown as Record<string, unknown>;
-    for (const k of omit) delete n[k];
+    let n = normalizeEntry(e) as unknown as Record<string, unknown>;
+    if (omit.size > 0) {
+      n = { ...n }; // normalizeEntry() may give the entry itself
+      for (const k of omit) delete n[k];
+    }
     return JSON.stringify(n);
   });
   return `{"format":"${MANIFEST_FORMAT}","entries":[\n${lines.join(',\n')}\n]}\n`;

@@ -114,6 +114,11 @@ export interface DebugfsResult {
   sections: DebugfsSection[];
   /** With allocatedOnly: the inode of each "Allocated inode: N" line, in order. */
   allocated: number[];
+  /**
+   * What debugfs printed before the echo line of the first command (with
+   * mergeStderr: its complaints about opening the filesystem), decoded, without the banner.
+   */
+  preamble: string;
 }
 
 /** The longest script line debugfs reads whole (fgets with BUFSIZ 8192, plus the newline). */
@@ -227,19 +232,43 @@ async function runScriptFile(
   const allocated = opts.allocatedOnly ? await allocatedIn(outFile) : [];
   const raw = opts.allocatedOnly ? Buffer.alloc(0) : await readFile(outFile).catch(() => Buffer.alloc(0));
   let stderr = (await readFile(errFile).catch(() => Buffer.alloc(0))).toString('utf8').replace(BANNER, '');
-  let stdoutText = raw.toString('utf8');
-  if (opts.mergeStderr) {
-    stdoutText = stdoutText.replace(BANNER, '');
-    stderr = '';
-  }
+  if (opts.mergeStderr) stderr = '';
+  const preamble = preambleOf(raw, opts.mergeStderr === true);
   if (result.timedOut) throw new ToolError(display, undefined, `timed out after ${opts.timeoutMs} ms\n${stderr}`);
-  const openError = /^.*while (trying to open|opening filesystem).*$/m.exec(opts.mergeStderr ? stdoutText : stderr);
+  // debugfs reports a filesystem it cannot open before it runs the first
+  // command (and then runs every command against nothing).
+  const openError = /^.*while (trying to open|opening filesystem).*$/m.exec(opts.mergeStderr ? preamble : stderr);
   if (openError) {
     throw new ToolError(display, result.exitCode, openError[0], `debugfs cannot open ${image}: is it an ext2/3/4 image?`);
   }
   const sections = opts.allocatedOnly || opts.noSections || !commands ? [] : splitDebugfsOutput(raw, commands);
-  return { command: display, stdout: stdoutText, stderr, raw, sections, allocated };
+  // stdout is decoded only when asked for: a reader's batch is megabytes, and
+  // its parsers read `raw`.
+  let stdout: string | undefined;
+  return {
+    command: display, stderr, raw, sections, allocated, preamble,
+    get stdout() {
+      stdout ??= opts.mergeStderr ? raw.toString('utf8').replace(BANNER, '') : raw.toString('utf8');
+      return stdout;
+    },
+  };
 }
+
+/** What a run printed before the echo line of its first command, decoded, without the version banner. */
+function preambleOf(raw: Buffer, merged: boolean): string {
+  let end = raw.length;
+  if (raw.subarray(0, ECHO.length).equals(ECHO)) end = 0;
+  else {
+    const at = raw.indexOf(NL_ECHO);
+    // The newline before the echo line stays: BANNER ends with it.
+    if (at >= 0) end = at + 1;
+  }
+  const head = raw.subarray(0, end).toString('utf8');
+  return merged ? head.replace(BANNER, '') : head;
+}
+
+const ECHO = Buffer.from('debugfs: ');
+const NL_ECHO = Buffer.from('\ndebugfs: ');
 
 const ALLOCATED = Buffer.from('\nAllocated inode: ');
 
