@@ -2,9 +2,12 @@
 import type { EntryType, Manifest, ManifestEntry } from '../types.js';
 import { FIELDS } from './fields.js';
 
-/** Permission + special bits of a st_mode, as 4 octal digits. */
+const MODES: string[] = [];
+
+/** Permission + special bits of a st_mode, as 4 octal digits (one string per mode, shared by every entry that has it). */
 export function formatMode(stMode: number): string {
-  return (stMode & 0o7777).toString(8).padStart(4, '0');
+  const bits = stMode & 0o7777;
+  return (MODES[bits] ??= bits.toString(8).padStart(4, '0'));
 }
 
 const TYPE_BITS: Record<number, EntryType> = {
