@@ -69,6 +69,11 @@ export async function runAndInterrupt(args: string[], env: Record<string, string
     }
   }
   const r = await child;
+  // A signal sent in the last moment of a run reaches a process already in
+  // process.exit(), which runs no handler: it exits 0 without the "cleaning
+  // up" line (a signal it did handle prints that line first, and without a
+  // handler the signal would kill it). The run finished first.
+  if (sent && !finishedFirst && r.exitCode === 0 && !stderr.includes('cleaning up')) finishedFirst = true;
   return {
     pid: child.pid ?? -1,
     exitCode: r.exitCode ?? undefined,
