@@ -40,7 +40,7 @@ import { InputError, ToolError, UnreadableImageError } from '../errors.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
 import type { InodeStat } from '../tools/debugfs-stat.js';
-import { Damage, fillLongXattrs, manifestXattrs, startLevel, type LevelResult, type Node } from './debugfs-walk.js';
+import { Damage, fillLongXattrs, hasLongXattrs, manifestXattrs, startLevel, type LevelResult, type Node } from './debugfs-walk.js';
 import { BlockReader, dumpContents, readContents, type Content } from './debugfs-content.js';
 
 export interface ImageReadOptions {
@@ -51,6 +51,8 @@ export interface ImageReadOptions {
 }
 
 const ROOT_INO = 2;
+/** Inodes from which a level, and the manifest built at the end, are worth a full collection. */
+const COLLECT_FROM = 8000;
 
 /** The manifest of an ext2/3/4 image, read rootless through debugfs. */
 export async function readImageManifest(image: string, opts: ImageReadOptions = {}): Promise<Manifest> {
@@ -123,7 +125,7 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       // Awaited on the next turn; until then a failure must not count as unhandled.
       pending?.catch(() => undefined);
       // Hash what this level's stat brought while the next level runs.
-      log.progress(`${fields.size + inodes.length} inodes read${hash ? ', hashing' : ''}`);
+      log.progress(`${fields.size + later.size + inodes.length} inodes read${hash ? ', hashing' : ''}`);
       const content = new Map<number, Content>();
       const waiting = fallback.length;
       await readContents(reader, inodes, hash, content, fallback);
@@ -139,7 +141,7 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       // A level's stats die here: collected at once when they were many, and
       // many against what was read before (so that the collections, each as
       // long as what is live, add up to a few of the whole).
-      if (inodes.length >= 8000 && inodes.length * 4 >= fields.size) collectGarbage();
+      if (inodes.length >= COLLECT_FROM && inodes.length * 4 >= fields.size) collectGarbage();
     }
   } finally {
     reader.close();
@@ -153,7 +155,7 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
     later.clear();
   }
 
-  if (nodes.length >= 8000) collectGarbage();
+  if (nodes.length >= COLLECT_FROM) collectGarbage();
   const entries: ManifestEntry[] = [];
   const inoOf = new Map<ManifestEntry, number>();
   for (const node of nodes) {
@@ -167,11 +169,6 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
   fields.clear();
   assignHardlinks(entries, (e) => String(inoOf.get(e)));
   return makeManifest(entries);
-}
-
-function hasLongXattrs(s: InodeStat): boolean {
-  for (const [name, value] of s.xattrs) if (value === null && name !== 'system.data') return true;
-  return false;
 }
 
 /** The manifest fields of an inode, in the manifest's key order. */

@@ -145,11 +145,22 @@ function failOnPreamble(res: DebugfsResult): void {
 // ---------------------------------------------------------------------------
 // xattr values stat does not print (40 bytes and more)
 
+/** An xattr whose value `stat` left out (40 bytes and more): fillLongXattrs() reads it. */
+export function isLongXattr(name: string, value: Buffer | null): boolean {
+  return value === null && name !== 'system.data';
+}
+
+/** Whether `st` has xattr values that fillLongXattrs() must read. */
+export function hasLongXattrs(st: InodeStat): boolean {
+  for (const [name, value] of st.xattrs) if (isLongXattr(name, value)) return true;
+  return false;
+}
+
 export async function fillLongXattrs(image: string, stats: Map<number, InodeStat>): Promise<void> {
   const wanted: { st: InodeStat; name: string; cmd: string }[] = [];
   for (const st of stats.values()) {
     for (const [name, value] of st.xattrs) {
-      if (value !== null || name === 'system.data') continue;
+      if (!isLongXattr(name, value)) continue;
       wanted.push({ st, name, cmd: `ea_get -r -x <${st.inode}> ${quoteDebugfsArg(name)}` });
     }
   }
