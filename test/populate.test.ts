@@ -17,6 +17,7 @@ import { skipBoot } from './helpers/stages.js';
 import { forceRelease, loopLeftovers } from './helpers/mounts.js';
 import { buildPopulateScript } from '../src/build/populate.js';
 import { makeManifest } from '../src/manifest/entry.js';
+import type { ManifestEntry } from '../src/types.js';
 import { MTIME_MAX, MTIME_MIN } from '../src/input/limits.js';
 
 /** Names that each broke, or could break, one debugfs command form. */
@@ -194,7 +195,7 @@ describe('the script forms (what the image tests above rely on)', () => {
       { path: '/dev/-x', type: 'fifo', mode: '0600', uid: 5, gid: 0, mtime: -1 },
     ]);
     const commands: string[] = [];
-    const { reported } = await buildPopulateScript(m, new Map(), { now: 1_700_000_000, workDir: work }, { inodeCount: 1024, inodesPerGroup: 1024, firstIno: 11 }, (c) => commands.push(c));
+    const { reported } = await buildPopulateScript(m, new Map(), { now: 1_700_000_000, workDir: work }, { inodeCount: 1024, inodesPerGroup: 1024, firstIno: 11, blockSize: 4096 }, (c) => commands.push(c));
     expect(reported).toEqual([13]);
     expect(commands).toEqual(expect.arrayContaining(['cd <12>', 'mknod -x p', 'sif <13> uid 5', 'sif <13> mtime @4294967295', 'sif <13> mtime_extra 0']));
   });
@@ -206,8 +207,57 @@ describe('the script forms (what the image tests above rely on)', () => {
     ]);
     const far = `/${Array.from({ length: 40 }, () => 'p'.repeat(250)).join('/')}/f`;
     const emitted: string[] = [];
-    await expect(buildPopulateScript(m, new Map([['/f', far]]), { now: 1_700_000_000, workDir: work }, { inodeCount: 1024, inodesPerGroup: 1024, firstIno: 11 }, (c) => emitted.push(c)))
+    await expect(buildPopulateScript(m, new Map([['/f', far]]), { now: 1_700_000_000, workDir: work }, { inodeCount: 1024, inodesPerGroup: 1024, firstIno: 11, blockSize: 4096 }, (c) => emitted.push(c)))
       .rejects.toThrow(/"\/f": its path or symlink target makes a debugfs command of 100\d\d bytes, and debugfs reads at most 8190/);
     expect(emitted.some((c) => c.startsWith('write'))).toBe(false);
+  });
+});
+
+// debugfs's ln does not grow a full folder ("make_link: No free space in the
+// directory"), where write, mkdir, symlink and mknod do: 50,000 hard links in
+// one folder failed the build. populate.ts adds a block before a link could
+// find no room.
+describe('hard links that fill folders', () => {
+  it('builds a folder of 1,500 links, with names of 1 to 200 bytes and files between them, and reads it back whole', async () => {
+    const root = join(work, 'links-tree');
+    await mkdir(join(root, 'src'), { recursive: true });
+    await mkdir(join(root, 'links'));
+    await mkdir(join(root, 'only-links'));
+    for (let i = 0; i < 50; i++) await writeFile(join(root, 'src', `f${i}`), `content ${i}\n`);
+    for (let k = 0; k < 1500; k++) {
+      const name = `${k}-${'n'.repeat(k % 200)}`.slice(0, 1 + (k % 200));
+      const unique = `${name}.${k}`;
+      await link(join(root, 'src', `f${k % 50}`), join(root, 'links', unique));
+      if (k % 3 === 0) await writeFile(join(root, 'links', `plain-${k}-${'p'.repeat(k % 100)}`), `plain ${k}\n`);
+      if (k < 600) await link(join(root, 'src', `f${k % 50}`), join(root, 'only-links', `l${k}`));
+    }
+    const img = join(work, 'links.img');
+    const r = await runCli(['build', ...skipBoot(), '--input', root, '--output', img], { env: { TMPDIR: tmp } });
+    expect(r.exitCode, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/diff .*0 differences/);
+    // Every link is there, on its group's inode, with the group's link count.
+    const ls = await execa('debugfs', ['-R', 'ls -l /links', img], { env: { LC_ALL: 'C' } });
+    expect(ls.stdout.split('\n').filter((l) => /\.\d+\s*$/.test(l))).toHaveLength(1500);
+    const st = await execa('debugfs', ['-R', 'stat /src/f7', img], { env: { LC_ALL: 'C' } });
+    expect(st.stdout).toMatch(/Links: 43 /); // itself, 30 in links/ and 12 in only-links/
+    expect((await execa('e2fsck', ['-fn', img], { reject: false })).exitCode).toBe(0);
+    await rm(img, { force: true });
+  }, 300_000);
+
+  it('adds the block before the first link of a folder and again each time its names since could fill one', async () => {
+    const entries: ManifestEntry[] = [
+      { path: '/', type: 'dir', mode: '0755', uid: 0, gid: 0 },
+      { path: '/a', type: 'file', mode: '0644', uid: 0, gid: 0, size: 1, nlink: 401 },
+      { path: '/d', type: 'dir', mode: '0755', uid: 0, gid: 0 },
+    ];
+    // 400 links of 24-byte entries (16-byte names): 170 fit in the 4084 bytes of a block.
+    for (let k = 0; k < 400; k++) entries.push({ path: `/d/link-${String(k).padStart(11, '0')}`, type: 'file', mode: '0644', uid: 0, gid: 0, size: 1, hardlink: '/a' });
+    const commands: string[] = [];
+    await buildPopulateScript(makeManifest(entries), new Map([['/a', join(work, 'a')]]), { now: 1_700_000_000, workDir: work },
+      { inodeCount: 1024, inodesPerGroup: 1024, firstIno: 11, blockSize: 4096 }, (c) => commands.push(c));
+    const expands = commands.map((c, i) => [c, i] as const).filter(([c]) => c.startsWith('expand_dir'));
+    expect(expands.map(([c]) => c)).toEqual(['expand_dir <13>', 'expand_dir <13>', 'expand_dir <13>']);
+    // Each one right before the ln of links 0, 170 and 340.
+    expect(expands.map(([, i]) => commands[i + 1])).toEqual(['ln <12> link-00000000000', 'ln <12> link-00000000170', 'ln <12> link-00000000340']);
   });
 });

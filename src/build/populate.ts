@@ -83,7 +83,7 @@ function mtimeCommands(self: string, mtime: number): string[] {
  * for xattr value files.
  */
 export async function buildPopulateScript(
-  manifest: Manifest, content: ContentMap, o: PopulateOptions, geometry: InodeGeometry, emit: (command: string) => void,
+  manifest: Manifest, content: ContentMap, o: PopulateOptions, geometry: InodeGeometry & { blockSize: number }, emit: (command: string) => void,
 ): Promise<PopulateScript> {
   const q = quoteDebugfsArg;
   // The current entry's commands; emitted at the start of the next.
@@ -100,6 +100,15 @@ export async function buildPopulateScript(
   const inoOf = new Map<string, number>([['/', ROOT_INO]]);
   const linked = new Set<string>();
   for (const e of manifest.entries) if (e.hardlink) linked.add(e.hardlink);
+  // debugfs's ln, unlike write, mkdir, symlink and mknod, does not add a
+  // block to a full folder: it fails with "No free space in the directory".
+  // So a folder gets an empty block (expand_dir) before a hard link could
+  // find no room: before its first one, and again whenever the names made in
+  // it since the last block could have filled that block. Bytes of
+  // entries made since the folder's last expand_dir, by folder inode:
+  const sinceExpand = new Map<number, number>();
+  // A block's room for entries: the metadata_csum tail takes 12 bytes.
+  const blockRoom = geometry.blockSize - 12;
   let cwd = ROOT_INO;
   const cd = (ino: number) => {
     if (ino !== cwd) {
@@ -128,7 +137,14 @@ export async function buildPopulateScript(
         cmds.push(`rmdir ${LOST_FOUND}`);
         inodes.free(geometry.firstIno);
       }
-      if (!createEntry(e, baseName(e.path), content, cmds, inoOf)) continue;
+      const name = baseName(e.path);
+      let used = (sinceExpand.get(parent) ?? Infinity) + direntBytes(name);
+      if (e.hardlink && used > blockRoom) {
+        cmds.push(`expand_dir <${parent}>`);
+        used = direntBytes(name);
+      }
+      sinceExpand.set(parent, used);
+      if (!createEntry(e, name, content, cmds, inoOf)) continue;
       if (e.hardlink) {
         checkLines(e, cmds);
         continue; // shares the inode of its group's first path
@@ -182,6 +198,11 @@ function checkLines(e: ManifestEntry, cmds: string[]): void {
       );
     }
   }
+}
+
+/** The bytes a directory entry of this name takes in a folder block: 8 of header and the name, to a multiple of 4. */
+function direntBytes(name: string): number {
+  return (8 + Buffer.byteLength(name) + 3) & ~3;
 }
 
 /** The kernel's new dev_t encoding in i_block[1] (what do_mknod_internal writes for numbers above 255). */
