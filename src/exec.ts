@@ -28,6 +28,8 @@ export interface RunOptions {
    * way a timeout does (SIGTERM, then SIGKILL), and the result says `stopped`.
    */
   watch?: (chunk: string, stop: () => void) => void;
+  /** Aborting it kills the process at once (SIGKILL), for one that no longer answers; the result says `stopped`. */
+  kill?: AbortSignal;
 }
 
 export interface RunResult {
@@ -100,7 +102,13 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
     child.stdout?.on('data', onData);
     child.stderr?.on('data', onData);
   }
-  const result = await trackChild(child);
+  const onKill = () => {
+    stopped = true;
+    child.kill('SIGKILL');
+  };
+  if (opts.kill?.aborted) onKill();
+  else opts.kill?.addEventListener('abort', onKill, { once: true });
+  const result = await trackChild(child).finally(() => opts.kill?.removeEventListener('abort', onKill));
   const stdout = String(result.stdout ?? '');
   const stderr = String(result.stderr ?? '');
   if ((result as { code?: string }).code === 'ENOENT' || /ENOENT/.test(String((result as { originalMessage?: string }).originalMessage ?? ''))) {

@@ -140,12 +140,12 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
 
 /**
  * Run qemu until the guest powers off or `timeoutMs` passes (then SIGTERM,
- * SIGKILL 5 s later). `tmpDir` receives the overlays of snapshot=on disks
+ * SIGKILL 5 s later), or `kill` is aborted (SIGKILL at once). `tmpDir` receives the overlays of snapshot=on disks
  * (qemu's default is /var/tmp, where a killed qemu would leave them).
  */
-export async function runQemu(spec: QemuSpec, timeoutMs: number, tmpDir?: string): Promise<RunResult> {
+export async function runQemu(spec: QemuSpec, timeoutMs: number, tmpDir?: string, kill?: AbortSignal): Promise<RunResult> {
   const env: Record<string, string> = tmpDir ? { TMPDIR: tmpDir } : {};
-  const opts = { okCodes: 'any' as const, timeoutMs, allowTimeout: true, env };
+  const opts = { okCodes: 'any' as const, timeoutMs, allowTimeout: true, env, kill };
   if (!spec.incomingState) return run('qemu-system-x86_64', buildQemuArgs(spec), opts);
   // The saved state as qemu's stdin itself (a fixed script; the path is data): read straight
   // from the file, 2-5 times faster than through a pipe from `cat` on this machine type.

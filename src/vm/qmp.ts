@@ -4,12 +4,20 @@
 import { connect, type Socket } from 'node:net';
 import { scsiDiskDevice } from '../tools/qemu.js';
 
+const sleepFor = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
 export interface QmpReply {
   return?: unknown;
   error?: { class: string; desc: string };
 }
 
 export class QmpError extends Error {}
+
+/** qemu did not answer in time: it is stuck, not just refusing. */
+export class QmpNoAnswer extends QmpError {}
+
+/** How long a command may go without an answer: qemu answers in milliseconds, or has stopped answering. */
+export const QMP_ANSWER_MS = 30_000;
 
 export class Qmp {
   private buffer = '';
@@ -30,7 +38,12 @@ export class Qmp {
     sock.on('close', () => fail(new QmpError('the QMP connection closed')));
   }
 
-  /** Connects to qemu's QMP socket, retrying until qemu has made it (at most `timeoutMs`). */
+  /**
+   * Connects to qemu's QMP socket, retrying until qemu has made it, and waits
+   * for its greeting: at most `timeoutMs` in all. The kernel accepts a
+   * connection on a listening socket even when qemu's main loop does not
+   * run, so a qemu that is stuck connects but never greets.
+   */
   static async connect(path: string, timeoutMs: number): Promise<Qmp> {
     const until = Date.now() + timeoutMs;
     for (;;) {
@@ -41,10 +54,16 @@ export class Qmp {
           s.once('error', reject);
         });
         const qmp = new Qmp(sock);
-        await qmp.greeting();
-        await qmp.execute('qmp_capabilities');
+        const left = Math.max(until - Date.now(), 1_000);
+        const greeted = await Promise.race([qmp.greeting().then(() => true), sleepFor(left).then(() => false)]);
+        if (!greeted) {
+          qmp.close();
+          throw new QmpNoAnswer(`qemu took the QMP connection at ${path} but did not greet within ${timeoutMs / 1000} s: it is not answering`);
+        }
+        await qmp.execute('qmp_capabilities', undefined, left);
         return qmp;
       } catch (err) {
+        if (err instanceof QmpNoAnswer) throw err;
         if (Date.now() > until) throw new QmpError(`cannot talk to qemu over QMP at ${path}: ${(err as Error).message}`);
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -87,15 +106,20 @@ export class Qmp {
     }
   }
 
-  /** Runs one command; throws QmpError with qemu's words when it fails. */
-  async execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+  /** Runs one command; throws QmpError with qemu's words when it fails, or when qemu does not answer within `answerMs`. */
+  async execute(command: string, args?: Record<string, unknown>, answerMs = QMP_ANSWER_MS): Promise<unknown> {
     if (this.closed) throw new QmpError(`${command}: ${this.closed.message}`);
     const id = `pi-${this.nextId++}`;
+    let timer: NodeJS.Timeout | undefined;
     const reply = await new Promise<QmpReply>((resolve) => {
       this.waiting.set(id, resolve);
+      timer = setTimeout(() => {
+        this.waiting.delete(id);
+        resolve({ error: { class: 'NoAnswer', desc: `no answer from qemu within ${answerMs / 1000} s` } });
+      }, answerMs);
       this.sock.write(`${JSON.stringify({ execute: command, arguments: args, id })}\n`);
-    });
-    if (reply.error) throw new QmpError(`${command}: ${reply.error.desc}`);
+    }).finally(() => clearTimeout(timer));
+    if (reply.error) throw new (reply.error.class === 'NoAnswer' ? QmpNoAnswer : QmpError)(`${command}: ${reply.error.desc}`);
     return reply.return;
   }
 

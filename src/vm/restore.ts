@@ -8,8 +8,10 @@
 //
 // A restore that does not get as far as the runner's "begin" (qemu refuses
 // the state, or the guest does not answer) is reported as not restored, so
-// that the caller can drop the state and save a new one.
-import { readFile } from 'node:fs/promises';
+// that the caller can drop the state and save a new one. A qemu that stops
+// answering before the restored VM runs (no QMP greeting, no reply) is
+// killed once TAKE_STATE_MS have passed and reported as stalled: that says
+// nothing against the state, and the caller tries it once more.
 import type { RunResult } from '../exec.js';
 import { runQemu, type QemuSpec } from '../tools/qemu.js';
 import { resultsSay } from './job.js';
@@ -33,6 +35,8 @@ export interface RestoreOptions {
   timeoutMs: number;
   /** Time from the restored VM running to the runner's "begin": past it, the restore failed. */
   beginTimeoutMs: number;
+  /** Time from qemu's start to the restored VM running: past it, qemu is stuck and is killed. Default TAKE_STATE_MS. */
+  takeStateTimeoutMs?: number;
   /** New console text, as it comes. */
   onConsole?: (text: string) => void;
   /** The phase the run is in, for a progress line. */
@@ -41,7 +45,14 @@ export interface RestoreOptions {
 
 export type RestoreOutcome =
   | { restored: true; qemu: RunResult; phases: Record<string, number> }
-  | { restored: false; why: string; qemu?: RunResult };
+  | { restored: false; why: string; qemu?: RunResult; stalled?: boolean };
+
+/**
+ * From qemu's start to the restored VM running. It takes 0.5-1 s under TCG on
+ * a 2-core machine (the phases' "running"); a qemu that has not got there in
+ * 30 s has stopped answering.
+ */
+export const TAKE_STATE_MS = 30_000;
 
 /** The caller's `prepare` failed: its error, not the state's. */
 class PrepareFailed extends Error {
@@ -57,7 +68,9 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     phases[name] = Date.now() - t0;
   };
   const qmpSocket = `${o.dir}/qmp.sock`;
+  const takeMs = o.takeStateTimeoutMs ?? TAKE_STATE_MS;
   o.onPhase?.('restoring the VM');
+  const killer = new AbortController();
   const qemu = runQemu(
     {
       ...o.spec,
@@ -69,7 +82,14 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     },
     o.timeoutMs,
     o.dir,
+    killer.signal,
   );
+  // Every wait below is bounded, but a qemu that is stuck is known sooner by the clock.
+  let stalled = false;
+  const watchdog = setTimeout(() => {
+    stalled = true;
+    killer.abort();
+  }, takeMs);
   const prepared = (o.prepare?.() ?? Promise.resolve()).then(
     () => undefined,
     (err: unknown) => new PrepareFailed(err),
@@ -91,6 +111,7 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     // A retry makes the job disk anew: this run's making of it must be over; and its failure is the job's, not the state's.
     const failed = await prepared;
     if (failed) throw failed.error;
+    if (stalled) return { restored: false, stalled: true, why: `qemu did not take the saved state within ${takeMs / 1000} s and stopped answering; it was killed`, qemu: r };
     // Out of time is the job's limit, not a state that does not restore.
     if (r.timedOut) return { restored: true, qemu: r, phases };
     const said = r.stderr.trim().split('\n').filter(Boolean).pop();
@@ -98,22 +119,15 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
   };
   const quit = async () => {
     if (exited) return;
-    await qmp?.execute('quit').catch(() => undefined);
+    await qmp?.execute('quit', undefined, 2_000).catch(() => undefined);
     await Promise.race([done, sleep(5_000)]);
     if (!exited) {
-      const pid = Number((await readFile(o.pidFile, 'utf8').catch(() => '')).trim());
-      if (pid) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
+      killer.abort();
       await done;
     }
   };
   try {
-    qmp = await Promise.race([Qmp.connect(qmpSocket, 20_000), done.then(() => undefined)]);
+    qmp = await Promise.race([Qmp.connect(qmpSocket, takeMs), done.then(() => undefined)]);
     if (!qmp) return await fail('qemu exited before it took the saved state');
     mark('qmp');
     // The state was saved with the CPU stopped, so it loads stopped: the
@@ -151,6 +165,7 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     }
     mark('running');
     if (!plugged) await plug();
+    clearTimeout(watchdog);
     const began = await pollUntil(async () => {
       await results.poll();
       await pollConsole();
@@ -175,6 +190,7 @@ export async function runRestored(o: RestoreOptions): Promise<RestoreOutcome> {
     // fail() throws the error of a failed `prepare` (plug() threw its PrepareFailed).
     return await fail(`QMP: ${(err as Error).message}`);
   } finally {
+    clearTimeout(watchdog);
     qmp?.close();
   }
 }

@@ -180,6 +180,8 @@ export async function runVm(job: VmJob): Promise<VmResult> {
 
   if (boot === 'restore') {
     const version = (await qemuVersion()) ?? 'unknown';
+    // Two states at most (the cached one, one saved anew); a stall tries the same state once more.
+    let stallRetried = false;
     for (let attempt = 1; attempt <= 2 && !r; attempt++) {
       let saved;
       try {
@@ -209,6 +211,12 @@ export async function runVm(job: VmJob): Promise<VmResult> {
         r = out.qemu;
         phases = out.phases;
         break;
+      }
+      if (out.stalled && !stallRetried) {
+        stallRetried = true;
+        attempt--;
+        log.info(`VM: restoring the saved VM state ${saved.dir} stalled (${out.why}): trying it once more`);
+        continue;
       }
       log.info(`VM: the saved VM state ${saved.dir} did not restore (${out.why}): ${attempt === 1 ? 'throwing it away and saving a new one' : 'throwing it away; booting the VM for this job instead'}`);
       await dropState(saved.dir);

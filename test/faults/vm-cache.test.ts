@@ -15,6 +15,8 @@ import { cachedVmImageState, ensureVmImage, vmCacheRoot } from '../../src/vm/ima
 import { checkState } from '../../src/vm/state.js';
 import { sha256Of } from '../../src/vm/cache.js';
 import { runVm, savedStateKey } from '../../src/vm/run.js';
+import { TAKE_STATE_MS } from '../../src/vm/restore.js';
+import { existsSync } from 'node:fs';
 import { Scope } from '../../src/cleanup.js';
 import { readdir, writeFile } from 'node:fs/promises';
 import { runCliProcess as runCli } from '../helpers/cli.js'; // the KVM verdict and VM cache are per process
@@ -129,6 +131,61 @@ describe('a damaged saved VM state', () => {
     // The new state is whole.
     expect((await checkState(st.dir, st.key)).state).toBe('ok');
     expect((await stat(file)).size).toBeGreaterThan(64 * 1024 * 1024);
+  }, 1_200_000);
+});
+
+describe('a qemu that stops answering while it restores', () => {
+  it('is killed once TAKE_STATE_MS have passed, and the same state (not thrown away) runs the job on a second try', async () => {
+    const names = (await readdir(dir)).filter((n) => /^state-[0-9a-f]{16}$/.test(n));
+    expect(names).toHaveLength(1);
+    const stateDir = join(dir, names[0]);
+    const before = JSON.parse(await readFile(join(stateDir, 'meta.json'), 'utf8')).savedAt;
+    const image = await ensureVmImage();
+    // The first qemu that loads a state of this private cache is stopped (SIGSTOP) as soon as it
+    // appears: its QMP socket still takes connections, but nothing answers, as in the restore that once hung.
+    let stopped = 0;
+    let watching = true;
+    const stopper = (async () => {
+      while (watching && !stopped) {
+        for (const name of await readdir('/proc')) {
+          if (!/^\d+$/.test(name)) continue;
+          const cmd = await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
+          if (cmd.startsWith('qemu-system-x86_64\0') && cmd.includes('\0-incoming\0') && cmd.includes(priv)) {
+            process.kill(Number(name), 'SIGSTOP');
+            stopped = Number(name);
+            break;
+          }
+        }
+        if (!stopped) await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+    const scope = new Scope();
+    try {
+      const t = Date.now();
+      const { value: r, text } = await logged(() => runVm({ image, scope, timeoutMs: 900_000, script: 'echo ran > "$PI_OUT/ran"' }));
+      const took = Date.now() - t;
+      console.log(`restore with a stalled qemu, then again: ${took} ms (${r.boot})`);
+      expect(stopped, 'a restoring qemu was found and stopped').toBeGreaterThan(0);
+      expect(text.match(/stalled/g), text).toHaveLength(1);
+      expect(text).toMatch(
+        new RegExp(`VM: restoring the saved VM state .*${names[0]} stalled \\(qemu did not take the saved state within ${TAKE_STATE_MS / 1000} s and stopped answering; it was killed\\): trying it once more`),
+      );
+      expect(text).not.toMatch(/did not restore|booting the VM once to save/);
+      expect(r.boot).toBe('restore');
+      expect(r.exitCode).toBe(0);
+      expect(r.files.get('ran')?.toString()).toBe('ran\n');
+      expect(took).toBeGreaterThanOrEqual(TAKE_STATE_MS);
+      // The stopped qemu was killed (and reaped), not left behind.
+      expect(existsSync(`/proc/${stopped}`)).toBe(false);
+    } finally {
+      watching = false;
+      await stopper;
+      if (stopped && existsSync(`/proc/${stopped}`)) process.kill(stopped, 'SIGKILL');
+      await scope.close();
+    }
+    // The same state, kept.
+    expect(JSON.parse(await readFile(join(stateDir, 'meta.json'), 'utf8')).savedAt).toBe(before);
+    expect((await checkState(stateDir, names[0].slice('state-'.length))).state).toBe('ok');
   }, 1_200_000);
 });
 
