@@ -9,6 +9,7 @@ import { besideOutputName, sweepStale } from './stale.js';
 import { EnvironmentError, InputError, InternalError, InterruptedError, PartImageError, UsageError, asPartImageError, errorKind } from './errors.js';
 import { hasTool } from './exec.js';
 import { readInput } from './input/index.js';
+import { RAM_PARENT } from './input/tar-staging.js';
 import { buildRawImage, manifestUsedMb } from './build/index.js';
 import { onDiskMb, resolveSizeInputs } from './build/size.js';
 import { checkRoom, checkWritableFolder } from './build/output-folder.js';
@@ -125,8 +126,8 @@ function causeOf(results: readonly StageResult[]): string | undefined {
 }
 
 /** The read stage's notes (leading "/" removed, a later member won, sockets left out), when there are any. */
-function notesOf(t: InputTree): { notes?: string[] } {
-  return t.notes?.length ? { notes: t.notes } : {};
+function notesOf(t: InputTree): { notes?: string[]; staged?: InputTree['staged'] } {
+  return { ...(t.notes?.length ? { notes: t.notes } : {}), ...(t.staged ? { staged: t.staged } : {}) };
 }
 
 export function parseSourceDateEpoch(env: NodeJS.ProcessEnv): number | undefined {
@@ -146,8 +147,8 @@ export async function buildImage(req: BuildRequest, stages: readonly Stage[] = V
   const sourceDateEpoch = parseSourceDateEpoch(req.env);
   // SIZE_MB lets the reader refuse a tree too large for it before hashing it (a sparse tar bomb).
   const exactSizeMb = resolveSizeInputs(req, req.env, 0).sizeMb;
-  // What killed runs left in TMPDIR and beside the output goes first, in one line.
-  await sweepStale([tmpdir(), dirname(output)]);
+  // What killed runs left in TMPDIR, in RAM (a tar's staged small files) and beside the output goes first, in one line.
+  await sweepStale([tmpdir(), RAM_PARENT, dirname(output)]);
 
   return withScope((scope) => reportingErrors(report, t0, async () => {
     const tree = await timed(report.stages, 'read', async () => {

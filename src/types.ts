@@ -52,6 +52,8 @@ export interface InputTree {
    * replaced by later ones of the same name, sockets left out.
    */
   notes?: string[];
+  /** Where a tar's file contents were staged for the build (input/tar-staging.ts). */
+  staged?: { ramFiles: number; ramBytes: number; diskFiles: number };
 }
 
 /**

@@ -10,6 +10,8 @@ import { dirname, join } from 'node:path';
 import { execa } from 'execa';
 import { extract as tarExtract } from 'tar-stream';
 import { readTarTree } from '../src/input/tar.js';
+import { RAM_PARENT } from '../src/input/tar-staging.js';
+import { RUN_TAG } from '../src/stale.js';
 import { parsePaxRecords } from '../src/input/tar-pax.js';
 import { readDirTree } from '../src/walk/dir.js';
 import { Scope } from '../src/cleanup.js';
@@ -463,12 +465,20 @@ describe('refusals: nothing lands outside the root', () => {
 
   it('leaves nothing behind once the scope closes', async () => {
     const scope = new Scope();
-    const t = await readTarTree(await writeTar('cleanup.tar', [{ name: 'f', data: 'x' }]), scope);
-    const staging = dirname(dirname(t.content.get('/f')!));
+    const mine = async (parent: string) => (await readdir(parent)).filter((n) => n.startsWith(`part-image-tar-${RUN_TAG}-`)).map((n) => join(parent, n));
+    const before = [...(await mine(tmpdir())), ...(await mine(RAM_PARENT))];
+    const t = await readTarTree(await writeTar('cleanup.tar', [{ name: 'f', data: 'x' }, { name: 'big', data: Buffer.alloc(300 * 1024, 7) }]), scope);
+    // The small file in RAM, the large one in TMPDIR.
+    const ram = dirname(t.content.get('/f')!);
+    expect(ram.startsWith(`${RAM_PARENT}/`)).toBe(true);
+    const staging = dirname(dirname(t.content.get('/big')!));
     expect(staging.startsWith(tmpdir())).toBe(true);
     expect(await readdir(staging)).toEqual(['blobs']);
+    expect(t.staged).toEqual({ ramFiles: 1, ramBytes: 1, diskFiles: 1 });
     await scope.close();
     expect(existsSync(staging)).toBe(false);
+    expect(existsSync(ram)).toBe(false);
+    expect([...(await mine(tmpdir())), ...(await mine(RAM_PARENT))]).toEqual(before);
   });
 });
 

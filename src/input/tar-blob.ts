@@ -1,12 +1,12 @@
 // Regular file content of a tar entry, streamed into a flat blob file and
 // hashed on the way; GNU sparse files are rebuilt with their holes.
-import { writeFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { createHash, type Hash } from 'node:crypto';
 import { InputError, InterruptedError } from '../errors.js';
 import { isShuttingDown } from '../cleanup.js';
 import { log } from '../log.js';
 import { BLOCK } from './tar-tree.js';
+import type { TarStaging } from './tar-staging.js';
 
 // ---------------------------------------------------------------------------
 // Blobs
@@ -120,11 +120,11 @@ const PIECE = 1 * MiB;
 /** Files up to this size are written in one synchronous write. */
 const SMALL = 256 * 1024;
 
-/** Streams an entry's data into `blob`, hashing on the way. Returns the file's size and hash; the bytes may still be on their way (see BlobWriter). */
+/** Streams an entry's data into a staged file, hashing on the way. Returns the file, its size and hash; the bytes may still be on their way (see BlobWriter). */
 export async function writeBlob(
-  data: AsyncIterable<Buffer>, blob: string, storedSize: number, sparse: SparseInfo | undefined, hashing: boolean, member: string,
+  data: AsyncIterable<Buffer>, staging: TarStaging, storedSize: number, sparse: SparseInfo | undefined, hashing: boolean, member: string,
   writer: BlobWriter,
-): Promise<{ size: number; sha256?: string }> {
+): Promise<{ blob: string; size: number; sha256?: string }> {
   const hash = hashing ? createHash('sha256') : undefined;
   if (!sparse) {
     // Small files: one write, synchronous. Large ones: in pieces, one file
@@ -137,9 +137,10 @@ export async function writeBlob(
       for await (const chunk of data) chunks.push(chunk);
       const buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
       hash?.update(buf);
-      writeFileSync(blob, buf);
-      return { size: buf.length, sha256: hash?.digest('hex') };
+      const blob = staging.writeSmall(buf);
+      return { blob, size: buf.length, sha256: hash?.digest('hex') };
     }
+    const blob = staging.diskPath();
     const fh = await open(blob, 'w');
     const writes: Promise<void>[] = [];
     let size = 0;
@@ -173,9 +174,10 @@ export async function writeBlob(
         throw err;
       });
     }
-    return { size, sha256: hash?.digest('hex') };
+    return { blob, size, sha256: hash?.digest('hex') };
   }
-  return writeSparseBlob(data, blob, storedSize, sparse, hash, member);
+  const blob = staging.diskPath();
+  return { blob, ...(await writeSparseBlob(data, blob, storedSize, sparse, hash, member)) };
 }
 
 export async function writeAll(fh: FileHandle, buf: Buffer, position: number | null): Promise<void> {

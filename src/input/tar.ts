@@ -1,8 +1,8 @@
 // Reads a tar archive (plain or gzip-compressed) into the manifest model.
 //
 // Nothing of the archive is ever recreated on the host: each regular file's
-// bytes are streamed into a flat blob (<staging>/blobs/<n>) and hashed on
-// the way; the tree itself only exists as the manifest. Member names are
+// bytes are streamed into a flat blob and hashed on the way (small files in
+// RAM while a budget lasts, the rest in <staging>/blobs/<n>: tar-staging.ts); the tree itself only exists as the manifest. Member names are
 // resolved against the entries seen so far, and any name that would leave
 // the root (a ".." too many, a path through a symlink or a file, a hard link
 // to something outside the archive) is refused with an InputError.
@@ -13,7 +13,7 @@
 // >= 0x80 that is not valid UTF-8), so we also keep the raw pax records of
 // each entry and parse them here: see hookRawPax().
 import { createReadStream, type ReadStream } from 'node:fs';
-import { mkdir, stat, unlink, writeFile } from 'node:fs/promises';
+import { stat, writeFile } from 'node:fs/promises';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import { basename, join } from 'node:path';
 import { extract as tarExtract, type Header } from 'tar-stream';
@@ -26,6 +26,7 @@ import { FILE_SIZE_MAX, checkTreeLimits } from './limits.js';
 import { headerNumber, hookRawPax, mergeRecords, paxNumber, paxString, sparse00Map, sparseOf, xattrsOf, type RawPaxHeader } from './tar-pax.js';
 import { BLOCK, INODE_COST, TarTree, UNSAFE_HINT, type Inode } from './tar-tree.js';
 import { BlobWriter, writeBlob } from './tar-blob.js';
+import { TarStaging } from './tar-staging.js';
 import { isTarHeader, notATar, refuseCompression, sniff } from './tar-sniff.js';
 import { blobError, checkFits, decodeName, describeStreamError, drain, finish, headerMtimeOf } from './tar-finish.js';
 export { isTarHeader };
@@ -114,9 +115,8 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
   refuseCompression(path, magic);
   const gzipped = magic[0] === 0x1f && magic[1] === 0x8b && !isTarHeader(magic);
 
-  const staging = await scope.tempDir('part-image-tar-');
-  const blobDir = join(staging, 'blobs');
-  await mkdir(blobDir);
+  const stage = await TarStaging.open(scope);
+  const staging = stage.disk;
 
   const tree = new TarTree();
   const globalPax = new Map<string, Buffer>();
@@ -149,7 +149,6 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
   source.pipe(extract as unknown as NodeJS.WritableStream);
 
   const writer = new BlobWriter();
-  let blobCount = 0;
   let emptyBlob: string | undefined;
   let inodeCount = 0;
   let entryCount = 0;
@@ -226,14 +225,13 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
           emptyBlob = join(staging, 'empty');
           await writeFile(emptyBlob, '');
         }
-        const blob = empty ? emptyBlob! : join(blobDir, String(blobCount++));
         const written = empty
-          ? await drain(data).then(() => ({ size: 0, sha256: hashing ? EMPTY_SHA256 : undefined }))
-          : await writeBlob(data, blob, h.size ?? 0, sparse, hashing, member, writer).catch((err: unknown) => {
+          ? await drain(data).then(() => ({ blob: emptyBlob!, size: 0, sha256: hashing ? EMPTY_SHA256 : undefined }))
+          : await writeBlob(data, stage, h.size ?? 0, sparse, hashing, member, writer).catch((err: unknown) => {
             throw blobError(err, staging);
           });
         const inode: Inode = {
-          id: inodeCount++, blob, size: written.size, sha256: written.sha256, mode, uid, gid, mtime, xattrs, refs: 1,
+          id: inodeCount++, blob: written.blob, size: written.size, sha256: written.sha256, mode, uid, gid, mtime, xattrs, refs: 1,
           aclText: hasAclText ? aclText : undefined,
         };
         tree.put(p, { entry: { path: p, type: 'file', mode: '', uid, gid }, inode, member });
@@ -251,7 +249,7 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
       for (const b of tree.takeBlobsToDrop()) {
         if (b === emptyBlob) continue;
         await writer.settled(b);
-        await unlink(b).catch(() => undefined);
+        await stage.drop(b);
       }
       if (opts.maxBytes !== undefined) checkFits(tree.bytes, opts.maxBytes, member, entryCount);
     }
@@ -275,6 +273,6 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
     throw notATar(path, entryCount === 0 ? 'no tar header found' : 'it ends without the end-of-archive marker (truncated?)');
   }
 
-  return finish(path, tree, hashing, notes.lines(tree), opts.limits !== false);
+  return { ...(await finish(path, tree, hashing, notes.lines(tree), opts.limits !== false)), staged: { ...stage.counts } };
 }
 

@@ -8,13 +8,14 @@
 // mount or process naming its paths.
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { debianRootTar } from '../helpers/debian-root.js';
 import { isClean, leftovers, loopsUnder, mountsUnder, type Leftovers } from '../helpers/host-state.js';
 import { runAndInterrupt, type InterruptPlan, type Marker } from '../helpers/interrupt.js';
+import { RAM_PARENT } from '../../src/input/tar-staging.js';
 
 interface Case {
   name: string;
@@ -128,6 +129,8 @@ describe('interrupts at every stage of a real Debian-root build leave nothing be
       const lateAccepted = r.exitCode === 130 && existsSync(output) && (await isWholeImage(output, format));
       const accepted = r.exitCode === 0 || lateAccepted ? [`root.${format}`] : r.exitCode === 1 ? [`root.${format}.rejected`] : [];
       const left = await leftovers(tmp, out, accepted);
+      // The tar's small files are staged in RAM (tar-staging.ts): that folder goes too.
+      const ram = (await readdir(RAM_PARENT).catch(() => [] as string[])).filter((n) => n.startsWith(`part-image-tar-${r.pid}-`));
       const verdict = r.signal ? `killed by ${r.signal}` : `exit ${r.exitCode}`;
       summary.push(`${String(i + 1).padStart(2)}. ${c.name}: signal at ${r.atMs} ms, ${r.finishedFirst ? 'finished first, ' : ''}${lateAccepted ? 'accepted before the signal, ' : ''}${verdict}, ${isClean(left) ? 'clean' : `LEFT ${describeLeft(left)}`}`);
       await forceRelease([caseDir]);
@@ -139,6 +142,7 @@ describe('interrupts at every stage of a real Debian-root build leave nothing be
         expect(r.stderr).toContain('cleaning up');
       }
       expect(left, r.stderr.slice(-2000)).toEqual({ tmp: [], beside: [], loops: [], mounts: [], processes: [] });
+      expect(ram, `left in ${RAM_PARENT}`).toEqual([]);
     }, 180_000);
   }
 });
