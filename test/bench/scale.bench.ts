@@ -122,6 +122,8 @@ interface Row {
   tree: string; entries: number; mb: number;
   read: number; build: number; fsck: number; readback: number; diff: number; verification: number;
   total: number; peakRssMb: number;
+  /** A tar's small files staged in RAM (tmpfs: not in the RSS), MB. */
+  ramStagedMb: number;
   sha256sumTar: number; mke2fsD: number; mountWalk: number; mtree: number;
   readVsSha256sum: number; buildVsMke2fs: number; verificationVsMke2fs: number;
   load: string;
@@ -148,7 +150,7 @@ async function measure(t: Tree): Promise<Row> {
   const out: Row = {
     ...first,
     read: m('read'), build: m('build'), fsck: m('fsck'), readback: m('readback'), diff: m('diff'), verification,
-    total: m('total'), peakRssMb: m('peakRssMb'),
+    total: m('total'), peakRssMb: m('peakRssMb'), ramStagedMb: m('ramStagedMb'),
     sha256sumTar: m('sha256sumTar'), mke2fsD: m('mke2fsD'), mountWalk: m('mountWalk'), mtree: m('mtree'),
     rounds: all.length,
   };
@@ -168,7 +170,8 @@ async function measureOnce(t: Tree): Promise<Row> {
   await rm(img, { force: true });
   await settle();
   const pi = await timed('node', [cli, 'build', '--quiet', '--input', t.input, '--output', img, '--report-json', report, '--skip', SKIP]);
-  const r = JSON.parse(await readFile(report, 'utf8')) as { stages: { name: string; durationMs: number; summary?: string }[] };
+  const r = JSON.parse(await readFile(report, 'utf8')) as { stages: { name: string; durationMs: number; details?: { staged?: { ramBytes: number } } }[] };
+  const ramStagedMb = Math.round((r.stages.find((s) => s.name === 'read')?.details?.staged?.ramBytes ?? 0) / 2 ** 20);
   const ms = (name: string) => (r.stages.find((s) => s.name === name)?.durationMs ?? NaN) / 1000;
   const sizeMb = Math.round((await stat(img)).size / 2 ** 20);
   // The peer gets as many inodes as part-image's image has: at its default
@@ -208,7 +211,7 @@ async function measureOnce(t: Tree): Promise<Row> {
   return {
     tree: t.name, entries: Number(entries), mb: Number(du.split('\t')[0]),
     read: ms('read'), build: ms('build'), fsck: ms('fsck'), readback: ms('readback'), diff: ms('diff'), verification,
-    total: pi.s, peakRssMb: Math.round(pi.rssMb),
+    total: pi.s, peakRssMb: Math.round(pi.rssMb), ramStagedMb,
     sha256sumTar: sha.s, mke2fsD: mk.s, mountWalk: walk.s, mtree: mt.s,
     readVsSha256sum: ms('read') / sha.s, buildVsMke2fs: ms('build') / mk.s, verificationVsMke2fs: verification / mk.s,
     load, rounds: 1,
@@ -218,11 +221,11 @@ async function measureOnce(t: Tree): Promise<Row> {
 function table(rows: Row[]): string {
   const f = (n: number, d = 2) => n.toFixed(d);
   const lines = [
-    '| tree | entries | MB | read | build | fsck | readback | diff | total | peak RSS | sha256sum tar | mke2fs -d | e2fsck+mount+find+sha256sum+getfattr | mtree -K sha256digest | read / sha256sum | build / mke2fs -d | verification / mke2fs -d | rounds | load at start |',
-    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
+    '| tree | entries | MB | read | build | fsck | readback | diff | total | peak RSS | RAM staged | sha256sum tar | mke2fs -d | e2fsck+mount+find+sha256sum+getfattr | mtree -K sha256digest | read / sha256sum | build / mke2fs -d | verification / mke2fs -d | rounds | load at start |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|',
   ];
   for (const r of rows) {
-    lines.push(`| ${r.tree} | ${r.entries.toLocaleString('en')} | ${r.mb.toLocaleString('en')} | ${f(r.read)} | ${f(r.build)} | ${f(r.fsck)} | ${f(r.readback)} | ${f(r.diff)} | ${f(r.total, 1)} | ${r.peakRssMb} MB | ${f(r.sha256sumTar)} | ${f(r.mke2fsD)} | ${f(r.mountWalk)} | ${f(r.mtree)} | ${f(r.readVsSha256sum)} | ${f(r.buildVsMke2fs)} | ${f(r.verificationVsMke2fs)} | ${r.rounds} | ${r.load} |`);
+    lines.push(`| ${r.tree} | ${r.entries.toLocaleString('en')} | ${r.mb.toLocaleString('en')} | ${f(r.read)} | ${f(r.build)} | ${f(r.fsck)} | ${f(r.readback)} | ${f(r.diff)} | ${f(r.total, 1)} | ${r.peakRssMb} MB | ${r.ramStagedMb} MB | ${f(r.sha256sumTar)} | ${f(r.mke2fsD)} | ${f(r.mountWalk)} | ${f(r.mtree)} | ${f(r.readVsSha256sum)} | ${f(r.buildVsMke2fs)} | ${f(r.verificationVsMke2fs)} | ${r.rounds} | ${r.load} |`);
   }
   if (rows.length >= 2) {
     const a = rows[0];
