@@ -463,6 +463,77 @@ describe('refusals: nothing lands outside the root', () => {
     expect(err.message).toMatch(/root/);
   });
 
+  describe('1,500 folders deep (each check walks up from the deepest path, not along every prefix)', () => {
+    const deep = (n: number) => Array.from({ length: n }, () => 'd').join('/');
+    const long = (name: string, extra: Partial<RawMember> = {}): RawMember => ({ name: 'x', pax: [['path', name]], ...extra });
+
+    it('reads every level, with the file in each', async () => {
+      const members: RawMember[] = [];
+      for (let i = 1; i <= 1500; i++) {
+        members.push(long(`./${deep(i)}/`, { type: '5', mode: 0o750 }));
+        members.push(long(`./${deep(i)}/f`, { data: `level ${i}\n` }));
+      }
+      const scope = new Scope();
+      try {
+        const t = await readTarTree(await writeTar('deep.tar', members), scope);
+        expect(t.manifest.entries).toHaveLength(3001);
+        const deepest = `/${deep(1500)}`;
+        expect(entry(t, deepest)).toMatchObject({ type: 'dir', mode: '0750' });
+        expect(await readFile(t.content.get(`${deepest}/f`)!, 'utf8')).toBe('level 1500\n');
+        expect(t.manifest.entries.filter((e) => e.type === 'dir' && e.mode === '0750')).toHaveLength(1500);
+      } finally {
+        await scope.close();
+      }
+    });
+
+    it('parents that only a deep member implies are made, every one of them', async () => {
+      const scope = new Scope();
+      try {
+        const t = await readTarTree(await writeTar('deep-implied.tar', [long(`${deep(1200)}/f`, { data: 'x' }), long(`${deep(600)}/g`, { data: 'y' })]), scope);
+        expect(t.manifest.entries.filter((e) => e.type === 'dir')).toHaveLength(1201);
+        expect(entry(t, `/${deep(600)}/g`)?.type).toBe('file');
+      } finally {
+        await scope.close();
+      }
+    });
+
+    it('a symlink 700 deep refuses a member 1,400 deep under it, naming the symlink', async () => {
+      const err = await readError(await writeTar('deep-link.tar', [
+        long(`${deep(700)}`, { type: '2', linkname: '/etc' }),
+        long(`${deep(1400)}/passwd`, { data: 'x' }),
+      ]));
+      expect(err.message).toContain(`it goes through the symlink /${deep(700)} -> /etc defined earlier in the archive`);
+    });
+
+    it('a file 10 deep refuses a member below it, and a ".." that climbs back out of a symlink is refused too', async () => {
+      const viaFile = await readError(await writeTar('deep-file.tar', [long(`${deep(10)}`, { data: 'x' }), long(`${deep(900)}/y`, { data: 'y' })]));
+      expect(viaFile.message).toContain(`/${deep(10)} is a file, not a directory, earlier in the archive`);
+      const viaDotDot = await readError(await writeTar('deep-dotdot.tar', [
+        long(`${deep(300)}/link`, { type: '2', linkname: '/' }),
+        long(`${deep(300)}/link/../ok`, { data: 'y' }),
+      ]));
+      expect(viaDotDot.message).toContain(`it goes through the symlink /${deep(300)}/link -> / defined earlier`);
+    });
+
+    it('".." that stays inside: resolved lexically, every level checked', async () => {
+      const scope = new Scope();
+      try {
+        const t = await readTarTree(await writeTar('deep-up.tar', [
+          long(`${deep(500)}/a/`, { type: '5' }),
+          long(`${deep(500)}/a/../../b`, { data: 'b' }),
+          long(`${deep(3)}/${'../'.repeat(3)}top`, { data: 't' }),
+        ]), scope);
+        expect(entry(t, `/${deep(499)}/b`)?.type).toBe('file');
+        expect(entry(t, '/top')?.type).toBe('file');
+        await expect(readError(await writeTar('deep-escape.tar', [long(`${deep(3)}/${'../'.repeat(4)}etc/x`, { data: 'x' })]))).resolves.toMatchObject({
+          message: expect.stringMatching(/its "\.\." leads outside the root/),
+        });
+      } finally {
+        await scope.close();
+      }
+    });
+  });
+
   it('leaves nothing behind once the scope closes', async () => {
     const scope = new Scope();
     const mine = async (parent: string) => (await readdir(parent)).filter((n) => n.startsWith(`part-image-tar-${RUN_TAG}-`)).map((n) => join(parent, n));

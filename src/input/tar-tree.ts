@@ -87,45 +87,58 @@ export class TarTree {
     }
     const stack: string[] = [];
     const parts = member.split('/').filter((p) => p !== '' && p !== '.');
-    for (const [i, part] of parts.entries()) {
-      if (part === '..') {
-        if (stack.length === 0) {
-          throw new InputError(`unsafe ${label}: its ".." leads outside the root`, UNSAFE_HINT);
-        }
-        stack.pop();
+    // Every component but the last is traversed: it must be a directory (or
+    // not exist yet). The deepest paths traversed (before each "..", and the
+    // parent) are checked, with all they lie under: checking every prefix of
+    // every member made a tar 1,500 folders deep take 21 s.
+    for (const part of parts) {
+      if (part !== '..') {
+        stack.push(part);
         continue;
       }
-      stack.push(part);
-      // Every component but the last is traversed: it must be a directory (or not exist yet).
-      const traversed = i < parts.length - 1;
-      if (!traversed) break;
-      const here = '/' + stack.join('/');
-      const node = this.nodes.get(here);
-      if (node?.entry.type === 'symlink') {
-        throw new InputError(
-          `unsafe ${label}: it goes through the symlink ${here} -> ${node.entry.target} defined earlier in the archive`,
-          UNSAFE_HINT,
-        );
-      }
-      if (node && node.entry.type !== 'dir') {
-        throw new InputError(`${label}: ${here} is a ${node.entry.type}, not a directory, earlier in the archive`, 'The archive is inconsistent; re-create it.');
-      }
+      if (stack.length === 0) throw new InputError(`unsafe ${label}: its ".." leads outside the root`, UNSAFE_HINT);
+      this.checkTraversed('/' + stack.join('/'), label);
+      stack.pop();
     }
+    if (parts.length && parts[parts.length - 1] !== '..' && stack.length > 1) this.checkTraversed('/' + stack.slice(0, -1).join('/'), label);
     return stack.length === 0 ? '/' : '/' + stack.join('/');
+  }
+
+  /**
+   * Refuses `path` when it, or a folder it lies under, is something other than
+   * a directory. Every node's parents are in the tree (ensureParents), and a
+   * non-directory has nothing under it (put), so the deepest of them that
+   * exists is the only one that can be: found walking up from `path`, in one
+   * lookup when `path` itself exists.
+   */
+  private checkTraversed(path: string, label: string): void {
+    let here = path;
+    let node = this.nodes.get(here);
+    while (!node && here !== '/') {
+      here = this.parentOf(here);
+      node = this.nodes.get(here);
+    }
+    if (node?.entry.type === 'symlink') {
+      throw new InputError(
+        `unsafe ${label}: it goes through the symlink ${here} -> ${node.entry.target} defined earlier in the archive`,
+        UNSAFE_HINT,
+      );
+    }
+    if (node && node.entry.type !== 'dir') {
+      throw new InputError(`${label}: ${here} is a ${node.entry.type}, not a directory, earlier in the archive`, 'The archive is inconsistent; re-create it.');
+    }
   }
 
   /** Creates missing parents of `path` implicitly, as directories 0755 0:0 (tar does the same on extraction). */
   private ensureParents(path: string): void {
-    const parts = path.split('/').filter(Boolean);
-    let cur = '';
-    for (let i = 0; i < parts.length - 1; i++) {
-      const parent = cur === '' ? '/' : cur;
-      cur = `${cur}/${parts[i]}`;
-      if (!this.nodes.has(cur)) {
-        this.nodes.set(cur, { entry: dirEntry(cur), implicit: true, member: cur });
-        this.bytes += INODE_COST + FS_BLOCK;
-        this.link(parent, cur);
-      }
+    // The missing ones, from the parent up to the first that exists (every node's parents do).
+    const missing: string[] = [];
+    for (let p = this.parentOf(path); p !== '/' && !this.nodes.has(p); p = this.parentOf(p)) missing.push(p);
+    for (let i = missing.length - 1; i >= 0; i--) {
+      const cur = missing[i];
+      this.nodes.set(cur, { entry: dirEntry(cur), implicit: true, member: cur });
+      this.bytes += INODE_COST + FS_BLOCK;
+      this.link(this.parentOf(cur), cur);
     }
   }
 

@@ -227,7 +227,7 @@ function table(rows: Row[]): string {
   for (const r of rows) {
     lines.push(`| ${r.tree} | ${r.entries.toLocaleString('en')} | ${r.mb.toLocaleString('en')} | ${f(r.read)} | ${f(r.build)} | ${f(r.fsck)} | ${f(r.readback)} | ${f(r.diff)} | ${f(r.total, 1)} | ${r.peakRssMb} MB | ${r.ramStagedMb} MB | ${f(r.sha256sumTar)} | ${f(r.mke2fsD)} | ${f(r.mountWalk)} | ${f(r.mtree)} | ${f(r.readVsSha256sum)} | ${f(r.buildVsMke2fs)} | ${f(r.verificationVsMke2fs)} | ${r.rounds} | ${r.load} |`);
   }
-  if (rows.length >= 2) {
+  if (rows.length >= 2 && rows.at(-1)!.entries > rows[0].entries) {
     const a = rows[0];
     const b = rows.at(-1)!;
     const perEntry = ((b.peakRssMb - a.peakRssMb) * 1024) / (b.entries - a.entries);
