@@ -19,6 +19,7 @@
 // SIGKILL, or a closed terminal's SIGHUP then SIGTERM, thus still clean up;
 // SIGKILL cannot be caught: the next run removes what it left, see stale.ts.)
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { setMaxListeners } from 'node:events';
 import { mkdtemp, opendir, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,7 +34,17 @@ const liveScopes = new Set<Scope>();
 const children = new Set<Promise<unknown>>();
 /** Work outside any scope that shutdown must wait for: late disposers, temp dirs being created. */
 const pending = new Set<Promise<unknown>>();
-let controller = new AbortController();
+/**
+ * Every running child listens on this signal (execa's cancelSignal): more
+ * than 10 at once is expected, not a leak, and must not print Node's
+ * MaxListenersExceededWarning.
+ */
+function newController(): AbortController {
+  const c = new AbortController();
+  setMaxListeners(0, c.signal);
+  return c;
+}
+let controller = newController();
 let shuttingDown = false;
 let signalled = false;
 /** Set inside disposers: cleanup may still spawn (umount, losetup -d) after an interrupt. */
@@ -204,7 +215,7 @@ async function drain(set: Set<Promise<unknown>>): Promise<void> {
 async function releaseEverything(): Promise<void> {
   controller.abort();
   // Disposers run commands (umount, losetup -d): they must not inherit the aborted signal.
-  controller = new AbortController();
+  controller = newController();
   await drain(children);
   while (liveScopes.size) {
     // Innermost (newest) first; a scope already closing is waited for, not closed twice.

@@ -10,6 +10,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Qmp, QmpError, QmpNoAnswer } from '../src/vm/qmp.js';
 import { run } from '../src/exec.js';
+import { execa } from 'execa';
+import { dirname } from 'node:path';
+import { CLI } from './helpers/cli.js';
 
 let dir: string;
 beforeAll(async () => {
@@ -150,6 +153,14 @@ describe("run()'s kill signal", () => {
     expect(r.stopped).toBe(true);
     expect(r.exitCode).not.toBe(7);
     expect(Date.now() - t).toBeLessThan(2_000);
+  });
+
+  it('24 children at once print no MaxListenersExceededWarning (each listens on the shutdown signal)', async () => {
+    const exec = join(dirname(CLI), 'exec.js');
+    const script = `import(${JSON.stringify(exec)}).then(async ({ run }) => { await Promise.all(Array.from({ length: 24 }, () => run('sleep', ['0.3']))); console.log('ran 24'); });`;
+    const r = await execa('node', ['-e', script], { reject: false });
+    expect(r.stdout).toBe('ran 24');
+    expect(r.stderr).toBe('');
   });
 
   it('an aborted signal kills the process as soon as it starts', async () => {

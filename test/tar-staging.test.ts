@@ -210,6 +210,8 @@ describe('a tar read with RAM staging', () => {
       }
       expect((await readFile(first)).equals(bytesOf(1, 100 * 1024))).toBe(true);
       expect(st.counts).toEqual({ ramFiles: 1, ramBytes: 100 * 1024, diskFiles: 2 });
+      // What the full tmpfs took of the second file is gone from it.
+      expect(await readdir(st.ramDir!)).toEqual([first.slice(st.ramDir!.length + 1)]);
       await scope.close();
       expect(await readdir(mnt)).toEqual(['hog']);
     } finally {

@@ -9,7 +9,7 @@
 // of what the tmpfs has free, measured once per read; PART_IMAGE_RAM_STAGING_MB
 // sets it (0: everything on disk). A tmpfs that fills up anyway (ENOSPC: some
 // other program took the room) sends this and every later file to disk.
-import { writeFileSync } from 'node:fs';
+import { unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, stat, statfs, unlink } from 'node:fs/promises';
 import { freemem } from 'node:os';
 import { join } from 'node:path';
@@ -89,7 +89,12 @@ export class TarStaging {
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err;
-        // The tmpfs is full (another program's files): disk from now on.
+        // The tmpfs is full (another program's files): what was written of it goes, and disk from now on.
+        try {
+          unlinkSync(path);
+        } catch {
+          // not made
+        }
         this.ramLeft = 0;
       }
     }

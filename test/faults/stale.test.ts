@@ -57,7 +57,8 @@ describe('leftovers of killed runs', () => {
       const r = await runAndInterrupt(['build', '--input', tar, '--output', join(out, 'root.raw'), '--verbose'], { TMPDIR: tmp }, { marker, signals: ['SIGKILL'] });
       expect(r.signal, r.stderr.slice(-1500)).toBe('SIGKILL');
       // The second killed run already removed what the first one left, before it was killed itself.
-      if (pids.length) expect(SWEEP_LINE.exec(r.stderr)?.[2], r.stderr.slice(0, 1500)).toBe(String(pids[0]));
+      // (RAM_PARENT is shared: the line may also name other dead processes, e.g. test workers that read a tar.)
+      if (pids.length) expect(SWEEP_LINE.exec(r.stderr)?.[2].split(', '), r.stderr.slice(0, 1500)).toContain(String(pids[0]));
       pids.push(r.pid);
     }
     await orphansGone([tmp, out]);
@@ -65,9 +66,9 @@ describe('leftovers of killed runs', () => {
     expect(before.tmp.length, 'a killed run leaves its temp dirs').toBeGreaterThan(0);
     expect(before.beside.length, 'and its image beside the output').toBeGreaterThan(0);
 
-    // The killed runs' small files staged in RAM (a build in another test process may sweep them first).
+    // The killed runs' small files staged in RAM: that folder is shared, so a build in another test
+    // process may sweep them first, and this run may also sweep what other dead processes left there.
     const ramOf = async (pid: number) => (await readdir(RAM_PARENT)).filter((n) => n.startsWith(`part-image-tar-${pid}-`));
-    const ram = (await ramOf(pids[1])).length;
     const r = await runCli(smallBuild(out), { env: { TMPDIR: tmp } });
     expect(r.exitCode, r.stderr).toBe(0);
     const lines = r.stderr.split('\n').filter((l) => /leftover/.test(l));
@@ -75,9 +76,8 @@ describe('leftovers of killed runs', () => {
     const m = SWEEP_LINE.exec(r.stderr);
     expect(m, r.stderr).not.toBeNull();
     expect(Number(m![1])).toBeGreaterThanOrEqual(before.tmp.length + before.beside.length);
-    expect(Number(m![1])).toBeLessThanOrEqual(before.tmp.length + before.beside.length + ram);
     for (const pid of pids) expect(await ramOf(pid), `RAM staging of the killed run ${pid}`).toEqual([]);
-    expect(m![2]).toBe(String(pids[1]));
+    expect(m![2].split(', ')).toContain(String(pids[1]));
     process.stdout.write(`after SIGKILL: ${before.tmp.length} temp dirs, ${before.beside.length} file(s) beside the output; the next run said: ${m![0]}\n`);
     const after = await leftovers(tmp, out, ['small.raw']);
     expect(isClean(after), JSON.stringify(after)).toBe(true);
