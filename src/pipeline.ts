@@ -126,7 +126,7 @@ function causeOf(results: readonly StageResult[]): string | undefined {
 }
 
 /** The read stage's notes (leading "/" removed, a later member won, sockets left out), when there are any. */
-function notesOf(t: InputTree): { notes?: string[]; staged?: InputTree['staged'] } {
+function notesOf(t: InputTree): Pick<InputTree, 'notes' | 'staged'> {
   return { ...(t.notes?.length ? { notes: t.notes } : {}), ...(t.staged ? { staged: t.staged } : {}) };
 }
 

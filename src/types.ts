@@ -53,7 +53,14 @@ export interface InputTree {
    */
   notes?: string[];
   /** Where a tar's file contents were staged for the build (input/tar-staging.ts). */
-  staged?: { ramFiles: number; ramBytes: number; diskFiles: number };
+  staged?: StagingCounts;
+}
+
+/** A tar's staged files: how many in RAM (and their bytes), how many on disk. */
+export interface StagingCounts {
+  ramFiles: number;
+  ramBytes: number;
+  diskFiles: number;
 }
 
 /**

@@ -14,6 +14,7 @@ import { mkdir, stat, statfs, unlink } from 'node:fs/promises';
 import { freemem } from 'node:os';
 import { join } from 'node:path';
 import type { Scope } from '../cleanup.js';
+import type { StagingCounts } from '../types.js';
 import { UsageError } from '../errors.js';
 
 /** The tmpfs of POSIX shared memory, on every Linux with systemd or udev. */
@@ -35,26 +36,16 @@ export function defaultRamBudget(memAvailable: number, tmpfsFree: number): numbe
   return Math.max(0, Math.floor(Math.min(memAvailable / 4, tmpfsFree / 2)));
 }
 
-export interface StagingCounts {
-  ramFiles: number;
-  ramBytes: number;
-  diskFiles: number;
-}
-
 export class TarStaging {
   private count = 0;
   private ramLeft: number;
   readonly counts: StagingCounts = { ramFiles: 0, ramBytes: 0, diskFiles: 0 };
 
-  /** The folder in RAM, when there is one. */
-  get ramDir(): string | undefined {
-    return this.ram;
-  }
-
   private constructor(
     /** The folder in TMPDIR (blobs/ holds its files). */
     readonly disk: string,
-    private readonly ram: string | undefined,
+    /** The folder in RAM, when there is one. */
+    readonly ramDir: string | undefined,
     budget: number,
   ) {
     this.ramLeft = budget;
@@ -78,8 +69,8 @@ export class TarStaging {
 
   /** Writes a small file's bytes at once: in RAM while the budget lasts, else on disk. Returns its path. */
   writeSmall(buf: Buffer): string {
-    if (this.ram && buf.length <= this.ramLeft) {
-      const path = join(this.ram, String(this.count++));
+    if (this.ramDir && buf.length <= this.ramLeft) {
+      const path = join(this.ramDir, String(this.count++));
       try {
         writeFileSync(path, buf);
         this.ramLeft -= buf.length;
@@ -105,7 +96,7 @@ export class TarStaging {
 
   /** Removes a staged file that a later member replaced; its RAM comes back to the budget. */
   async drop(path: string): Promise<void> {
-    const inRam = this.ram !== undefined && path.startsWith(`${this.ram}/`);
+    const inRam = this.ramDir !== undefined && path.startsWith(`${this.ramDir}/`);
     const size = inRam ? await stat(path).then((st) => st.size, () => 0) : 0;
     await unlink(path).catch(() => undefined);
     if (inRam) {

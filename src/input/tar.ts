@@ -2,10 +2,11 @@
 //
 // Nothing of the archive is ever recreated on the host: each regular file's
 // bytes are streamed into a flat blob and hashed on the way (small files in
-// RAM while a budget lasts, the rest in <staging>/blobs/<n>: tar-staging.ts); the tree itself only exists as the manifest. Member names are
-// resolved against the entries seen so far, and any name that would leave
-// the root (a ".." too many, a path through a symlink or a file, a hard link
-// to something outside the archive) is refused with an InputError.
+// RAM while a budget lasts, the rest in <staging>/blobs/<n>: tar-staging.ts);
+// the tree itself only exists as the manifest. Member names are resolved
+// against the entries seen so far, and any name that would leave the root (a
+// ".." too many, a path through a symlink or a file, a hard link to something
+// outside the archive) is refused with an InputError.
 //
 // tar-stream does the framing (headers, GNU long names, base-256 numbers,
 // checksums). Its pax decoder turns every record value into a UTF-8 string,

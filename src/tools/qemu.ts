@@ -140,8 +140,9 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
 
 /**
  * Run qemu until the guest powers off or `timeoutMs` passes (then SIGTERM,
- * SIGKILL 5 s later), or `kill` is aborted (SIGKILL at once). `tmpDir` receives the overlays of snapshot=on disks
- * (qemu's default is /var/tmp, where a killed qemu would leave them).
+ * SIGKILL 5 s later), or `kill` is aborted (SIGKILL at once). `tmpDir`
+ * receives the overlays of snapshot=on disks (qemu's default is /var/tmp,
+ * where a killed qemu would leave them).
  */
 export async function runQemu(spec: QemuSpec, timeoutMs: number, tmpDir?: string, kill?: AbortSignal): Promise<RunResult> {
   const env: Record<string, string> = tmpDir ? { TMPDIR: tmpDir } : {};

@@ -4,8 +4,6 @@
 import { connect, type Socket } from 'node:net';
 import { scsiDiskDevice } from '../tools/qemu.js';
 
-const sleepFor = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
-
 export interface QmpReply {
   return?: unknown;
   error?: { class: string; desc: string };
@@ -55,8 +53,7 @@ export class Qmp {
         });
         const qmp = new Qmp(sock);
         const left = Math.max(until - Date.now(), 1_000);
-        const greeted = await Promise.race([qmp.greeting().then(() => true), sleepFor(left).then(() => false)]);
-        if (!greeted) {
+        if (!(await qmp.greeting(left))) {
           qmp.close();
           throw new QmpNoAnswer(`qemu took the QMP connection at ${path} but did not greet within ${timeoutMs / 1000} s: it is not answering`);
         }
@@ -73,11 +70,14 @@ export class Qmp {
   private greetingSeen?: () => void;
   private greeted = false;
 
-  private greeting(): Promise<void> {
-    if (this.greeted) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.greetingSeen = resolve;
-    });
+  /** Whether qemu greeted within `ms`. */
+  private greeting(ms: number): Promise<boolean> {
+    if (this.greeted) return Promise.resolve(true);
+    let timer: NodeJS.Timeout | undefined;
+    return new Promise<boolean>((resolve) => {
+      this.greetingSeen = () => resolve(true);
+      timer = setTimeout(() => resolve(false), ms);
+    }).finally(() => clearTimeout(timer));
   }
 
   private onData(chunk: string): void {
@@ -111,15 +111,17 @@ export class Qmp {
     if (this.closed) throw new QmpError(`${command}: ${this.closed.message}`);
     const id = `pi-${this.nextId++}`;
     let timer: NodeJS.Timeout | undefined;
-    const reply = await new Promise<QmpReply>((resolve) => {
+    // undefined: no answer in time.
+    const reply = await new Promise<QmpReply | undefined>((resolve) => {
       this.waiting.set(id, resolve);
       timer = setTimeout(() => {
         this.waiting.delete(id);
-        resolve({ error: { class: 'NoAnswer', desc: `no answer from qemu within ${answerMs / 1000} s` } });
+        resolve(undefined);
       }, answerMs);
       this.sock.write(`${JSON.stringify({ execute: command, arguments: args, id })}\n`);
     }).finally(() => clearTimeout(timer));
-    if (reply.error) throw new (reply.error.class === 'NoAnswer' ? QmpNoAnswer : QmpError)(`${command}: ${reply.error.desc}`);
+    if (!reply) throw new QmpNoAnswer(`${command}: no answer from qemu within ${answerMs / 1000} s`);
+    if (reply.error) throw new QmpError(`${command}: ${reply.error.desc}`);
     return reply.return;
   }
 

@@ -175,9 +175,9 @@ async function saveState(o: EnsureStateOptions, parts: unknown[], key: string, d
   const consoleFile = join(work, 'boot.log');
   const resultsFile = join(work, 'results.log');
   const qmpSocket = join(work, 'qmp.sock');
-  const pidFile = join(work, 'qemu.pid');
   await qemuImgOverlay(o.image.root, 'raw', disk);
   log.info(`VM: booting the VM once to save it ready (${o.shape.accel}); later runs restore it in seconds`);
+  const killer = new AbortController();
   const qemu = runQemu(
     {
       ...o.spec,
@@ -185,10 +185,10 @@ async function saveState(o: EnsureStateOptions, parts: unknown[], key: string, d
       disks: [{ path: disk, format: 'qcow2', serial: 'pi-root' }],
       serialFiles: [consoleFile, resultsFile],
       qmpSocket,
-      pidFile,
     },
     READY_BOOT_MS + SAVE_MS,
     work,
+    killer.signal,
   );
   let exited = false;
   const done = qemu.finally(() => {
@@ -244,20 +244,13 @@ async function saveState(o: EnsureStateOptions, parts: unknown[], key: string, d
   } finally {
     qmp?.close();
     if (!exited) {
-      // Not saved: end this VM. A QMP quit when it answers, else the pid file's process.
+      // Not saved: end this VM. A QMP quit when it answers, else SIGKILL.
       const q = await Qmp.connect(qmpSocket, 2_000).catch(() => undefined);
-      await q?.execute('quit').catch(() => undefined);
+      await q?.execute('quit', undefined, 2_000).catch(() => undefined);
       q?.close();
       await Promise.race([done, sleep(5_000)]);
       if (!exited) {
-        const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-        if (pid) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // gone
-          }
-        }
+        killer.abort();
         await done.catch(() => undefined);
       }
     }
