@@ -69,6 +69,15 @@ describe('the RAM budget', () => {
     expect(ramBudgetFromEnv('12')).toBe(12 * MiB);
     for (const bad of ['-1', '1.5', '1G', ' 3', 'lots']) expect(() => ramBudgetFromEnv(bad), bad).toThrow(UsageError);
     expect(() => ramBudgetFromEnv('1G')).toThrow(/PART_IMAGE_RAM_STAGING_MB must be a whole number of MiB \(0 keeps the staged files on disk\), not "1G"/);
+    const err = (() => {
+      try {
+        ramBudgetFromEnv('1.5');
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as UsageError).hint).toBe('Set it to a whole number such as 512, or 0, or unset it for the default (a quarter of the memory available).');
   });
 
   it('by default: a quarter of the memory available, at most half of the tmpfs free', () => {

@@ -26,7 +26,10 @@ const MiB = 1024 * 1024;
 export function ramBudgetFromEnv(value: string | undefined): number | undefined {
   if (value === undefined || value === '') return undefined;
   if (!/^\d+$/.test(value)) {
-    throw new UsageError(`PART_IMAGE_RAM_STAGING_MB must be a whole number of MiB (0 keeps the staged files on disk), not ${JSON.stringify(value)}`);
+    throw new UsageError(
+      `PART_IMAGE_RAM_STAGING_MB must be a whole number of MiB (0 keeps the staged files on disk), not ${JSON.stringify(value)}`,
+      'Set it to a whole number such as 512, or 0, or unset it for the default (a quarter of the memory available).',
+    );
   }
   return Number(value) * MiB;
 }
