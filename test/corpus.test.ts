@@ -200,7 +200,7 @@ describe('corpus: root images that do not boot', () => {
     const b = await boot(image, '--nspawn', '--boot-stall', '15s');
     const n = b.stage('nspawn');
     const t = n.findings.find((f) => f.code === 'boot-timeout');
-    expect(t?.path).toBe('hang.service');
+    expect(t?.path, `nspawn findings: ${JSON.stringify(n.findings)}; details: ${JSON.stringify(n.details)}`).toBe('hang.service');
     expect(t?.message).toMatch(/^the boot stalled: no boot job changed for 1\d s \(stopped after \d+ s\); still running: hang\.service \(start\)/);
     expect(b.report.cause).toBe(t?.message);
     expect(n.details).toMatchObject({ stoppedBy: 'stall', timedOut: false });

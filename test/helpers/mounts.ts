@@ -7,9 +7,12 @@ import { execa } from 'execa';
  * Loop devices backed by `file`, and where they are mounted. Devices that are
  * mounted nowhere are looked at again for up to `settleMs`: the kernel
  * detaches an auto-clear loop device (mount -o loop) shortly after its last
- * umount, not at once, and one seen in between is not left over.
+ * umount, not at once, and one seen in between is not left over. Under the
+ * load of the whole suite on 2 cores that took more than 3 s once (a CI run);
+ * a device that is really left over stays, so a longer wait costs nothing
+ * but on a failure.
  */
-export async function loopLeftovers(file: string, settleMs = 3_000): Promise<string[]> {
+export async function loopLeftovers(file: string, settleMs = 20_000): Promise<string[]> {
   const until = Date.now() + settleMs;
   for (;;) {
     const found = await loopsOf(file);
