@@ -15,6 +15,8 @@ export interface RunOptions {
   input?: string;
   /** A file fed to stdin. */
   inputFile?: string;
+  /** Chunks fed to stdin as the process takes them: the next one is asked for once the pipe has room. */
+  inputChunks?: AsyncIterable<string>;
   env?: Record<string, string | undefined>;
   cwd?: string;
   /** Kill the process (SIGTERM, then SIGKILL 5 s later) after this many ms. */
@@ -81,7 +83,7 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
     cwd: opts.cwd,
     input: opts.input,
     inputFile: opts.inputFile,
-    stdin: opts.input === undefined && opts.inputFile === undefined ? 'ignore' : undefined,
+    stdin: opts.inputChunks ?? (opts.input === undefined && opts.inputFile === undefined ? 'ignore' : undefined),
     timeout: opts.timeoutMs,
     forceKillAfterDelay: 5000,
     cancelSignal: cancelSignal(),

@@ -1,4 +1,5 @@
-// Fills an empty ext4 image with a tree, rootless, through one debugfs script.
+// Fills an empty ext4 image with a tree, rootless, through one debugfs script,
+// fed to debugfs as it is made.
 //
 // Why not `mke2fs -d DIR`: e2fsprogs 1.47.0 (Debian 12) needs a directory
 // there, and a directory cannot carry uid 0, device nodes or
@@ -19,7 +20,7 @@ import type { ContentMap, Manifest, ManifestEntry } from '../types.js';
 import { typeBits, parentPath } from '../manifest/entry.js';
 import { InputError } from '../errors.js';
 import { isAclXattr } from '../manifest/acl.js';
-import { DEBUGFS_MAX_LINE, DebugfsScript, quoteDebugfsArg, runDebugfsScript } from '../tools/debugfs.js';
+import { DEBUGFS_MAX_LINE, DebugfsFeed, quoteDebugfsArg, runDebugfsFeed } from '../tools/debugfs.js';
 import { readExt4Superblock } from '../image/superblock.js';
 import { InodeAllocator, type InodeGeometry } from './inodes.js';
 
@@ -84,6 +85,8 @@ function mtimeCommands(self: string, mtime: number): string[] {
  */
 export async function buildPopulateScript(
   manifest: Manifest, content: ContentMap, o: PopulateOptions, geometry: InodeGeometry & { blockSize: number }, emit: (command: string) => void,
+  /** Between entries: a promise to wait for before going on (the consumer has enough queued). */
+  room: () => Promise<void> | undefined = () => undefined,
 ): Promise<PopulateScript> {
   const q = quoteDebugfsArg;
   // The current entry's commands; emitted at the start of the next.
@@ -119,6 +122,8 @@ export async function buildPopulateScript(
 
   for (const e of manifest.entries) {
     flush();
+    const wait = room();
+    if (wait) await wait;
     if (/[\n\r\0]/.test(e.path) || /[\n\r\0]/.test(e.target ?? '')) {
       throw new InputError(
         `${JSON.stringify(e.path)}: part-image cannot write a name or symlink target containing a newline, carriage return or NUL (debugfs scripts cannot carry it)`,
@@ -263,14 +268,21 @@ const NO_SPACE = /Could not allocate (block|inode)|No space left/;
 export async function populate(image: string, manifest: Manifest, content: ContentMap, o: PopulateOptions): Promise<void> {
   const { superblock: sb } = await readExt4Superblock(image);
   if (!sb) throw new Error(`mke2fs left no ext4 superblock in ${image}`);
-  const script = new DebugfsScript(join(o.workDir, 'populate.debugfs'));
+  // debugfs runs the script while it is made.
+  const feed = new DebugfsFeed();
+  const running = runDebugfsFeed(image, feed, { write: true, allocatedOnly: true });
+  running.catch(() => undefined);
   let reported: number[];
   try {
-    ({ reported } = await buildPopulateScript(manifest, content, o, sb, (c) => script.add(c)));
-  } finally {
-    script.close();
+    ({ reported } = await buildPopulateScript(manifest, content, o, sb, (c) => feed.add(c), () => feed.room()));
+  } catch (err) {
+    // The image is thrown away: debugfs ends with the commands it has.
+    feed.end();
+    await running.catch(() => undefined);
+    throw err;
   }
-  const { stderr, allocated } = await runDebugfsScript(image, script, { write: true, allocatedOnly: true });
+  feed.end();
+  const { stderr, allocated } = await running;
   const errors = stderr.split('\n').filter((l) => l.trim());
   if (errors.some((l) => NO_SPACE.test(l))) throw new ImageFullError(errors[0]);
   if (errors.length > 0) {

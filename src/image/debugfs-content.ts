@@ -11,6 +11,7 @@ import { checkNotInterrupted, withScope } from '../cleanup.js';
 import { quoteDebugfsArg, runDebugfs } from '../tools/debugfs.js';
 import type { InodeStat } from '../tools/debugfs-stat.js';
 import { BATCH, Damage, failOnErrors } from './debugfs-walk.js';
+import type { HashWorker, Piece } from './hash-worker.js';
 
 const EXT4_INLINE_DATA_FL = 0x10000000;
 const EXT4_ENCRYPT_FL = 0x800;
@@ -31,10 +32,15 @@ function hasBlockMap(st: InodeStat): boolean {
   return st.extents !== undefined && (st.flags & EXT4_INLINE_DATA_FL) === 0 && (st.flags & EXT4_ENCRYPT_FL) === 0;
 }
 
+/**
+ * Reads what `inodes` need beyond their stat: long symlink targets at once,
+ * into `content`; file contents are queued to `hasher` (answered by
+ * inode); what has no block map goes to `fallback`.
+ */
 export async function readContents(
   reader: BlockReader,
   inodes: InodeStat[],
-  hash: boolean,
+  hasher: HashWorker | undefined,
   content: Map<number, Content>,
   fallback: InodeStat[],
 ): Promise<void> {
@@ -47,16 +53,13 @@ export async function readContents(
         await reader.readFile(st, (b) => parts.push(Buffer.from(b)));
         content.set(st.inode, { target: Buffer.concat(parts).toString('utf8') });
       }
-    } else if (st.type === 'regular' && hash) {
+    } else if (st.type === 'regular' && hasher) {
       if (st.size === 0) content.set(st.inode, { sha256: EMPTY_SHA256 });
       else if (!hasBlockMap(st)) fallback.push(st);
-      else {
-        const h = createHash('sha256');
-        await reader.readFile(st, (b) => h.update(b));
-        content.set(st.inode, { sha256: h.digest('hex') });
-      }
+      else hasher.hash({ inode: st.inode, pieces: reader.plan(st) });
     }
   }
+  hasher?.flush();
 }
 
 const EMPTY_SHA256 = createHash('sha256').digest('hex');
@@ -83,26 +86,17 @@ export class BlockReader {
     closeSync(this.fd);
   }
 
+  /** readPlan() with this filesystem's geometry. */
+  plan(st: InodeStat): Piece[] {
+    return readPlan(st, this.bs, this.blockCount);
+  }
+
   /** Feeds `size` bytes of inode `st`'s file through its block map to `sink` (chunks are reused: copy to keep). */
   async readFile(st: InodeStat, sink: (chunk: Buffer) => void): Promise<void> {
-    const bs = this.bs;
-    const size = st.size;
-    const sorted = [...st.extents!].sort((a, b) => a.logical - b.logical);
-    let pos = 0;
-    for (const x of sorted) {
-      const start = x.logical * bs;
-      if (start >= size) break;
-      if (start < pos) throw new Damage(`inode ${st.inode}: overlapping extents at logical block ${x.logical}`);
-      if (!x.uninit && BigInt(x.physical) + BigInt(x.length) > this.blockCount) {
-        throw new Damage(`inode ${st.inode}: an extent (blocks ${x.physical}-${x.physical + x.length - 1}) lies outside the filesystem's ${this.blockCount} blocks`);
-      }
-      await this.zeros(start - pos, sink);
-      const len = Math.min(x.length * bs, size - start);
-      if (x.uninit) await this.zeros(len, sink);
-      else await this.copy(st, x.physical * bs, len, sink);
-      pos = start + len;
+    for (const p of readPlan(st, this.bs, this.blockCount)) {
+      if ('zeros' in p) await this.zeros(p.zeros, sink);
+      else await this.copy(st, p.from, p.bytes, sink);
     }
-    await this.zeros(size - pos, sink);
   }
 
   /** Lets signals in now and then: a sparse file in a hostile image can claim terabytes of holes. */
@@ -139,6 +133,36 @@ export class BlockReader {
       await this.fed(want);
     }
   }
+}
+
+/**
+ * The pieces of inode `st`'s file in read order, from its extent map: holes
+ * and unwritten extents as zeros, the last block cut at the file size. An
+ * extent that overlaps another or lies outside the filesystem is damage.
+ */
+export function readPlan(st: InodeStat, bs: number, blockCount: bigint): Piece[] {
+  const size = st.size;
+  const sorted = [...st.extents!].sort((a, b) => a.logical - b.logical);
+  const pieces: Piece[] = [];
+  const zeros = (n: number) => {
+    if (n > 0) pieces.push({ zeros: n });
+  };
+  let pos = 0;
+  for (const x of sorted) {
+    const start = x.logical * bs;
+    if (start >= size) break;
+    if (start < pos) throw new Damage(`inode ${st.inode}: overlapping extents at logical block ${x.logical}`);
+    if (!x.uninit && BigInt(x.physical) + BigInt(x.length) > blockCount) {
+      throw new Damage(`inode ${st.inode}: an extent (blocks ${x.physical}-${x.physical + x.length - 1}) lies outside the filesystem's ${blockCount} blocks`);
+    }
+    zeros(start - pos);
+    const len = Math.min(x.length * bs, size - start);
+    if (x.uninit) zeros(len);
+    else pieces.push({ from: x.physical * bs, bytes: len });
+    pos = start + len;
+  }
+  zeros(size - pos);
+  return pieces;
 }
 
 /** Contents without a block map (inline data): `dump <N> FILE` in batches, then hash the files. */

@@ -8,11 +8,12 @@
 //   - `stat <INODE>` for every inode the previous level's listings found (mode,
 //     owner, size, links, mtime, xattrs, device numbers, fast symlink targets,
 //     extent maps).
-// While the next level's processes run, the contents of the files whose stat
-// just arrived are hashed in-process, straight from the image file through
-// their extent maps: holes and unwritten extents read as zeros, the last block
-// is cut at the file size. Long symlink targets (60 bytes and more) are read
-// the same way.
+// The contents of the files whose stat just arrived are hashed in a worker
+// thread (image/hash-worker.ts), straight from the image file through their
+// extent maps: holes and unwritten extents read as zeros, the last block is
+// cut at the file size; meanwhile the main thread runs and parses the next
+// levels. Long symlink targets (60 bytes and more) are read the same way, on
+// the main thread.
 //
 // Only when needed, at the end: `ea_get -r -x` for the xattr values of 40
 // bytes and more (stat prints only their length), and `dump <INODE> FILE` for
@@ -42,6 +43,7 @@ import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } fr
 import type { InodeStat } from '../tools/debugfs-stat.js';
 import { Damage, fillLongXattrs, hasLongXattrs, manifestXattrs, startLevel, type LevelResult, type Node } from './debugfs-walk.js';
 import { BlockReader, dumpContents, readContents, type Content } from './debugfs-content.js';
+import { HashWorker } from './hash-worker.js';
 
 export interface ImageReadOptions {
   /** Hash regular file contents (default true). Symlink targets are read either way. */
@@ -93,6 +95,7 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
   const requested = new Set<number>([ROOT_INO]);
   const pathOf = new Map<number, string>([[ROOT_INO, '/']]);
   const reader = new BlockReader(img, blockSize, blockCount);
+  const hasher = hash ? new HashWorker(img) : undefined;
   let pending: Promise<LevelResult> | undefined;
   try {
     let dirs: Node[] = [{ path: '/', ino: ROOT_INO }];
@@ -128,7 +131,7 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       log.progress(`${fields.size + later.size + inodes.length} inodes read${hash ? ', hashing' : ''}`);
       const content = new Map<number, Content>();
       const waiting = fallback.length;
-      await readContents(reader, inodes, hash, content, fallback);
+      await readContents(reader, inodes, hasher, content, fallback);
       for (let i = waiting; i < fallback.length; i++) later.set(fallback[i].inode, fallback[i]);
       for (const s of inodes) {
         if (hasLongXattrs(s)) later.set(s.inode, s);
@@ -143,9 +146,17 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       // long as what is live, add up to a few of the whole).
       if (inodes.length >= COLLECT_FROM && inodes.length * 4 >= fields.size) collectGarbage();
     }
+    // The files' hashes, as the worker answered them.
+    for (const a of hasher ? await hasher.done() : []) {
+      if ('damage' in a) throw new Damage(a.damage);
+      const f = fields.get(a.inode);
+      if (f) f.sha256 = a.sha256;
+      else laterContent.set(a.inode, { ...laterContent.get(a.inode), sha256: a.sha256 });
+    }
   } finally {
     reader.close();
-    // A failure while the next level ran (hashing this one) must not leave its batches, and their temp dirs, behind.
+    await hasher?.close();
+    // A failure while the next level ran must not leave its batches, and their temp dirs, behind.
     await pending?.catch(() => undefined);
   }
   if (later.size > 0) {

@@ -58,7 +58,7 @@
 // - "system.data" is the inline-data area, not an xattr a user sees.
 // - uid and gid are printed as signed 32-bit numbers (4000000000 shows as
 //   -294967296); so are they in `ls -p`.
-import { closeSync, createReadStream, openSync, writeSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatCommand, run } from '../exec.js';
@@ -158,65 +158,120 @@ export async function runDebugfs(image: string, commands: string[], opts: Debugf
   });
 }
 
+/** Bytes of commands handed to the pipe at a time. */
+const FEED_CHUNK = 256 * 1024;
+/** Bytes of commands made ahead of what debugfs has taken, at most. */
+const FEED_AHEAD = 4 * 1024 * 1024;
+
 /**
- * A debugfs script written to a file as it is made, a piece at a time, so
- * that no list of its commands is held (the builder's has 3 commands per
- * entry: 100 MB of strings at 100,000 entries). Each command is checked as
- * it is added (checkDebugfsCommand).
+ * A debugfs script fed to debugfs's stdin (`-f -`) as it is made: debugfs
+ * runs the first commands while the rest are still being made (on the
+ * builder's script of a Debian root, making it took a quarter of the time
+ * debugfs took to run it), and at most FEED_AHEAD bytes of it wait in
+ * memory. The maker adds commands, waits on room() when it returns a
+ * promise, and calls end(). Each command is checked as it is added
+ * (checkDebugfsCommand). Once debugfs has exited, what is still added is
+ * dropped.
  */
-export class DebugfsScript {
-  private readonly fd: number;
+export class DebugfsFeed {
   private pending: string[] = [];
   private pendingBytes = 0;
+  private queue: string[] = [];
+  private queuedBytes = 0;
+  private ended = false;
+  private gone = false;
+  private wakeReader: (() => void) | undefined;
+  private wakeMaker: (() => void) | undefined;
   count = 0;
   first: string | undefined;
-
-  constructor(readonly path: string) {
-    this.fd = openSync(path, 'w');
-  }
 
   add(command: string): void {
     checkDebugfsCommand(command);
     this.first ??= command;
     this.count++;
+    if (this.gone) return;
     this.pending.push(command, '\n');
     this.pendingBytes += command.length + 1;
-    if (this.pendingBytes >= 1024 * 1024) this.flush();
+    if (this.pendingBytes >= FEED_CHUNK) this.hand();
   }
 
-  private flush(): void {
+  /** A promise while FEED_AHEAD bytes wait for debugfs: resolved once it has taken some. */
+  room(): Promise<void> | undefined {
+    if (this.queuedBytes < FEED_AHEAD || this.gone) return undefined;
+    return new Promise((r) => {
+      this.wakeMaker = r;
+    });
+  }
+
+  /** The script is complete. */
+  end(): void {
+    this.hand();
+    this.ended = true;
+    this.wake();
+  }
+
+  /** debugfs has exited: nothing more is kept, and a maker waiting for room goes on. */
+  drop(): void {
+    this.gone = true;
+    this.pending = [];
+    this.queue = [];
+    this.queuedBytes = 0;
+    this.wake();
+  }
+
+  /** The chunks, as debugfs's stdin takes them. */
+  async *chunks(): AsyncGenerator<string> {
+    for (;;) {
+      const c = this.queue.shift();
+      if (c !== undefined) {
+        this.queuedBytes -= c.length;
+        if (this.queuedBytes < FEED_AHEAD) this.wakeMaker?.();
+        yield c;
+        continue;
+      }
+      if (this.ended || this.gone) return;
+      await new Promise<void>((r) => {
+        this.wakeReader = r;
+      });
+    }
+  }
+
+  private hand(): void {
     if (this.pending.length === 0) return;
-    writeSync(this.fd, this.pending.join(''));
+    this.queue.push(this.pending.join(''));
+    this.queuedBytes += this.pendingBytes;
     this.pending = [];
     this.pendingBytes = 0;
+    this.wakeReader?.();
   }
 
-  /** Writes what is left and closes the file. */
-  close(): void {
-    try {
-      this.flush();
-    } finally {
-      closeSync(this.fd);
-    }
+  private wake(): void {
+    const r = this.wakeReader;
+    const m = this.wakeMaker;
+    this.wakeReader = undefined;
+    this.wakeMaker = undefined;
+    r?.();
+    m?.();
   }
 }
 
-/** runDebugfs() for a script already written (DebugfsScript, closed). */
-export async function runDebugfsScript(image: string, script: DebugfsScript, opts: DebugfsOptions = {}): Promise<DebugfsResult> {
+/** runDebugfs() for a script that is fed to debugfs as it is made (DebugfsFeed); settles once debugfs has exited. */
+export async function runDebugfsFeed(image: string, feed: DebugfsFeed, opts: DebugfsOptions = {}): Promise<DebugfsResult> {
   return withScope(async (scope) => {
     const dir = await scope.tempDir('part-image-debugfs-');
-    return runScriptFile(image, script.path, dir, { count: script.count, first: script.first }, { ...opts, noSections: true });
-  });
+    return await runScriptFile(image, feed, dir, feed, { ...opts, noSections: true });
+  }).finally(() => feed.drop());
 }
 
 async function runScriptFile(
-  image: string, cmdFile: string, dir: string, what: { count: number; first: string | undefined }, opts: DebugfsOptions, commands?: string[],
+  image: string, script: string | DebugfsFeed, dir: string, what: { count: number; first: string | undefined }, opts: DebugfsOptions, commands?: string[],
 ): Promise<DebugfsResult> {
   const outFile = join(dir, 'stdout');
   const errFile = join(dir, 'stderr');
-  const args = [...(opts.write ? ['-w'] : []), ...(opts.extraArgs ?? []), '-f', cmdFile, image];
-  const display = `${formatCommand('debugfs', [...args.slice(0, -3), '-f', 'SCRIPT', image])}  # SCRIPT: ${what.count} command(s), the first: ${what.first ?? '(none)'}`;
+  const fed = typeof script !== 'string';
+  const args = [...(opts.write ? ['-w'] : []), ...(opts.extraArgs ?? []), '-f', fed ? '-' : script, image];
   const result = await run('sh', ['-c', opts.mergeStderr ? WRAPPER_MERGED : WRAPPER, 'debugfs', outFile, errFile, ...args], {
+    inputChunks: fed ? script.chunks() : undefined,
     // TZ=UTC: debugfs formats 4 times per inode with localtime(); without TZ
     // glibc stats /etc/localtime for each. LC_ALL=C: debugfs sets LC_CTYPE
     // and LC_MESSAGES from the environment, which would change which xattr
@@ -234,6 +289,8 @@ async function runScriptFile(
   let stderr = (await readFile(errFile).catch(() => Buffer.alloc(0))).toString('utf8').replace(BANNER, '');
   if (opts.mergeStderr) stderr = '';
   const preamble = preambleOf(raw, opts.mergeStderr === true);
+  // Named after the run: a fed script's length is known only then.
+  const display = `${formatCommand('debugfs', [...args.slice(0, -3), '-f', 'SCRIPT', image])}  # SCRIPT${fed ? ' (on stdin)' : ''}: ${what.count} command(s), the first: ${what.first ?? '(none)'}`;
   if (result.timedOut) throw new ToolError(display, undefined, `timed out after ${opts.timeoutMs} ms\n${stderr}`);
   // debugfs reports a filesystem it cannot open before it runs the first
   // command (and then runs every command against nothing).
