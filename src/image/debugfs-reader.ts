@@ -1,13 +1,15 @@
 // Reads an ext2/3/4 image into the manifest model without mounting it and
 // without privilege, through a handful of batched debugfs processes.
 //
-// The tree is walked level by level. For each directory depth two debugfs
-// processes run side by side:
-//   - `ls -p <INODE>` for every directory of that depth (inode file specs: no
-//     quoting, no path lookups);
-//   - `stat <INODE>` for every inode the previous level's listings found (mode,
-//     owner, size, links, mtime, xattrs, device numbers, fast symlink targets,
-//     extent maps).
+// The tree is walked level by level, in batched debugfs processes:
+//   - `ls -p <INODE>` for every directory of a depth (inode file specs: no
+//     quoting, no path lookups), one depth after another;
+//   - `stat <INODE>` for every inode a depth's listings found (mode, owner,
+//     size, links, mtime, xattrs, device numbers, fast symlink targets, extent
+//     maps), started as soon as that listing is in, and run beside the
+//     listings of the next depths: only the listings wait for each other.
+//     (Waiting for a level's stats before its children were listed held the
+//     Debian root's readback at 0.82-0.86 s; without, 0.68-0.70.)
 // The contents of the files whose stat just arrived are hashed in a worker
 // thread (image/hash-worker.ts), straight from the image file through their
 // extent maps: holes and unwritten extents read as zeros, the last block is
@@ -41,7 +43,8 @@ import { InputError, ToolError, UnreadableImageError } from '../errors.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
 import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
 import type { InodeStat } from '../tools/debugfs-stat.js';
-import { Damage, fillLongXattrs, hasLongXattrs, manifestXattrs, startLevel, type LevelResult, type Node } from './debugfs-walk.js';
+import { Damage, fillLongXattrs, hasLongXattrs, listLevel, manifestXattrs, statLevel, type Node } from './debugfs-walk.js';
+import { settleAll } from '../cleanup.js';
 import { BlockReader, dumpContents, readContents, type Content } from './debugfs-content.js';
 import { HashWorker } from './hash-worker.js';
 
@@ -96,12 +99,45 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
   const pathOf = new Map<number, string>([[ROOT_INO, '/']]);
   const reader = new BlockReader(img, blockSize, blockCount);
   const hasher = hash ? new HashWorker(img) : undefined;
-  let pending: Promise<LevelResult> | undefined;
+  // What a set of stats brings: fields kept, contents queued for hashing.
+  const onStats = async (inodes: InodeStat[]): Promise<void> => {
+    log.progress(`${fields.size + later.size + inodes.length} inodes read${hash ? ', hashing' : ''}`);
+    const content = new Map<number, Content>();
+    const noMap: InodeStat[] = [];
+    await readContents(reader, inodes, hasher, content, noMap);
+    for (const s of noMap) {
+      fallback.push(s);
+      later.set(s.inode, s);
+    }
+    for (const s of inodes) {
+      if (hasLongXattrs(s)) later.set(s.inode, s);
+      if (later.has(s.inode)) {
+        s.extents = undefined;
+        const c = content.get(s.inode);
+        if (c) laterContent.set(s.inode, c);
+      } else fields.set(s.inode, inodeFields(s, content.get(s.inode), hash, pathOf.get(s.inode)!));
+    }
+    // A level's stats die here: collected at once when they were many, and
+    // many against what was read before (so that the collections, each as
+    // long as what is live, add up to a few of the whole).
+    if (inodes.length >= COLLECT_FROM && inodes.length * 4 >= fields.size) collectGarbage();
+  };
+  // The listings go from level to level; each level's stats run beside the
+  // next levels' listings, and are taken in as they arrive.
+  const stats: Promise<void>[] = [];
+  let failure = false;
+  const statThen = (inos: number[]) => {
+    const job = statLevel(img, inos, pathOf).then(onStats);
+    job.catch(() => {
+      failure = true;
+    });
+    stats.push(job);
+  };
   try {
+    statThen([ROOT_INO]);
     let dirs: Node[] = [{ path: '/', ino: ROOT_INO }];
-    pending = startLevel(img, dirs, [ROOT_INO], pathOf);
-    while (pending) {
-      const { listings, inodes } = await pending;
+    while (dirs.length > 0 && !failure) {
+      const listings = await listLevel(img, dirs);
       // Children of this level: the next level's directories and inodes.
       const nextDirs: Node[] = [];
       const newInodes: number[] = [];
@@ -123,29 +159,10 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
         }
       }
       listings.clear();
+      if (newInodes.length > 0) statThen(newInodes);
       dirs = nextDirs;
-      pending = nextDirs.length > 0 || newInodes.length > 0 ? startLevel(img, nextDirs, newInodes, pathOf) : undefined;
-      // Awaited on the next turn; until then a failure must not count as unhandled.
-      pending?.catch(() => undefined);
-      // Hash what this level's stat brought while the next level runs.
-      log.progress(`${fields.size + later.size + inodes.length} inodes read${hash ? ', hashing' : ''}`);
-      const content = new Map<number, Content>();
-      const waiting = fallback.length;
-      await readContents(reader, inodes, hasher, content, fallback);
-      for (let i = waiting; i < fallback.length; i++) later.set(fallback[i].inode, fallback[i]);
-      for (const s of inodes) {
-        if (hasLongXattrs(s)) later.set(s.inode, s);
-        if (later.has(s.inode)) {
-          s.extents = undefined;
-          const c = content.get(s.inode);
-          if (c) laterContent.set(s.inode, c);
-        } else fields.set(s.inode, inodeFields(s, content.get(s.inode), hash, pathOf.get(s.inode)!));
-      }
-      // A level's stats die here: collected at once when they were many, and
-      // many against what was read before (so that the collections, each as
-      // long as what is live, add up to a few of the whole).
-      if (inodes.length >= COLLECT_FROM && inodes.length * 4 >= fields.size) collectGarbage();
     }
+    await settleAll(stats);
     // The files' hashes, as the worker answered them.
     for (const a of hasher ? await hasher.done() : []) {
       if ('damage' in a) throw new Damage(a.damage);
@@ -154,10 +171,10 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       else laterContent.set(a.inode, { ...laterContent.get(a.inode), sha256: a.sha256 });
     }
   } finally {
+    // A failure must not leave stat batches, and their temp dirs, behind.
+    await Promise.allSettled(stats);
     reader.close();
     await hasher?.close();
-    // A failure while the next level ran must not leave its batches, and their temp dirs, behind.
-    await pending?.catch(() => undefined);
   }
   if (later.size > 0) {
     await fillLongXattrs(img, later);

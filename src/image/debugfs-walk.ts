@@ -1,5 +1,5 @@
 // The debugfs side of the rootless image reader (image/debugfs-reader.ts):
-// one level of the tree as `ls -p` and `stat` batches run side by side, the
+// a level's `ls -p` batches and a set of inodes' `stat` batches, the
 // xattr values `stat` leaves out, and debugfs's error output read as damage
 // (debugfs exits 0 whatever it finds).
 import { availableParallelism } from 'node:os';
@@ -47,21 +47,18 @@ export interface Node {
 }
 
 // ---------------------------------------------------------------------------
-// One level: listings and inodes, in processes run side by side
+// A level's listings, and a set of inodes, each in processes run side by side
 
-export interface LevelResult {
-  listings: Map<number, LsSection>;
-  inodes: InodeStat[];
+/** The `ls -p` of every directory in `dirs`, by inode. */
+export async function listLevel(image: string, dirs: Node[]): Promise<Map<number, LsSection>> {
+  // settleAll: every batch has ended (and removed its temp dir) before one's failure leaves.
+  const lists = await settleAll(chunks(dirs, BATCH).map((part) => inSlot(() => listDirs(image, part))));
+  return new Map(lists.flatMap((m) => [...m]));
 }
 
-export async function startLevel(image: string, dirs: Node[], inodes: number[], pathOf: Map<number, string>): Promise<LevelResult> {
-  const lsJobs = chunks(dirs, BATCH).map((part) => inSlot(() => listDirs(image, part)));
-  const statJobs = chunks(inodes, BATCH).map((part) => inSlot(() => statInodes(image, part, pathOf)));
-  // settleAll: every batch has ended (and removed its temp dir) before one's failure leaves.
-  const lists = settleAll(lsJobs);
-  const stats = settleAll(statJobs);
-  await settleAll<unknown>([lists, stats]);
-  return { listings: new Map((await lists).flatMap((m) => [...m])), inodes: (await stats).flat() };
+/** The `stat` of every inode in `inodes`, in order. */
+export async function statLevel(image: string, inodes: number[], pathOf: Map<number, string>): Promise<InodeStat[]> {
+  return (await settleAll(chunks(inodes, BATCH).map((part) => inSlot(() => statInodes(image, part, pathOf))))).flat();
 }
 
 export function chunks<T>(items: T[], size: number): T[][] {

@@ -26,7 +26,6 @@ export type HashAnswer = { inode: number; sha256: string } | { inode: number; da
  * TypeScript sources. It takes nothing from its closure.
  */
 function workerMain(): void {
-  /* eslint-disable @typescript-eslint/no-require-imports */
   const { parentPort, workerData } = require('node:worker_threads') as typeof import('node:worker_threads');
   const { openSync, readSync } = require('node:fs') as typeof import('node:fs');
   const { createHash } = require('node:crypto') as typeof import('node:crypto');
