@@ -41,12 +41,13 @@ import { log } from '../log.js';
 import { collectGarbage } from '../memory.js';
 import { InputError, ToolError, UnreadableImageError } from '../errors.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
-import { assignHardlinks, childPath, formatMode, makeManifest, typeFromMode } from '../manifest/entry.js';
+import { childPath, formatMode, linkGroup, makeManifest, typeFromMode } from '../manifest/entry.js';
 import type { InodeStat } from '../tools/debugfs-stat.js';
 import { Damage, fillLongXattrs, hasLongXattrs, listLevel, manifestXattrs, statLevel, type Node } from './debugfs-walk.js';
 import { settleAll } from '../cleanup.js';
 import { BlockReader, dumpContents, readContents, type Content } from './debugfs-content.js';
 import { HashWorker } from './hash-worker.js';
+import { InodeTable } from './inode-table.js';
 
 export interface ImageReadOptions {
   /** Hash regular file contents (default true). Symlink targets are read either way. */
@@ -75,8 +76,12 @@ export async function readImageManifest(image: string, opts: ImageReadOptions = 
 
 const OPEN_ERROR = /^(?:debugfs: )?(.*) while (?:trying to open|opening filesystem).*$/m;
 
-/** An inode's manifest fields, without the path: what the reader keeps of it once its contents are read. */
-type InodeFields = Omit<ManifestEntry, 'path'>;
+/**
+ * An inode's manifest fields, what the reader keeps of it once its contents
+ * are read: an entry whose path is still to come (its first key, so that the
+ * entry keeps the manifest's key order when the path is filled in).
+ */
+type InodeFields = ManifestEntry;
 
 async function readManifest(image: string, hash: boolean): Promise<Manifest> {
   const img = resolve(image);
@@ -84,22 +89,50 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
     throw new InputError(`image not found: ${image}`);
   });
   if (!st.isFile() && !st.isBlockDevice()) throw new InputError(`not an image file: ${image}`);
-  const { blockSize, blockCount } = await checkedSuperblock(img);
+  const { blockSize, blockCount, inodeCount } = await checkedSuperblock(img);
 
-  const nodes: Node[] = [{ path: '/', ino: ROOT_INO }];
+  // Every path the listings found, and its inode (two arrays: 500,000 small objects took 20 MB).
+  const nodePaths: string[] = ['/'];
+  const nodeInos: number[] = [ROOT_INO];
   // Each inode's fields as soon as its level is read (a stat with its maps
   // and extents is ten times as big); the stats of the few inodes that need
   // more reading at the end (long xattr values, inline data) are kept whole.
-  const fields = new Map<number, InodeFields>();
+  const fields = new InodeTable<InodeFields>(inodeCount);
   const later = new Map<number, InodeStat>();
   const laterContent = new Map<number, Content>();
   const fallback: InodeStat[] = [];
   const seenDirs = new Set<number>([ROOT_INO]);
-  const requested = new Set<number>([ROOT_INO]);
-  const pathOf = new Map<number, string>([[ROOT_INO, '/']]);
+  // The first path of every inode found so far; an inode is stat'ed once, when it first turns up.
+  const pathOf = new InodeTable<string>(inodeCount);
+  pathOf.set(ROOT_INO, '/');
   const reader = new BlockReader(img, blockSize, blockCount);
-  const hasher = hash ? new HashWorker(img) : undefined;
-  // What a set of stats brings: fields kept, contents queued for hashing.
+  // Each file's hash goes into its fields as the worker answers it, or
+  // waits in `early` for them (an answer can come in while its batch is
+  // still being taken in, or before a `later` inode's fields are made); the
+  // first damage the worker met is thrown once all are in.
+  const early = new Map<number, string>();
+  let hashDamage: string | undefined;
+  const hasher = hash
+    ? new HashWorker(img, (a) => {
+      if ('damage' in a) hashDamage ??= a.damage;
+      else {
+        const f = fields.get(a.inode);
+        if (f) f.sha256 = a.sha256;
+        else early.set(a.inode, a.sha256);
+      }
+    })
+    : undefined;
+  const keep = (ino: number, f: InodeFields) => {
+    const sha = early.get(ino);
+    if (sha !== undefined) {
+      f.sha256 = sha;
+      early.delete(ino);
+    }
+    fields.set(ino, f);
+  };
+  // Inodes taken in since the last full collection.
+  let sinceCollect = 0;
+  // What a batch of stats brings: fields kept, contents queued for hashing.
   const onStats = async (inodes: InodeStat[]): Promise<void> => {
     log.progress(`${fields.size + later.size + inodes.length} inodes read${hash ? ', hashing' : ''}`);
     const content = new Map<number, Content>();
@@ -115,19 +148,23 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
         s.extents = undefined;
         const c = content.get(s.inode);
         if (c) laterContent.set(s.inode, c);
-      } else fields.set(s.inode, inodeFields(s, content.get(s.inode), hash, pathOf.get(s.inode)!));
+      } else keep(s.inode, inodeFields(s, content.get(s.inode), hash, pathOf.get(s.inode)!));
     }
-    // A level's stats die here: collected at once when they were many, and
-    // many against what was read before (so that the collections, each as
-    // long as what is live, add up to a few of the whole).
-    if (inodes.length >= COLLECT_FROM && inodes.length * 4 >= fields.size) collectGarbage();
+    // The stats die here: collected at once when many were taken in since
+    // the last collection, against what is kept (so that the collections,
+    // each as long as what is live, add up to about twice the last).
+    sinceCollect += inodes.length;
+    if (sinceCollect >= COLLECT_FROM && sinceCollect * 2 >= fields.size) {
+      sinceCollect = 0;
+      collectGarbage();
+    }
   };
   // The listings go from level to level; each level's stats run beside the
   // next levels' listings, and are taken in as they arrive.
   const stats: Promise<void>[] = [];
   let failure = false;
   const statThen = (inos: number[]) => {
-    const job = statLevel(img, inos, pathOf).then(onStats);
+    const job = statLevel(img, inos, pathOf, onStats);
     job.catch(() => {
       failure = true;
     });
@@ -145,10 +182,11 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
         const section = listings.get(dir.ino)!;
         for (const e of section.entries) {
           const path = childPath(dir.path, e.name);
-          nodes.push({ path, ino: e.inode });
-          if (!pathOf.has(e.inode)) pathOf.set(e.inode, path);
-          if (!requested.has(e.inode)) {
-            requested.add(e.inode);
+          if (e.inode < 1 || e.inode > inodeCount) throw new Damage(`${path} names inode ${e.inode}, outside the filesystem's 1-${inodeCount}`);
+          nodePaths.push(path);
+          nodeInos.push(e.inode);
+          if (!pathOf.has(e.inode)) {
+            pathOf.set(e.inode, path);
             newInodes.push(e.inode);
           }
           if ((e.mode & 0o170000) === 0o040000) {
@@ -163,13 +201,8 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
       dirs = nextDirs;
     }
     await settleAll(stats);
-    // The files' hashes, as the worker answered them.
-    for (const a of hasher ? await hasher.done() : []) {
-      if ('damage' in a) throw new Damage(a.damage);
-      const f = fields.get(a.inode);
-      if (f) f.sha256 = a.sha256;
-      else laterContent.set(a.inode, { ...laterContent.get(a.inode), sha256: a.sha256 });
-    }
+    await hasher?.done();
+    if (hashDamage) throw new Damage(hashDamage);
   } finally {
     // A failure must not leave stat batches, and their temp dirs, behind.
     await Promise.allSettled(stats);
@@ -179,30 +212,46 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
   if (later.size > 0) {
     await fillLongXattrs(img, later);
     if (fallback.length > 0) await dumpContents(img, fallback, laterContent);
-    for (const s of later.values()) fields.set(s.inode, inodeFields(s, laterContent.get(s.inode), hash, pathOf.get(s.inode)!));
+    for (const s of later.values()) keep(s.inode, inodeFields(s, laterContent.get(s.inode), hash, pathOf.get(s.inode)!));
     later.clear();
   }
 
-  if (nodes.length >= COLLECT_FROM) collectGarbage();
+  pathOf.clear();
+  seenDirs.clear();
+  if (nodePaths.length >= COLLECT_FROM) collectGarbage();
+  // How many paths each inode has (2 means two or more): only those of a
+  // file with two are grouped as hard links.
+  const paths = new InodeTable<number>(inodeCount);
+  for (const ino of nodeInos) paths.set(ino, Math.min(2, (paths.get(ino) ?? 0) + 1));
   const entries: ManifestEntry[] = [];
-  const inoOf = new Map<ManifestEntry, number>();
-  for (const node of nodes) {
-    const f = fields.get(node.ino);
-    if (!f) throw new Error(`inode ${node.ino} of ${node.path} was not read`);
-    const entry: ManifestEntry = { path: node.path, ...f };
+  const groups = new Map<number, ManifestEntry[]>();
+  for (let i = 0; i < nodePaths.length; i++) {
+    const ino = nodeInos[i];
+    const f = fields.get(ino);
+    if (!f) throw new Error(`inode ${ino} of ${nodePaths[i]} was not read`);
+    // The inode's fields become its first path's entry; further paths of a hard-linked inode get a copy.
+    let entry = f;
+    if (f.path === '') f.path = nodePaths[i];
+    else entry = { ...f, path: nodePaths[i] };
     entries.push(entry);
-    if (entry.type === 'file') inoOf.set(entry, node.ino);
+    if (entry.type === 'file' && paths.get(ino) === 2) {
+      const g = groups.get(ino);
+      if (g) g.push(entry);
+      else groups.set(ino, [entry]);
+    }
   }
-  nodes.length = 0;
+  nodePaths.length = 0;
+  nodeInos.length = 0;
   fields.clear();
-  assignHardlinks(entries, (e) => String(inoOf.get(e)));
+  paths.clear();
+  for (const g of groups.values()) linkGroup(g);
   return makeManifest(entries);
 }
 
 /** The manifest fields of an inode, in the manifest's key order. */
 function inodeFields(s: InodeStat, c: Content | undefined, hash: boolean, path: string): InodeFields {
   const type = typeFromMode(s.mode);
-  const f: InodeFields = { type, mode: formatMode(s.mode), uid: s.uid, gid: s.gid };
+  const f: InodeFields = { path: '', type, mode: formatMode(s.mode), uid: s.uid, gid: s.gid };
   if (type === 'file') {
     f.size = s.size;
     if (hash) f.sha256 = c?.sha256;

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import type { Header } from 'tar-stream';
 import type { InputTree, ManifestEntry } from '../types.js';
 import { EnvironmentError, InputError, PartImageError } from '../errors.js';
-import { assignHardlinks, formatMode, makeManifest } from '../manifest/entry.js';
+import { formatMode, linkGroup, makeManifest } from '../manifest/entry.js';
 import { AclError, aclTextToXattrHex, aclXattrName, type AclKind, type AclNameResolver } from '../manifest/acl.js';
 import { checkTreeLimits } from './limits.js';
 import { treeTooBig } from '../manifest/apparent-size.js';
@@ -77,16 +77,17 @@ export async function archiveNameResolver(tree: TarTree): Promise<AclNameResolve
 export async function finish(source: string, tree: TarTree, hashing: boolean, notes: string[], limits: boolean): Promise<InputTree> {
   const entries: ManifestEntry[] = [];
   const content = new Map<string, string>();
-  const inodeOf = new Map<string, number>();
-  const inodes = new Map<number, Inode>();
+  // The paths of each file inode that more than one path names (refs), for its hard-link fields.
+  const linked = new Map<number, ManifestEntry[]>();
   let resolver: AclNameResolver | undefined;
   let usedBytes = 0;
 
   for (const [p, node] of tree.nodes) {
     const ino = node.inode;
-    const xattrs: Record<string, string> = { ...(ino ? ino.xattrs : node.entry.xattrs) };
+    let xattrs: Record<string, string> | undefined = ino ? ino.xattrs : node.entry.xattrs;
     const aclText = ino ? ino.aclText : node.aclText;
     if (aclText) {
+      xattrs = { ...xattrs };
       for (const [kind, text] of Object.entries(aclText) as [AclKind, string][]) {
         if (xattrs[aclXattrName(kind)] !== undefined) continue;
         resolver ??= await archiveNameResolver(tree);
@@ -100,7 +101,7 @@ export async function finish(source: string, tree: TarTree, hashing: boolean, no
         }
       }
     }
-    const hasXattrs = Object.keys(xattrs).length > 0;
+    const hasXattrs = xattrs !== undefined && Object.keys(xattrs).length > 0;
     let e: ManifestEntry;
     if (ino) {
       // In the manifest's key order, so that makeManifest() keeps the object instead of copying it.
@@ -109,21 +110,29 @@ export async function finish(source: string, tree: TarTree, hashing: boolean, no
       if (hasXattrs) e.xattrs = xattrs;
       if (ino.mtime !== undefined) e.mtime = ino.mtime;
       content.set(p, ino.blob);
-      inodeOf.set(p, ino.id);
-      inodes.set(ino.id, ino);
+      if (ino.refs > 1) {
+        const paths = linked.get(ino.id);
+        if (paths) paths.push(e);
+        else {
+          linked.set(ino.id, [e]);
+          usedBytes += Math.ceil(ino.size / 4096) * 4096;
+        }
+      } else {
+        usedBytes += Math.ceil(ino.size / 4096) * 4096;
+      }
     } else {
-      const { xattrs: _, ...rest } = node.entry;
-      e = hasXattrs ? { ...rest, xattrs } : rest;
+      // The tree's own entry, unless its xattrs change (an empty set, or ACLs added).
+      if (!('xattrs' in node.entry) && !hasXattrs) e = node.entry;
+      else {
+        const { xattrs: _, ...rest } = node.entry;
+        e = hasXattrs ? { ...rest, xattrs } : rest;
+      }
       if (e.type === 'dir') usedBytes += 4096;
       if (e.type === 'symlink' && (e.size ?? 0) >= 60) usedBytes += 4096;
     }
     entries.push(e);
   }
-  for (const ino of inodes.values()) usedBytes += Math.ceil(ino.size / 4096) * 4096;
-  assignHardlinks(entries, (e) => {
-    const id = inodeOf.get(e.path);
-    return id === undefined ? undefined : String(id);
-  });
+  for (const paths of linked.values()) if (paths.length >= 2) linkGroup(paths);
   const manifest = makeManifest(entries);
   if (limits) checkTreeLimits(manifest, source, (p) => `tar entry ${JSON.stringify(tree.nodes.get(p)?.member ?? p)}`);
   return {

@@ -107,14 +107,16 @@ export function assignHardlinks(entries: ManifestEntry[], keyOf: (e: ManifestEnt
     if (g) g.push(e);
     else groups.set(key, [e]);
   }
-  for (const group of groups.values()) {
-    if (group.length < 2) continue;
-    group.sort((a, b) => comparePaths(a.path, b.path));
-    for (const [i, e] of group.entries()) {
-      e.nlink = group.length;
-      if (i > 0) e.hardlink = group[0].path;
-      else delete e.hardlink;
-    }
+  for (const group of groups.values()) if (group.length >= 2) linkGroup(group);
+}
+
+/** Fills `nlink` and `hardlink` of the paths of one file (two or more): the first in byte order names the group. */
+export function linkGroup(group: ManifestEntry[]): void {
+  group.sort((a, b) => comparePaths(a.path, b.path));
+  for (const [i, e] of group.entries()) {
+    e.nlink = group.length;
+    if (i > 0) e.hardlink = group[0].path;
+    else delete e.hardlink;
   }
 }
 
