@@ -154,7 +154,7 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
     // the last collection, against what is kept (so that the collections,
     // each as long as what is live, add up to about twice the last).
     sinceCollect += inodes.length;
-    if (sinceCollect >= COLLECT_FROM && sinceCollect * 2 >= fields.size) {
+    if (sinceCollect >= COLLECT_FROM && sinceCollect * 4 >= fields.size) {
       sinceCollect = 0;
       collectGarbage();
     }

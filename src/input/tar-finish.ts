@@ -58,12 +58,12 @@ export function blobError(err: unknown, staging: string): unknown {
 }
 
 /** Builds a name resolver from the archive's own /etc/passwd and /etc/group. */
-export async function archiveNameResolver(tree: TarTree): Promise<AclNameResolver> {
+export async function archiveNameResolver(tree: TarTree, final: (blob: string) => string = (b) => b): Promise<AclNameResolver> {
   const table = async (path: string): Promise<Map<string, number>> => {
     const map = new Map<string, number>();
     const blob = tree.nodes.get(path)?.inode?.blob;
     if (!blob) return map;
-    for (const line of (await readFile(blob, 'utf8')).split('\n')) {
+    for (const line of (await readFile(final(blob), 'utf8')).split('\n')) {
       const f = line.split(':');
       if (f.length >= 3 && /^[0-9]+$/.test(f[2])) map.set(f[0], Number(f[2]));
     }
@@ -74,7 +74,10 @@ export async function archiveNameResolver(tree: TarTree): Promise<AclNameResolve
   return (kind, name) => (kind === 'user' ? users : groups).get(name);
 }
 
-export async function finish(source: string, tree: TarTree, hashing: boolean, notes: string[], limits: boolean): Promise<InputTree> {
+/** The InputTree of a read archive; `final` names where each staged blob is (tar-staging.ts's final()). */
+export async function finish(
+  source: string, tree: TarTree, hashing: boolean, notes: string[], limits: boolean, final: (blob: string) => string = (b) => b,
+): Promise<InputTree> {
   const entries: ManifestEntry[] = [];
   const content = new Map<string, string>();
   // The paths of each file inode that more than one path names (refs), for its hard-link fields.
@@ -90,7 +93,7 @@ export async function finish(source: string, tree: TarTree, hashing: boolean, no
       xattrs = { ...xattrs };
       for (const [kind, text] of Object.entries(aclText) as [AclKind, string][]) {
         if (xattrs[aclXattrName(kind)] !== undefined) continue;
-        resolver ??= await archiveNameResolver(tree);
+        resolver ??= await archiveNameResolver(tree, final);
         try {
           const hex = aclTextToXattrHex(text, kind, resolver);
           if (hex !== undefined) xattrs[aclXattrName(kind)] = hex;
@@ -109,7 +112,7 @@ export async function finish(source: string, tree: TarTree, hashing: boolean, no
       if (hashing) e.sha256 = ino.sha256;
       if (hasXattrs) e.xattrs = xattrs;
       if (ino.mtime !== undefined) e.mtime = ino.mtime;
-      content.set(p, ino.blob);
+      content.set(p, final(ino.blob));
       if (ino.refs > 1) {
         const paths = linked.get(ino.id);
         if (paths) paths.push(e);

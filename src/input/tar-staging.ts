@@ -9,13 +9,18 @@
 // of what the tmpfs has free, measured once per read; PART_IMAGE_RAM_STAGING_MB
 // sets it (0: everything on disk). A tmpfs that fills up anyway (ENOSPC: some
 // other program took the room) sends this and every later file to disk.
-import { unlinkSync, writeFileSync } from 'node:fs';
+//
+// The small files in RAM are made by a worker thread (stage-writer.ts), off
+// the main thread that parses and hashes the archive; a file's bytes are
+// known to be in place once settled() or drain() has returned.
+import { writeFileSync } from 'node:fs';
 import { mkdir, stat, statfs, unlink } from 'node:fs/promises';
 import { freemem } from 'node:os';
 import { join } from 'node:path';
 import type { Scope } from '../cleanup.js';
 import type { StagingCounts } from '../types.js';
 import { UsageError } from '../errors.js';
+import { SmallFileWriter } from './stage-writer.js';
 
 /** The tmpfs of POSIX shared memory, on every Linux with systemd or udev. */
 export const RAM_PARENT = '/dev/shm';
@@ -43,6 +48,9 @@ export class TarStaging {
   private count = 0;
   private ramLeft: number;
   readonly counts: StagingCounts = { ramFiles: 0, ramBytes: 0, diskFiles: 0 };
+  /** Files the worker wrote to disk instead (the tmpfs was full): RAM path -> disk path. */
+  private readonly moved = new Map<string, string>();
+  private readonly writer: SmallFileWriter | undefined;
 
   private constructor(
     /** The folder in TMPDIR (blobs/ holds its files). */
@@ -52,6 +60,7 @@ export class TarStaging {
     budget: number,
   ) {
     this.ramLeft = budget;
+    this.writer = ramDir ? new SmallFileWriter((path, fallback, bytes) => this.movedToDisk(path, fallback, bytes)) : undefined;
   }
 
   static async open(scope: Scope, o: { env?: Record<string, string | undefined>; ramParent?: string } = {}): Promise<TarStaging> {
@@ -61,7 +70,10 @@ export class TarStaging {
     await mkdir(join(disk, 'blobs'));
     // Its own folder, removed with the scope like the disk one (and by stale.ts after a kill).
     const ram = budget > 0 ? await scope.tempDir('part-image-tar-', ramParent).catch(() => undefined) : undefined;
-    return new TarStaging(disk, ram, ram ? budget : 0);
+    const staging = new TarStaging(disk, ram, ram ? budget : 0);
+    // Run before the folders above are removed (a scope runs its disposers last first): no file is made in them after.
+    scope.defer('stop the staging writer', () => staging.settle());
+    return staging;
   }
 
   /** A new path on disk, for a file written in pieces (large or sparse). */
@@ -70,35 +82,65 @@ export class TarStaging {
     return join(this.disk, 'blobs', String(this.count++));
   }
 
-  /** Writes a small file's bytes at once: in RAM while the budget lasts, else on disk. Returns its path. */
+  /**
+   * Stages a small file's bytes: in RAM while the budget lasts (made by the
+   * writer thread: see settled()), else on disk at once. Returns its path;
+   * final() names the file once the writes are drained.
+   */
   writeSmall(buf: Buffer): string {
-    if (this.ramDir && buf.length <= this.ramLeft) {
-      const path = join(this.ramDir, String(this.count++));
-      try {
-        writeFileSync(path, buf);
-        this.ramLeft -= buf.length;
-        this.counts.ramFiles++;
-        this.counts.ramBytes += buf.length;
-        return path;
-      } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err;
-        // The tmpfs is full (another program's files): what was written of it goes, and disk from now on.
-        try {
-          unlinkSync(path);
-        } catch {
-          // not made
-        }
-        this.ramLeft = 0;
-      }
+    if (this.writer && buf.length <= this.ramLeft) {
+      const n = this.count++;
+      const path = join(this.ramDir!, String(n));
+      this.writer.write(path, join(this.disk, 'blobs', `ram-${n}`), buf);
+      this.ramLeft -= buf.length;
+      this.counts.ramFiles++;
+      this.counts.ramBytes += buf.length;
+      return path;
     }
     const path = this.diskPath();
     writeFileSync(path, buf);
     return path;
   }
 
+  /** A promise while the writer thread has enough to do: the reader waits for it before it goes on. */
+  room(): Promise<void> | undefined {
+    return this.writer?.room();
+  }
+
+  /** Settles once the file `path` is in place. */
+  async settled(path: string): Promise<void> {
+    await this.writer?.settled(path);
+  }
+
+  /** Waits until every file is in place; throws the first failure of the writer thread. */
+  async drain(): Promise<void> {
+    await this.writer?.drain();
+  }
+
+  /** Waits for the writer thread, failed or not, and ends it. */
+  async settle(): Promise<void> {
+    await this.writer?.settle();
+  }
+
+  /** Where the file staged as `path` is (on disk, when the tmpfs was full), once drained. */
+  final(path: string): string {
+    return this.moved.get(path) ?? path;
+  }
+
+  private movedToDisk(path: string, fallback: string, bytes: number): void {
+    // The tmpfs is full (another program's files): disk from now on.
+    this.ramLeft = 0;
+    this.moved.set(path, fallback);
+    this.counts.ramFiles--;
+    this.counts.ramBytes -= bytes;
+    this.counts.diskFiles++;
+  }
+
   /** Removes a staged file that a later member replaced; its RAM comes back to the budget. */
-  async drop(path: string): Promise<void> {
+  async drop(staged: string): Promise<void> {
+    await this.settled(staged);
+    const path = this.final(staged);
+    this.moved.delete(staged);
     const inRam = this.ramDir !== undefined && path.startsWith(`${this.ramDir}/`);
     const size = inRam ? await stat(path).then((st) => st.size, () => 0) : 0;
     await unlink(path).catch(() => undefined);

@@ -257,6 +257,9 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
     await writer.drain().catch((err: unknown) => {
       throw blobError(err, staging);
     });
+    await stage.drain().catch((err: unknown) => {
+      throw blobError(err, stage.ramDir ?? staging);
+    });
   } catch (err) {
     if (err instanceof PartImageError) throw err;
     if (streamError !== undefined) throw notATar(path, describeStreamError(streamError), streamError);
@@ -268,12 +271,13 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
     gunzip?.destroy();
     // No write may still be running when the staging folder is removed.
     await writer.settle();
+    await stage.settle();
   }
   if (streamError) throw notATar(path, describeStreamError(streamError), streamError);
   if (!tail.every((b) => b === 0) || tail.length < BLOCK) {
     throw notATar(path, entryCount === 0 ? 'no tar header found' : 'it ends without the end-of-archive marker (truncated?)');
   }
 
-  return { ...(await finish(path, tree, hashing, notes.lines(tree), opts.limits !== false)), staged: { ...stage.counts } };
+  return { ...(await finish(path, tree, hashing, notes.lines(tree), opts.limits !== false, (b) => stage.final(b))), staged: { ...stage.counts } };
 }
 
