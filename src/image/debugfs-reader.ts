@@ -152,7 +152,7 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
     }
     // The stats die here: collected at once when many were taken in since
     // the last collection, against what is kept (so that the collections,
-    // each as long as what is live, add up to about twice the last).
+    // each as long as what is live, add up to about five times the last).
     sinceCollect += inodes.length;
     if (sinceCollect >= COLLECT_FROM && sinceCollect * 4 >= fields.size) {
       sinceCollect = 0;
