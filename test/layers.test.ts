@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 // src/) and from any layer below its own; never from a layer above, and never
 // from another unit of its own layer (units of one layer are peers: code they
 // both need moves down). The base files form one unit.
-const BASE = ['errors.ts', 'log.ts', 'cleanup.ts', 'stale.ts', 'types.ts', 'schema.ts', 'version.ts', 'packages.ts', 'memory.ts'];
+const BASE = ['errors.ts', 'log.ts', 'cleanup.ts', 'stale.ts', 'types.ts', 'schema.ts', 'version.ts', 'packages.ts', 'memory.ts', 'threads.ts'];
 const LAYERS: string[][] = [
   ['bin.ts', 'bin/'],
   ['cli.ts', 'index.ts'],

@@ -6,8 +6,7 @@
 // level's debugfs batches and their parsing. Inline on the main thread the
 // hashing and its reads took a quarter of a Debian root's readback, and held
 // up every level behind them.
-import { Worker } from 'node:worker_threads';
-import { cancelSignal, checkNotInterrupted } from '../cleanup.js';
+import { startThread, type Thread } from '../threads.js';
 
 /** A piece of a file in read order: `zeros` bytes of zeros, or `bytes` bytes from byte `from` of the image. */
 export type Piece = { zeros: number } | { from: number; bytes: number };
@@ -20,11 +19,7 @@ export interface HashJob {
 /** The SHA-256 (hex) of each job's inode, or why it could not be read. */
 export type HashAnswer = { inode: number; sha256: string } | { inode: number; damage: string };
 
-/**
- * The worker's whole program, run from its source text (eval): a separate
- * module file would not load under the test runner, which runs the
- * TypeScript sources. It takes nothing from its closure.
- */
+/** The worker's whole program, run from its source text (threads.ts): it takes nothing from its closure. */
 function workerMain(): void {
   const { parentPort, workerData } = require('node:worker_threads') as typeof import('node:worker_threads');
   const { openSync, readSync } = require('node:fs') as typeof import('node:fs');
@@ -81,19 +76,12 @@ const BATCH_JOBS = 2000;
  * a hostile sparse file can claim terabytes of zeros).
  */
 export class HashWorker {
-  private worker: Worker | undefined;
+  private thread: Thread | undefined;
   private batch: HashJob[] = [];
   private batchBytes = 0;
   private waiting: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   private answers: Promise<void>[] = [];
   private failure: unknown;
-  private readonly onCancel = () => {
-    try {
-      checkNotInterrupted();
-    } catch (err) {
-      this.fail(err);
-    }
-  };
 
   constructor(
     private readonly image: string,
@@ -113,7 +101,7 @@ export class HashWorker {
     const jobs = this.batch;
     this.batch = [];
     this.batchBytes = 0;
-    const w = this.start();
+    const t = this.start();
     const answer = new Promise<void>((resolve, reject) => {
       if (this.failure !== undefined) reject(this.failure);
       else this.waiting.push({ resolve, reject });
@@ -121,7 +109,7 @@ export class HashWorker {
     // Awaited in done(); until then a failure must not count as unhandled.
     answer.catch(() => undefined);
     this.answers.push(answer);
-    if (this.failure === undefined) w.postMessage(jobs);
+    if (this.failure === undefined) t.post(jobs);
   }
 
   /** Settles once every job queued so far is answered. */
@@ -132,40 +120,32 @@ export class HashWorker {
   }
 
   async close(): Promise<void> {
-    cancelSignal().removeEventListener('abort', this.onCancel);
-    const w = this.worker;
-    this.worker = undefined;
-    if (w) await w.terminate();
+    const t = this.thread;
+    this.thread = undefined;
+    await t?.stop();
   }
 
-  private start(): Worker {
-    if (this.worker) return this.worker;
-    const w = new Worker(`(${workerMain.toString()})()`, { eval: true, workerData: { image: this.image } });
-    w.on('message', (answers: HashAnswer[]) => {
-      const waiting = this.waiting.shift();
-      try {
-        for (const a of answers) this.take(a);
-        waiting?.resolve();
-      } catch (err) {
-        waiting?.reject(err);
-      }
+  private start(): Thread {
+    this.thread ??= startThread(workerMain, {
+      name: 'hashing',
+      workerData: { image: this.image },
+      unanswered: () => this.waiting.length,
+      onFail: (err) => this.fail(err),
+      onMessage: (m) => {
+        const waiting = this.waiting.shift();
+        try {
+          for (const a of m as HashAnswer[]) this.take(a);
+          waiting?.resolve();
+        } catch (err) {
+          waiting?.reject(err);
+        }
+      },
     });
-    w.on('error', (err) => this.fail(err));
-    w.on('exit', (code) => {
-      if (this.worker === w) this.fail(new Error(`the hashing thread exited (code ${code}) with ${this.waiting.length} batch(es) unanswered`));
-    });
-    const signal = cancelSignal();
-    if (signal.aborted) this.onCancel();
-    else signal.addEventListener('abort', this.onCancel, { once: true });
-    this.worker = w;
-    return w;
+    return this.thread;
   }
 
   private fail(err: unknown): void {
     this.failure ??= err;
     for (const w of this.waiting.splice(0)) w.reject(this.failure);
-    const w = this.worker;
-    this.worker = undefined;
-    void w?.terminate();
   }
 }

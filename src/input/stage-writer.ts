@@ -10,8 +10,7 @@
 // another program took the room) the worker writes it to its disk path
 // instead, and says so: tar-staging.ts then sends every later file to disk
 // and names the file by its disk path (final()).
-import { Worker } from 'node:worker_threads';
-import { cancelSignal } from '../cleanup.js';
+import { startThread, type Thread } from '../threads.js';
 
 interface Batch {
   /** Where each file goes, and where it goes instead when the tmpfs is full. */
@@ -31,7 +30,7 @@ interface Reply {
   error?: { message: string; code?: string; syscall?: string; path?: string };
 }
 
-/** The worker's whole program, run from its source text (eval): see image/hash-worker.ts. */
+/** The worker's whole program, run from its source text (threads.ts): it takes nothing from its closure. */
 function workerMain(): void {
   const { parentPort } = require('node:worker_threads') as typeof import('node:worker_threads');
   const { writeFileSync, unlinkSync } = require('node:fs') as typeof import('node:fs');
@@ -72,7 +71,7 @@ const BATCH_FILES = 256;
 const AHEAD = 8;
 
 export class SmallFileWriter {
-  private worker: Worker | undefined;
+  private thread: Thread | undefined;
   private paths: string[] = [];
   private fallbacks: string[] = [];
   private lengths: number[] = [];
@@ -88,7 +87,6 @@ export class SmallFileWriter {
   private inflight: { paths: string[]; done: Promise<void> }[] = [];
   private waiting: { resolve: () => void; reject: (e: unknown) => void; batch: Batch }[] = [];
   private error: unknown;
-  private readonly onCancel = () => this.fail(new Error('interrupted'));
 
   /** `moved(path, fallback, bytes)`: the file went to its fallback path (the tmpfs was full). */
   constructor(private readonly moved: (path: string, fallback: string, bytes: number) => void) {}
@@ -131,10 +129,9 @@ export class SmallFileWriter {
   /** Waits for every batch sent, failed or not; then ends the worker (before the staging folders are removed). */
   async settle(): Promise<void> {
     await Promise.allSettled(this.inflight.map((b) => b.done));
-    cancelSignal().removeEventListener('abort', this.onCancel);
-    const w = this.worker;
-    this.worker = undefined;
-    await w?.terminate();
+    const t = this.thread;
+    this.thread = undefined;
+    await t?.stop();
   }
 
   private send(): void {
@@ -154,22 +151,17 @@ export class SmallFileWriter {
     done.catch(() => undefined);
     this.inflight.push({ paths: batch.paths, done });
     if (this.error !== undefined) this.fail(this.error);
-    else this.start().postMessage(batch, [data]);
+    else this.start().post(batch, [data]);
   }
 
-  private start(): Worker {
-    if (this.worker) return this.worker;
-    const w = new Worker(`(${workerMain.toString()})()`, { eval: true });
-    w.on('message', (r: Reply) => this.answer(r));
-    w.on('error', (err) => this.fail(err));
-    w.on('exit', (code) => {
-      if (this.worker === w) this.fail(new Error(`the staging thread exited (code ${code}) with ${this.waiting.length} batch(es) unanswered`));
+  private start(): Thread {
+    this.thread ??= startThread(workerMain, {
+      name: 'staging',
+      unanswered: () => this.waiting.length,
+      onFail: (err) => this.fail(err),
+      onMessage: (m) => this.answer(m as Reply),
     });
-    const signal = cancelSignal();
-    if (signal.aborted) this.onCancel();
-    else signal.addEventListener('abort', this.onCancel, { once: true });
-    this.worker = w;
-    return w;
+    return this.thread;
   }
 
   private answer(r: Reply): void {
@@ -189,9 +181,6 @@ export class SmallFileWriter {
     this.error ??= err;
     for (const w of this.waiting.splice(0)) w.reject(this.error);
     this.inflight = [];
-    const w = this.worker;
-    this.worker = undefined;
-    void w?.terminate();
   }
 
   private check(): void {
