@@ -19,6 +19,12 @@ export interface RunOptions {
   inputChunks?: AsyncIterable<string>;
   env?: Record<string, string | undefined>;
   cwd?: string;
+  /**
+   * Called once the process has exited, before its output is all read and
+   * before stdin is done: a caller that feeds inputChunks for as long as the
+   * process lives ends them here (the run settles only once they end).
+   */
+  onExit?: () => void;
   /** Kill the process (SIGTERM, then SIGKILL 5 s later) after this many ms. */
   timeoutMs?: number;
   /** A timeout is an answer the caller judges (result.timedOut); otherwise it throws ToolError. */
@@ -93,6 +99,7 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
   // Tracked until it has exited: a shutdown waits for it before removing its folders.
   const child = execa(cmd, args, execaOpts);
   let stopped = false;
+  if (opts.onExit) child.once('exit', opts.onExit);
   if (opts.watch) {
     const watch = opts.watch;
     const stop = () => {

@@ -1,7 +1,9 @@
 // Reads an ext2/3/4 image into the manifest model without mounting it and
-// without privilege, through a handful of batched debugfs processes.
+// without privilege, through a few debugfs processes kept open for the whole
+// read and fed batches of commands (image/debugfs-walk.ts DebugfsPool: as
+// many as PART_IMAGE_JOBS, else the cores).
 //
-// The tree is walked level by level, in batched debugfs processes:
+// The tree is walked level by level, in batches:
 //   - `ls -p <INODE>` for every directory of a depth (inode file specs: no
 //     quoting, no path lookups), one depth after another;
 //   - `stat <INODE>` for every inode a depth's listings found (mode, owner,
@@ -43,7 +45,7 @@ import { InputError, ToolError, UnreadableImageError } from '../errors.js';
 import { readExt4Superblock, superblockProblems, type Ext4Superblock } from './superblock.js';
 import { childPath, formatMode, linkGroup, makeManifest, typeFromMode } from '../manifest/entry.js';
 import type { InodeStat } from '../tools/debugfs-stat.js';
-import { Damage, fillLongXattrs, hasLongXattrs, listLevel, manifestXattrs, statLevel, type Node } from './debugfs-walk.js';
+import { Damage, DebugfsPool, fillLongXattrs, hasLongXattrs, listLevel, manifestXattrs, statLevel, type Node } from './debugfs-walk.js';
 import { settleAll } from '../cleanup.js';
 import { BlockReader, dumpContents, readContents, type Content } from './debugfs-content.js';
 import { HashWorker } from './hash-worker.js';
@@ -163,8 +165,9 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
   // next levels' listings, and are taken in as they arrive.
   const stats: Promise<void>[] = [];
   let failure = false;
+  const pool = new DebugfsPool(img);
   const statThen = (inos: number[]) => {
-    const job = statLevel(img, inos, pathOf, onStats);
+    const job = statLevel(pool, inos, pathOf, onStats);
     job.catch(() => {
       failure = true;
     });
@@ -174,7 +177,7 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
     statThen([ROOT_INO]);
     let dirs: Node[] = [{ path: '/', ino: ROOT_INO }];
     while (dirs.length > 0 && !failure) {
-      const listings = await listLevel(img, dirs);
+      const listings = await listLevel(pool, dirs);
       // Children of this level: the next level's directories and inodes.
       const nextDirs: Node[] = [];
       const newInodes: number[] = [];
@@ -204,8 +207,9 @@ async function readManifest(image: string, hash: boolean): Promise<Manifest> {
     await hasher?.done();
     if (hashDamage) throw new Damage(hashDamage);
   } finally {
-    // A failure must not leave stat batches, and their temp dirs, behind.
+    // A failure must not leave stat batches, or debugfs processes, behind.
     await Promise.allSettled(stats);
+    await pool.close();
     reader.close();
     await hasher?.close();
   }

@@ -1,13 +1,14 @@
 // The debugfs side of the rootless image reader (image/debugfs-reader.ts):
-// a level's `ls -p` batches and a set of inodes' `stat` batches, the
+// the pool of debugfs sessions a read runs its batches in, a level's `ls -p`
+// batches and a set of inodes' `stat` batches, the
 // xattr values `stat` leaves out, and debugfs's error output read as damage
 // (debugfs exits 0 whatever it finds).
 import { availableParallelism } from 'node:os';
-import { settleAll } from '../cleanup.js';
+import { Scope, settleAll } from '../cleanup.js';
 import { limiter } from '../walk/hash.js';
 import { UsageError } from '../errors.js';
 import { aclDiskToXattr, isAclXattr } from '../manifest/acl.js';
-import { quoteDebugfsArg, runDebugfs, splitDebugfsOutput, type DebugfsResult } from '../tools/debugfs.js';
+import { DebugfsSession, quoteDebugfsArg, runDebugfs, splitDebugfsOutput, type DebugfsResult } from '../tools/debugfs.js';
 import { parseLsPSections, type LsSection } from '../tools/debugfs-ls.js';
 import { parseStatSections, type InodeStat } from '../tools/debugfs-stat.js';
 import { parseEaGetHex } from '../tools/debugfs-xattr.js';
@@ -20,7 +21,8 @@ export const BATCH = 4000;
 
 /**
  * How many debugfs processes the reader runs at once, over every level and
- * every read of this process: PART_IMAGE_JOBS, else the cores. Unbounded, a
+ * every read of this process (one more per read beyond the first, when
+ * reads run side by side): PART_IMAGE_JOBS, else the cores. Unbounded, a
  * 500k-entry image started 100 of them on 2 cores (and Node warned about the
  * abort listeners each adds to the shutdown signal).
  */
@@ -52,12 +54,131 @@ export interface Node {
 }
 
 // ---------------------------------------------------------------------------
-// A level's listings, and a set of inodes, each in processes run side by side
+// The debugfs processes of one read
+
+/** Commands per batch of a session: small enough that the parsing of one runs beside debugfs running the next. */
+export const SESSION_BATCH = 1000;
+/** Bytes of output after which a session is ended and a new one started (its output file is removed then). */
+const RETIRE_BYTES = 64 * 1024 * 1024;
+/** Batches handed to one session ahead of their answers: debugfs goes on while the last answer is parsed. */
+const AHEAD = 2;
+
+/** Sessions open or opening in this process, over every pool. */
+let liveSessions = 0;
+
+function endSession(s: DebugfsSession): Promise<void> {
+  return s.close().then(() => undefined, () => undefined).finally(() => {
+    liveSessions--;
+  });
+}
+
+interface Job {
+  cmds: string[];
+  resolve: (out: Buffer) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * The debugfs sessions of one read (tools/debugfs.ts DebugfsSession): at
+ * most readerJobs() processes in this whole process (each read has at
+ * least one: two reads at once may have two), opened as the work asks for
+ * them and kept until close(). A batch waits in the pool until a session
+ * has fewer than AHEAD batches; urgent batches (a level's listings, which
+ * every later level waits for) go before the others, to the least busy
+ * session, one past AHEAD if need be.
+ */
+export class DebugfsPool {
+  private readonly sessions: DebugfsSession[] = [];
+  private opening = 0;
+  private readonly urgent: Job[] = [];
+  private readonly others: Job[] = [];
+  private failure: unknown;
+  private closed = false;
+  private readonly retired: Promise<void>[] = [];
+  private readonly scope = new Scope();
+
+  constructor(
+    private readonly image: string,
+    private readonly size = readerJobs(),
+    private readonly retireBytes = RETIRE_BYTES,
+  ) {}
+
+  /** The raw output of `cmds`, run in one session. */
+  run(cmds: string[], urgent = false): Promise<Buffer> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.closed) return Promise.reject(new Error('debugfs pool already closed'));
+    return new Promise<Buffer>((resolve, reject) => {
+      (urgent ? this.urgent : this.others).push({ cmds, resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** Ends every session (each runs what it was handed first) and waits for them to exit. */
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.opening > 0) await new Promise((r) => setImmediate(r));
+    await Promise.allSettled([...this.sessions.map(endSession), ...this.retired]);
+    const errors = await this.scope.close();
+    for (const e of errors) process.stderr.write(`warning: cleanup: ${e}\n`);
+  }
+
+  private pump(): void {
+    // A session whose output file has grown big ends once it has answered, and a new one takes over.
+    for (const s of this.sessions.filter((x) => x.outputBytes >= this.retireBytes)) {
+      this.sessions.splice(this.sessions.indexOf(s), 1);
+      this.retired.push(endSession(s));
+    }
+    for (;;) {
+      const queue = this.urgent.length > 0 ? this.urgent : this.others;
+      if (queue.length === 0 || this.failure !== undefined) return;
+      let best: DebugfsSession | undefined;
+      for (const s of this.sessions) if (!best || s.pendingBatches < best.pendingBatches) best = s;
+      const room = queue === this.urgent ? AHEAD + 1 : AHEAD;
+      const opened = this.sessions.length + this.opening;
+      // A pool's first session opens whatever other reads run; more only while the process has fewer than `size`.
+      const more = opened === 0 || (opened < this.size && liveSessions < this.size);
+      if ((!best || best.pendingBatches > 0) && more && !this.closed) this.openOne();
+      if (!best || best.pendingBatches >= room) return;
+      const job = queue.shift()!;
+      best.run(job.cmds).then(job.resolve, job.reject).finally(() => this.pump());
+    }
+  }
+
+  private openOne(): void {
+    this.opening++;
+    liveSessions++;
+    DebugfsSession.open(this.image, this.scope).then(
+      (s) => {
+        this.opening--;
+        this.sessions.push(s);
+        const said = s.preamble.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+        // What debugfs printed on opening the filesystem ("Checksum errors in
+        // superblock!  Retrying...", a group descriptor it fell back from):
+        // the image is damaged even when every command then succeeds.
+        if (said.length > 0) this.fail(new Damage(`debugfs, opening it: ${firstError(said)}`));
+        else this.pump();
+      },
+      (err: unknown) => {
+        this.opening--;
+        liveSessions--;
+        this.fail(err);
+      },
+    );
+  }
+
+  private fail(err: unknown): void {
+    this.failure ??= err;
+    for (const job of this.urgent.splice(0).concat(this.others.splice(0))) job.reject(this.failure);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A level's listings, and a set of inodes, in batches over the pool
 
 /** The `ls -p` of every directory in `dirs`, by inode. */
-export async function listLevel(image: string, dirs: Node[]): Promise<Map<number, LsSection>> {
-  // settleAll: every batch has ended (and removed its temp dir) before one's failure leaves.
-  const lists = await settleAll(chunks(dirs, BATCH).map((part) => inSlot(() => listDirs(image, part))));
+export async function listLevel(pool: DebugfsPool, dirs: Node[]): Promise<Map<number, LsSection>> {
+  // settleAll: every batch has ended before one's failure leaves.
+  const lists = await settleAll(chunks(dirs, SESSION_BATCH).map((part) => listDirs(pool, part)));
   return new Map(lists.flatMap((m) => [...m]));
 }
 
@@ -66,8 +187,8 @@ export async function listLevel(image: string, dirs: Node[]): Promise<Map<number
  * as each batch ends: a level of 400,000 files held all its stats at once
  * otherwise (about 600 MB at the end of a 500k-entry readback).
  */
-export async function statLevel(image: string, inodes: number[], pathOf: PathOf, take: (stats: InodeStat[]) => Promise<void>): Promise<void> {
-  await settleAll(chunks(inodes, BATCH).map((part) => inSlot(() => statInodes(image, part, pathOf)).then(take)));
+export async function statLevel(pool: DebugfsPool, inodes: number[], pathOf: PathOf, take: (stats: InodeStat[]) => Promise<void>): Promise<void> {
+  await settleAll(chunks(inodes, SESSION_BATCH).map((part) => statInodes(pool, part, pathOf).then(take)));
 }
 
 export function chunks<T>(items: T[], size: number): T[][] {
@@ -81,12 +202,10 @@ export function chunks<T>(items: T[], size: number): T[][] {
 // ls and stat run with stderr merged into stdout: an error lands in the
 // section of the command that caused it, so it can name the path.
 
-async function listDirs(image: string, dirs: Node[]): Promise<Map<number, LsSection>> {
-  const cmds = dirs.map((d) => `ls -p <${d.ino}>`);
-  const res = await runDebugfs(image, cmds, { mergeStderr: true, noSections: true });
-  failOnPreamble(res);
+async function listDirs(pool: DebugfsPool, dirs: Node[]): Promise<Map<number, LsSection>> {
+  const raw = await pool.run(dirs.map((d) => `ls -p <${d.ino}>`), true);
   const out = new Map<number, LsSection>();
-  for (const section of parseLsPSections(res.raw)) {
+  for (const section of parseLsPSections(raw)) {
     const m = /^ls -p <(\d+)>$/.exec(section.command);
     // The first section of a command is the real one (an echo line inside a name comes later).
     if (!m || out.has(Number(m[1]))) continue;
@@ -101,12 +220,10 @@ async function listDirs(image: string, dirs: Node[]): Promise<Map<number, LsSect
   return out;
 }
 
-async function statInodes(image: string, inos: number[], pathOf: PathOf): Promise<InodeStat[]> {
-  const cmds = inos.map((ino) => `stat <${ino}>`);
-  const res = await runDebugfs(image, cmds, { mergeStderr: true, noSections: true });
-  failOnPreamble(res);
+async function statInodes(pool: DebugfsPool, inos: number[], pathOf: PathOf): Promise<InodeStat[]> {
+  const raw = await pool.run(inos.map((ino) => `stat <${ino}>`));
   const byIno = new Map<number, { stat?: InodeStat; errors: string[] }>();
-  for (const section of parseStatSections(res.raw)) {
+  for (const section of parseStatSections(raw)) {
     const m = /^stat <(\d+)>$/.exec(section.command);
     if (!m || byIno.has(Number(m[1]))) continue;
     byIno.set(Number(m[1]), section);
@@ -135,17 +252,6 @@ function firstError(errors: string[] | undefined): string {
 export function failOnErrors(res: DebugfsResult, what: string): void {
   const lines = res.stderr.split('\n').filter((l) => l.trim() !== '');
   if (lines.length > 0) throw new Damage(`debugfs could not ${what}: ${firstError(lines)}`);
-}
-
-/**
- * With stderr merged, what debugfs printed before the first command ran is
- * about opening the filesystem ("Checksum errors in superblock!  Retrying...",
- * a group descriptor it had to fall back from): the image is damaged even
- * when every command then succeeds.
- */
-function failOnPreamble(res: DebugfsResult): void {
-  const lines = res.preamble.split('\n').map((l) => l.trim()).filter((l) => l !== '');
-  if (lines.length > 0) throw new Damage(`debugfs, opening it: ${firstError(lines)}`);
 }
 
 // ---------------------------------------------------------------------------

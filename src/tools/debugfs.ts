@@ -58,11 +58,12 @@
 // - "system.data" is the inline-data area, not an xattr a user sees.
 // - uid and gid are printed as signed 32-bit numbers (4000000000 shows as
 //   -294967296); so are they in `ls -p`.
-import { createReadStream } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { formatCommand, run } from '../exec.js';
-import { withScope } from '../cleanup.js';
+import { withScope, type Scope } from '../cleanup.js';
 import { EnvironmentError, ToolError } from '../errors.js';
 import { fromBinary, toBinary } from './debugfs-text.js';
 
@@ -140,6 +141,12 @@ export function checkDebugfsCommand(command: string): void {
 // the way) and memory holds one copy. A fixed script; every value is an argument.
 const WRAPPER = 'out=$1; err=$2; shift 2; exec debugfs "$@" >"$out" 2>"$err"';
 const WRAPPER_MERGED = 'out=$1; shift 2; exec debugfs "$@" >"$out" 2>&1';
+const WRAPPER_SESSION = 'exec debugfs -f - "$1" >"$2" 2>&1';
+// TZ=UTC: debugfs formats 4 times per inode with localtime(); without TZ
+// glibc stats /etc/localtime for each. LC_ALL=C: debugfs sets LC_CTYPE and
+// LC_MESSAGES from the environment, which would change which xattr values
+// print as strings and the wording of errors.
+const DEBUGFS_ENV = { TZ: 'UTC', LC_ALL: 'C' };
 const BANNER = /^debugfs \d+\.\d+[^\n]*\n/;
 
 /**
@@ -255,6 +262,217 @@ export class DebugfsFeed {
   }
 }
 
+// ---------------------------------------------------------------------------
+// A debugfs process kept open for many batches
+
+/**
+ * One `debugfs -f - IMAGE` kept open and fed batch after batch on its stdin,
+ * stderr merged into stdout (both unbuffered in -f mode: an error lands
+ * right after the echo of its command). A process per batch cost the image
+ * reader 4-5 ms of its main thread to spawn each, and every level of the
+ * walk waited for one to start and exit.
+ *
+ * The output goes to a file that is read as it grows, every POLL_MS while an
+ * answer is awaited, not to a pipe: debugfs writes every piece of a line on
+ * its own, and through a pipe each write woke the reader (62,000 reads for
+ * the stats of a Debian root, 0.55 s against 0.42 s, and three times the
+ * CPU).
+ *
+ * Each batch is followed by a comment line holding a random token and the
+ * batch's number: debugfs prints a comment as it is, once every command
+ * before it has run, so a batch's output is what comes before its token. The
+ * token is drawn when the session starts: no name or symlink target in the
+ * image can hold it. A batch of number 0 is sent first: its output is the
+ * `preamble`, what debugfs said on opening the filesystem (the version
+ * banner removed).
+ *
+ * Batches run in the order they were given, one after the other. close()
+ * ends stdin, waits for debugfs to exit and removes the output file; a
+ * session whose process ended (killed, crashed, a shutdown) fails the batches
+ * still pending.
+ */
+export class DebugfsSession {
+  /** What debugfs printed on opening the filesystem, before any command. */
+  preamble = '';
+  /** Batches given and not yet answered. */
+  pendingBatches = 0;
+  /** Bytes debugfs has written so far. */
+  outputBytes = 0;
+  private readonly token = `#part-image-${randomBytes(16).toString('hex')}-`;
+  private sent = 0;
+  private readonly waiting: { end: Buffer; resolve: (out: Buffer) => void; reject: (err: unknown) => void }[] = [];
+  private chunks: Buffer[] = [];
+  private held = 0;
+  private readonly input: string[] = [];
+  private wakeInput: (() => void) | undefined;
+  private ended = false;
+  private failure: unknown;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly buf = Buffer.allocUnsafe(POLL_READ);
+  private exited: Promise<void> = Promise.resolve();
+  private closing: Promise<void> | undefined;
+  private readonly display: string;
+
+  private constructor(
+    readonly image: string,
+    private readonly out: string,
+    private readonly fd: number,
+  ) {
+    this.display = `${formatCommand('debugfs', ['-f', '-', image])}  # a session: batches of commands on stdin`;
+  }
+
+  /** Starts debugfs on `image`, its output in a folder of `scope`, and waits for it to have opened the filesystem. */
+  static async open(image: string, scope: Scope): Promise<DebugfsSession> {
+    const dir = await scope.tempDir('part-image-debugfs-');
+    const out = join(dir, 'output');
+    await writeFile(out, '');
+    const s = new DebugfsSession(image, out, openSync(out, 'r'));
+    s.exited = run('sh', ['-c', WRAPPER_SESSION, 'debugfs', image, out], {
+      inputChunks: s.feed(),
+      onExit: () => s.endInput(),
+      env: DEBUGFS_ENV,
+      okCodes: [0, 127],
+    }).then(
+      (r) => {
+        s.poll();
+        if (r.exitCode === 127) s.fail(new EnvironmentError('tool missing: debugfs', 'Install it: apt-get install e2fsprogs'));
+        else s.fail(new ToolError(s.display, r.exitCode, 'debugfs exited before it had answered every batch'));
+      },
+      (err: unknown) => s.fail(err),
+    );
+    try {
+      const head = (await s.send([])).toString('utf8').replace(BANNER, '');
+      const openError = /^.*while (trying to open|opening filesystem).*$/m.exec(head);
+      if (openError) throw new ToolError(s.display, undefined, openError[0], `debugfs cannot open ${image}: is it an ext2/3/4 image?`);
+      s.preamble = head;
+    } catch (err) {
+      await s.close();
+      throw err;
+    }
+    return s;
+  }
+
+  /** Runs `commands` after the batches given before; resolves with their raw output, from the first echo line. */
+  run(commands: string[]): Promise<Buffer> {
+    for (const c of commands) checkDebugfsCommand(c);
+    return this.send(commands);
+  }
+
+  /** Ends debugfs once the pending batches have run, waits for it to exit, and removes its output. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.ended = true;
+      this.wakeInput?.();
+      await this.exited;
+      clearInterval(this.timer);
+      closeSync(this.fd);
+      await rm(this.out, { force: true });
+    })();
+    return this.closing;
+  }
+
+  private send(commands: string[]): Promise<Buffer> {
+    if (this.closing) return Promise.reject(new Error('debugfs session already closed'));
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    const mark = `${this.token}${this.sent++}\n`;
+    this.input.push(commands.length > 0 ? `${commands.join('\n')}\n${mark}` : mark);
+    this.wakeInput?.();
+    this.pendingBatches++;
+    this.timer ??= setInterval(() => this.poll(), POLL_MS);
+    return new Promise<Buffer>((resolve, reject) => {
+      this.waiting.push({ end: Buffer.from(mark), resolve, reject });
+    });
+  }
+
+  /** debugfs has exited: nothing more goes to its stdin. */
+  private endInput(): void {
+    this.ended = true;
+    this.input.length = 0;
+    this.wakeInput?.();
+  }
+
+  private async *feed(): AsyncGenerator<string> {
+    for (;;) {
+      const c = this.input.shift();
+      if (c !== undefined) {
+        yield c;
+        continue;
+      }
+      if (this.ended || this.failure !== undefined) return;
+      await new Promise<void>((r) => {
+        this.wakeInput = r;
+      });
+      this.wakeInput = undefined;
+    }
+  }
+
+  /** Takes in what debugfs wrote since the last look. */
+  private poll(): void {
+    for (;;) {
+      const n = readSync(this.fd, this.buf, 0, this.buf.length, this.outputBytes);
+      if (n <= 0) break;
+      this.outputBytes += n;
+      this.take(Buffer.from(this.buf.subarray(0, n)));
+      if (n < this.buf.length) break;
+    }
+    if (this.waiting.length === 0 && this.timer !== undefined) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private take(chunk: Buffer): void {
+    let fresh = chunk;
+    for (;;) {
+      const head = this.waiting[0];
+      if (!head || fresh.length === 0) break;
+      // The token may begin in what is held: look in its tail and the new bytes only.
+      const tail = this.tail(head.end.length - 1);
+      const p = (tail.length > 0 ? Buffer.concat([tail, fresh]) : fresh).indexOf(head.end);
+      if (p < 0) break;
+      const at = this.held - tail.length + p;
+      const all = Buffer.concat([...this.chunks, fresh], this.held + fresh.length);
+      this.chunks = [];
+      this.held = 0;
+      this.waiting.shift();
+      this.pendingBatches--;
+      head.resolve(all.subarray(0, at));
+      fresh = all.subarray(at + head.end.length);
+    }
+    if (fresh.length > 0) {
+      this.chunks.push(fresh);
+      this.held += fresh.length;
+    }
+  }
+
+  /** The last `n` bytes held (fewer when fewer are). */
+  private tail(n: number): Buffer {
+    const parts: Buffer[] = [];
+    let got = 0;
+    for (let i = this.chunks.length - 1; i >= 0 && got < n; i--) {
+      parts.unshift(this.chunks[i]);
+      got += this.chunks[i].length;
+    }
+    const t = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    return t.subarray(Math.max(0, t.length - n));
+  }
+
+  private fail(err: unknown): void {
+    this.failure ??= err;
+    this.ended = true;
+    this.wakeInput?.();
+    for (const w of this.waiting.splice(0)) w.reject(this.failure);
+    this.pendingBatches = 0;
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
+
+/** How often a session looks for new output while it awaits an answer. */
+const POLL_MS = 1;
+/** Bytes read from a session's output at a time. */
+const POLL_READ = 4 * 1024 * 1024;
+
 /** runDebugfs() for a script that is fed to debugfs as it is made (DebugfsFeed); settles once debugfs has exited. */
 export async function runDebugfsFeed(image: string, feed: DebugfsFeed, opts: DebugfsOptions = {}): Promise<DebugfsResult> {
   return withScope(async (scope) => {
@@ -272,11 +490,7 @@ async function runScriptFile(
   const args = [...(opts.write ? ['-w'] : []), ...(opts.extraArgs ?? []), '-f', fed ? '-' : script, image];
   const result = await run('sh', ['-c', opts.mergeStderr ? WRAPPER_MERGED : WRAPPER, 'debugfs', outFile, errFile, ...args], {
     inputChunks: fed ? script.chunks() : undefined,
-    // TZ=UTC: debugfs formats 4 times per inode with localtime(); without TZ
-    // glibc stats /etc/localtime for each. LC_ALL=C: debugfs sets LC_CTYPE
-    // and LC_MESSAGES from the environment, which would change which xattr
-    // values print as strings and the wording of errors.
-    env: { TZ: 'UTC', LC_ALL: 'C' },
+    env: DEBUGFS_ENV,
     okCodes: [0, 127],
     timeoutMs: opts.timeoutMs,
     allowTimeout: true,

@@ -1,0 +1,119 @@
+// debugfs kept open for many batches (tools/debugfs.ts DebugfsSession) and
+// the reader's pool of them (image/debugfs-walk.ts DebugfsPool), on the real
+// debugfs and real images: each batch's answer is byte for byte what a run
+// of the same commands prints, however big, even when the image's names and
+// symlink targets look like debugfs's own lines; a file that is not a
+// filesystem fails at open; a debugfs that dies fails what it still owed;
+// a pool retires a session whose output grew big and goes on in a new one.
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DebugfsSession, runDebugfs } from '../src/tools/debugfs.js';
+import { DebugfsPool } from '../src/image/debugfs-walk.js';
+import { Scope } from '../src/cleanup.js';
+import { ToolError } from '../src/errors.js';
+
+let work: string;
+let img: string;
+const scope = new Scope();
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'pi-session-'));
+  const tree = join(work, 'tree');
+  await mkdir(join(tree, 'd\ndebugfs: ls -p <2>'), { recursive: true });
+  await writeFile(join(tree, 'd\ndebugfs: ls -p <2>', '#part-image-0-1'), 'x');
+  // Targets that read like the end of a batch, an echo line and a comment.
+  await symlink('a\n#part-image-0-1\ndebugfs: stat <2>\n', join(tree, 'fake-end'));
+  await symlink(`${'long/'.repeat(30)}\n# comment`, join(tree, 'long'));
+  for (let i = 0; i < 50; i++) await writeFile(join(tree, `f${i}`), String(i));
+  img = join(work, 'tree.img');
+  await execa('mke2fs', ['-q', '-F', '-t', 'ext4', '-N', '16384', '-E', 'nodiscard', '-d', tree, img, '64M']);
+});
+afterAll(async () => {
+  await scope.close();
+  await rm(work, { recursive: true, force: true });
+});
+
+/** What a one-off run prints for `cmds`, stderr merged, from the first echo line. */
+async function oneOff(cmds: string[]): Promise<Buffer> {
+  const { raw } = await runDebugfs(img, cmds, { mergeStderr: true });
+  return raw.subarray(raw.indexOf('debugfs: '));
+}
+
+describe('DebugfsSession', () => {
+  it('answers each of several batches given at once with what a run of them prints, byte for byte', async () => {
+    const s = await DebugfsSession.open(img, scope);
+    expect(s.preamble).toBe('');
+    const batches = [
+      ['ls -p <2>', 'ls -p <12>'],
+      // About 7 MB: more than one read of the output file (4 MB).
+      Array.from({ length: 12000 }, (_, i) => `stat <${i + 1}>`),
+      // Errors land in the answer too.
+      ['stat <999999>', 'ls -p <7>', 'stat <2>'],
+      [],
+    ];
+    const answers = await Promise.all(batches.map((b) => s.run(b)));
+    expect(answers[1].length).toBeGreaterThan(4 * 1024 * 1024);
+    for (let i = 0; i < 3; i++) expect(answers[i].equals(await oneOff(batches[i])), `batch ${i}`).toBe(true);
+    expect(answers[3].length).toBe(0);
+    // The names and targets that look like debugfs's lines are in the answers as they are.
+    expect(answers[0].toString('latin1')).toContain('#part-image-0-1');
+    expect(answers[1].toString('latin1')).toContain('Fast link dest: "a\n#part-image-0-1\ndebugfs: stat <2>\n"');
+    await s.close();
+    await expect(s.run(['stat <2>'])).rejects.toThrow(/closed/);
+  });
+
+  it('a file that is not a filesystem fails at open, naming why, and leaves no process', async () => {
+    const junk = join(work, 'junk.img');
+    await writeFile(junk, Buffer.alloc(1024 * 1024, 0x55));
+    const err = await DebugfsSession.open(junk, scope).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ToolError);
+    expect((err as ToolError).message).toMatch(/while (trying to open|opening filesystem)/);
+    expect((await execa('pgrep', ['-f', `debugfs -f - ${junk}`], { reject: false })).stdout).toBe('');
+  });
+
+  it('a debugfs that is killed fails the batches it still owed, and close() settles', async () => {
+    const s = await DebugfsSession.open(img, scope);
+    const owed = s.run(Array.from({ length: 200000 }, (_, i) => `stat <${(i % 16000) + 1}>`));
+    // It fails while the kill below is still being awaited.
+    owed.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 200));
+    await execa('pkill', ['-KILL', '-f', `debugfs -f - ${img}`]);
+    await expect(owed).rejects.toBeInstanceOf(ToolError);
+    await expect(s.run(['stat <2>'])).rejects.toBeInstanceOf(ToolError);
+    await s.close();
+  });
+});
+
+describe('DebugfsPool', () => {
+  it('ends a session whose output grew past its limit, goes on in a new one, and leaves no output file', async () => {
+    // A fake debugfs first on PATH logs each start.
+    const bin = join(work, 'bin');
+    await mkdir(bin, { recursive: true });
+    const log = join(work, 'starts.log');
+    const { stdout: real } = await execa('sh', ['-c', 'command -v debugfs']);
+    await writeFile(join(bin, 'debugfs'), `#!/bin/sh\necho start >> ${log}\nexec ${real} "$@"\n`);
+    await chmod(join(bin, 'debugfs'), 0o755);
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    try {
+      const before = (await readdir(tmpdir())).filter((n) => n.startsWith('part-image-debugfs-')).length;
+      // One session at a time, ended after 200 KB: a batch of 1,000 stats is about 600 KB.
+      const pool = new DebugfsPool(img, 1, 200 * 1024);
+      const cmds = Array.from({ length: 1000 }, (_, i) => `stat <${i + 1}>`);
+      const want = await oneOff(cmds);
+      const got = await Promise.all([1, 2, 3, 4].map(() => pool.run(cmds)));
+      for (const g of got) expect(g.equals(want)).toBe(true);
+      await pool.close();
+      // The one-off run above, the session that took the first two batches
+      // (two are handed ahead) and ended after its first answer, and the one
+      // that took the last two.
+      expect((await readFile(log, 'utf8')).trim().split('\n').length).toBe(3);
+      expect((await readdir(tmpdir())).filter((n) => n.startsWith('part-image-debugfs-')).length).toBe(before);
+    } finally {
+      process.env.PATH = path;
+    }
+  });
+});
