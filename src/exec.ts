@@ -20,11 +20,13 @@ export interface RunOptions {
   env?: Record<string, string | undefined>;
   cwd?: string;
   /**
-   * Called once the process has exited, before its output is all read and
-   * before stdin is done: a caller that feeds inputChunks for as long as the
+   * Called once the process has exited or could not start, before its
+   * output is all read and before stdin is done: a caller that feeds inputChunks for as long as the
    * process lives ends them here (the run settles only once they end).
    */
   onExit?: () => void;
+  /** false: not printed under --verbose (a command repeated many times a second, whose first run was). */
+  logged?: boolean;
   /** Kill the process (SIGTERM, then SIGKILL 5 s later) after this many ms. */
   timeoutMs?: number;
   /** A timeout is an answer the caller judges (result.timedOut); otherwise it throws ToolError. */
@@ -79,7 +81,7 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
   const okCodes = opts.okCodes ?? [0];
   const command = formatCommand(cmd, args, opts.env);
   const env = { ...TOOL_LOCALE, ...opts.env };
-  log.command(command);
+  if (opts.logged !== false) log.command(command);
   const execaOpts: Options = {
     reject: false,
     all: false,
@@ -99,7 +101,17 @@ export async function run(cmd: string, args: readonly string[], opts: RunOptions
   // Tracked until it has exited: a shutdown waits for it before removing its folders.
   const child = execa(cmd, args, execaOpts);
   let stopped = false;
-  if (opts.onExit) child.once('exit', opts.onExit);
+  if (opts.onExit) {
+    // 'error' without 'exit': the process never started (the tool is missing).
+    const onExit = opts.onExit;
+    let called = false;
+    const once = () => {
+      if (!called) onExit();
+      called = true;
+    };
+    child.once('exit', once);
+    child.once('error', once);
+  }
   if (opts.watch) {
     const watch = opts.watch;
     const stop = () => {

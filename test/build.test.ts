@@ -214,3 +214,19 @@ describe('a rejected build names its cause first', () => {
     expect(r.stdout).toContain('--skip diagnose,nspawn for an image that is never booted');
   });
 });
+
+describe('--verbose', () => {
+  it('prints the build\'s repeated `sync IMAGE` once, saying that it repeats, and every other command', async () => {
+    // Big enough that debugfs runs for several syncs.
+    const big = join(work, 'verbose-tree');
+    await execa('sh', ['-ec', 'mkdir -p "$1/d" && cd "$1/d" && seq 1 3000 | xargs touch && head -c 40000000 /dev/urandom > "$1/blob"', 'sh', big]);
+    const r = await runCli(['--verbose', 'build', ...skipBoot(), '--input', big, '--output', join(work, 'verbose.img')]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const all = `${r.stdout}\n${r.stderr}`.split('\n');
+    const syncs = all.filter((l) => /^\+ sync -- /.test(l));
+    expect(syncs).toHaveLength(1);
+    expect(syncs[0]).toMatch(/verbose\.img\.part-image-.*\.tmp {2}# again \d+ ms after each one ends, until debugfs exits$/);
+    expect(all.filter((l) => /^\+ .*mke2fs /.test(l)).length).toBeGreaterThan(0);
+    expect(all.filter((l) => /^\+ .*debugfs .*-w -f -/.test(l))).toHaveLength(1);
+  });
+});

@@ -3,7 +3,8 @@
 // debugfs and real images: each batch's answer is byte for byte what a run
 // of the same commands prints, however big, even when the image's names and
 // symlink targets look like debugfs's own lines; a file that is not a
-// filesystem fails at open; a debugfs that dies fails what it still owed;
+// filesystem fails at open, a missing tool at once; a debugfs that dies
+// fails what it still owed;
 // a pool retires a session whose output grew big and goes on in a new one.
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DebugfsSession, runDebugfs } from '../src/tools/debugfs.js';
 import { DebugfsPool } from '../src/image/debugfs-walk.js';
 import { Scope } from '../src/cleanup.js';
-import { ToolError } from '../src/errors.js';
+import { EnvironmentError, ToolError } from '../src/errors.js';
 
 let work: string;
 let img: string;
@@ -72,6 +73,23 @@ describe('DebugfsSession', () => {
     expect(err).toBeInstanceOf(ToolError);
     expect((err as ToolError).message).toMatch(/while (trying to open|opening filesystem)/);
     expect((await execa('pgrep', ['-f', `debugfs -f - ${junk}`], { reject: false })).stdout).toBe('');
+  });
+
+  it('a missing debugfs, or a missing sh, is an error that says what to install, at once', async () => {
+    const onlySh = join(work, 'only-sh');
+    await mkdir(onlySh, { recursive: true });
+    await symlink('/bin/sh', join(onlySh, 'sh')).catch(() => undefined);
+    const path = process.env.PATH;
+    try {
+      // Neither must leave the session waiting for a stdin that nothing ends.
+      process.env.PATH = onlySh;
+      await expect(DebugfsSession.open(img, scope)).rejects.toMatchObject({ message: 'tool missing: debugfs', hint: expect.stringMatching(/apt-get install e2fsprogs/) });
+      process.env.PATH = join(work, 'no-such-dir');
+      await expect(DebugfsSession.open(img, scope)).rejects.toBeInstanceOf(EnvironmentError);
+      await expect(DebugfsSession.open(img, scope)).rejects.toMatchObject({ message: 'tool missing: sh' });
+    } finally {
+      process.env.PATH = path;
+    }
   });
 
   it('a debugfs that is killed fails the batches it still owed, and close() settles', async () => {

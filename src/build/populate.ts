@@ -16,6 +16,8 @@
 // computed ones.
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { formatCommand } from '../exec.js';
+import { log } from '../log.js';
 import type { ContentMap, Manifest, ManifestEntry } from '../types.js';
 import { typeBits, parentPath } from '../manifest/entry.js';
 import { InputError } from '../errors.js';
@@ -312,9 +314,11 @@ async function flushWhile(image: string, debugfs: Promise<unknown>): Promise<voi
   const ended = debugfs.then(() => undefined, () => undefined).finally(() => {
     over = true;
   });
+  // Under --verbose the first sync is printed, with what follows it.
+  log.command(`${formatCommand('sync', ['--', image])}  # again ${FLUSH_PAUSE_MS} ms after each one ends, until debugfs exits`);
   while (!over) {
     try {
-      await syncFile(image);
+      await syncFile(image, false);
     } catch {
       return;
     }

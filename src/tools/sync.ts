@@ -3,7 +3,11 @@
 // that process works.
 import { run } from '../exec.js';
 
-/** Flushes `file` to disk (fsync); settles once what was written before the call is durable. */
-export async function syncFile(file: string): Promise<void> {
-  await run('sync', ['--', file]);
+/**
+ * Flushes `file` to disk (fsync); settles once what was written before the
+ * call is durable. `logged: false` leaves it out of --verbose, for the
+ * repeats of a sync that runs again and again.
+ */
+export async function syncFile(file: string, logged = true): Promise<void> {
+  await run('sync', ['--', file], { logged });
 }
