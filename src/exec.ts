@@ -21,8 +21,9 @@ export interface RunOptions {
   cwd?: string;
   /**
    * Called once the process has exited or could not start, before its
-   * output is all read and before stdin is done: a caller that feeds inputChunks for as long as the
-   * process lives ends them here (the run settles only once they end).
+   * output is all read and before stdin is done: a caller that feeds
+   * inputChunks for as long as the process lives ends them here (the run
+   * settles only once they end).
    */
   onExit?: () => void;
   /** false: not printed under --verbose (a command repeated many times a second, whose first run was). */
