@@ -335,15 +335,14 @@ export class DebugfsSession {
     }).then(
       (r) => {
         s.poll();
-        if (r.exitCode === 127) s.fail(new EnvironmentError('tool missing: debugfs', 'Install it: apt-get install e2fsprogs'));
+        if (r.exitCode === 127) s.fail(debugfsMissing());
         else s.fail(new ToolError(s.display, r.exitCode, 'debugfs exited before it had answered every batch'));
       },
       (err: unknown) => s.fail(err),
     );
     try {
       const head = (await s.send([])).toString('utf8').replace(BANNER, '');
-      const openError = /^.*while (trying to open|opening filesystem).*$/m.exec(head);
-      if (openError) throw new ToolError(s.display, undefined, openError[0], `debugfs cannot open ${image}: is it an ext2/3/4 image?`);
+      throwIfNotOpened(head, s.display, undefined, image);
       s.preamble = head;
     } catch (err) {
       await s.close();
@@ -468,6 +467,21 @@ export class DebugfsSession {
   }
 }
 
+/** The shell found no debugfs (exit 127). */
+function debugfsMissing(): EnvironmentError {
+  return new EnvironmentError('tool missing: debugfs', 'Install it: apt-get install e2fsprogs');
+}
+
+/**
+ * debugfs reports a filesystem it cannot open before it runs the first
+ * command (and then runs every command against nothing): a ToolError
+ * naming the line, for what it printed before its first command.
+ */
+function throwIfNotOpened(head: string, display: string, exitCode: number | undefined, image: string): void {
+  const openError = /^.*while (trying to open|opening filesystem).*$/m.exec(head);
+  if (openError) throw new ToolError(display, exitCode, openError[0], `debugfs cannot open ${image}: is it an ext2/3/4 image?`);
+}
+
 /** How often a session looks for new output while it awaits an answer. */
 const POLL_MS = 1;
 /** Bytes read from a session's output at a time. */
@@ -496,7 +510,7 @@ async function runScriptFile(
     allowTimeout: true,
   });
   if (result.exitCode === 127) {
-    throw new EnvironmentError('tool missing: debugfs', 'Install it: apt-get install e2fsprogs');
+    throw debugfsMissing();
   }
   const allocated = opts.allocatedOnly ? await allocatedIn(outFile) : [];
   const raw = opts.allocatedOnly ? Buffer.alloc(0) : await readFile(outFile).catch(() => Buffer.alloc(0));
@@ -506,12 +520,7 @@ async function runScriptFile(
   // Named after the run: a fed script's length is known only then.
   const display = `${formatCommand('debugfs', [...args.slice(0, -3), '-f', 'SCRIPT', image])}  # SCRIPT${fed ? ' (on stdin)' : ''}: ${what.count} command(s), the first: ${what.first ?? '(none)'}`;
   if (result.timedOut) throw new ToolError(display, undefined, `timed out after ${opts.timeoutMs} ms\n${stderr}`);
-  // debugfs reports a filesystem it cannot open before it runs the first
-  // command (and then runs every command against nothing).
-  const openError = /^.*while (trying to open|opening filesystem).*$/m.exec(opts.mergeStderr ? preamble : stderr);
-  if (openError) {
-    throw new ToolError(display, result.exitCode, openError[0], `debugfs cannot open ${image}: is it an ext2/3/4 image?`);
-  }
+  throwIfNotOpened(opts.mergeStderr ? preamble : stderr, display, result.exitCode, image);
   const sections = opts.allocatedOnly || opts.noSections || !commands ? [] : splitDebugfsOutput(raw, commands);
   // stdout is decoded only when asked for: a reader's batch is megabytes, and
   // its parsers read `raw`.
