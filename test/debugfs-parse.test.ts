@@ -48,12 +48,15 @@ const statOf = (name: string): InodeStat => stats.get(ino(name))!;
 const hexOf = (b: Buffer | null | undefined): string | undefined => b?.toString('hex');
 
 describe('parseLsP', () => {
-  it('splits the output per command at the echo lines', () => {
+  it('gives a section to each prompt, in order', () => {
     const sections = parseLsPSections(fixture('ls-p.out'));
-    expect(sections.map((s) => s.command)).toEqual(['ls -p <2>', `ls -p <${ino('dir with space')}>`, `ls -p <${ino('acl-dir')}>`, `ls -p <${ino('dev')}>`]);
+    // ls -p <2>, <dir with space>, <acl-dir>, <dev>: each listing holds . and .. of its own folder, left out.
+    expect(sections).toHaveLength(4);
     expect(sections.every((s) => s.errors.length === 0)).toBe(true);
+    expect(sections[0]).toEqual(rootListing);
     expect(sections[1].entries.map((e) => e.name)).toEqual(['inner file']);
     expect(sections[2].entries).toEqual([]);
+    expect(sections[3].entries.map((e) => e.name).sort()).toEqual(['big', 'null']);
   });
 
   it('reads names with spaces, tabs, quotes, backslashes, unicode and newlines, and leaves out . and ..', () => {
@@ -75,20 +78,23 @@ describe('parseLsP', () => {
     expect(rootListing.entries.find((e) => e.name === 'fifo')!.mode).toBe(0o010644);
   });
 
-  it('is not fooled by a name that holds a newline and an echo line', () => {
-    // A name can't hold "/", so it can't forge a record; it can hold an echo line.
-    const text = 'debugfs: ls -p <2>\n/2/040755/0/0/.//\n/2/040755/0/0/..//\n/12/100644/0/0/x\ndebugfs: ls -p <13>\ny/1/\n/14/100644/0/0/ok/3/\n\ndebugfs: ls -p <13>\n/15/100644/0/0/real/1/\n\n';
+  it('is not fooled by a name that holds a newline and a prompt', () => {
+    // A name can't hold "/", so it can't forge a record; it can hold a prompt, even one followed by a record's start.
+    const text = 'debugfs:  /2/040755/0/0/.//\n/2/040755/0/0/..//\n/12/100644/0/0/x\ndebugfs:  \ndebugfs:  y/1/\n/14/100644/0/0/ok/3/\ndebugfs:  /15/100644/0/0/real/1/\n';
     const sections = parseLsPSections(text);
-    expect(sections.map((s) => s.command)).toEqual(['ls -p <2>', 'ls -p <13>']);
-    expect(sections[0].entries.map((e) => e.name)).toEqual(['x\ndebugfs: ls -p <13>\ny', 'ok']);
+    expect(sections).toHaveLength(2);
+    expect(sections[0].entries.map((e) => e.name)).toEqual(['x\ndebugfs:  \ndebugfs:  y', 'ok']);
     expect(sections[1].entries.map((e) => e.name)).toEqual(['real']);
     expect(parseLsP('/15/100644/0/0/real/1/\n').map((e) => e.inode)).toEqual([15]);
   });
 
-  it('keeps error lines apart', () => {
-    const [s] = parseLsPSections('debugfs: ls -p <30>\n<30>: Ext2 inode is not a directory \n\n');
-    expect(s.entries).toEqual([]);
-    expect(s.errors).toEqual(['<30>: Ext2 inode is not a directory ']);
+  it('keeps error lines apart, and gives a command that printed nothing its empty section', () => {
+    const s = parseLsPSections('debugfs:  <30>: Ext2 inode is not a directory \ndebugfs:  debugfs:  /15/100644/0/0/real/1/\n');
+    expect(s).toHaveLength(3);
+    expect(s[0].entries).toEqual([]);
+    expect(s[0].errors).toEqual(['<30>: Ext2 inode is not a directory ']);
+    expect(s[1]).toEqual({ entries: [], errors: [] });
+    expect(s[2].entries.map((e) => e.name)).toEqual(['real']);
   });
 });
 
@@ -180,8 +186,9 @@ describe('parseStat', () => {
   });
 
   it('reads block-mapped (ext3) lists, leaving out IND/DIND blocks', () => {
+    // stat "/plain", "/sparse", "/fragmented", "/long-link", "/acl-dir".
     const s = parseStatSections(fixture('stat-ext3.out'));
-    expect(s.map((x) => x.command)).toEqual(['stat "/plain"', 'stat "/sparse"', 'stat "/fragmented"', 'stat "/long-link"', 'stat "/acl-dir"']);
+    expect(s).toHaveLength(5);
     expect(s[0].stat).toMatchObject({ blockMap: 'blocks', extents: [{ logical: 0, length: 1 }] });
     expect(s[1].stat!.extents).toEqual([{ logical: 1024, physical: s[1].stat!.extents![0].physical, length: 1, uninit: false }]);
     const frag = s[2].stat!.extents!;
@@ -203,15 +210,27 @@ describe('parseStat', () => {
     expect(s[3].stat!.extents!.map((e) => e.logical)).toEqual([0, 1024]);
   });
 
-  it('reports errors per command and skips the banner', () => {
+  it('reports errors per command; a command that printed nothing has an empty section', () => {
+    // stat <plain>, stat <99999999>, stat <0>.
     const s = parseStatSections(fixture('stat-errors.out'));
-    expect(s.map((x) => x.command)).toEqual([`stat <${ino('plain')}>`, 'stat <99999999>', 'stat <0>']);
+    expect(s).toHaveLength(3);
     expect(s[0].stat!.inode).toBe(ino('plain'));
     expect(s[0].errors).toEqual([]);
     expect(s[1].stat).toBeUndefined();
     expect(s[1].errors).toEqual(['<99999999>: File not found by ext2_lookup ']);
-    expect(s[2].stat).toBeUndefined();
+    expect(s[2]).toEqual({ stat: undefined, errors: [] });
     expect(() => parseStat('<5>: File not found\n')).toThrow(/not a debugfs stat output/);
+  });
+
+  it('a fast symlink target shorter than the size, or an error inside the block list, is an error of its section', () => {
+    const head = (ino: number, type: string, mode: string, size: number) =>
+      `debugfs:  Inode: ${ino}   Type: ${type}    Mode:  ${mode}   Flags: 0x0\nUser:     0   Group:     0   Project:     0   Size: ${size}\nLinks: 1   Blockcount: 0\n`;
+    // debugfs prints the target up to its first NUL: 2 bytes of a size of 4.
+    const short = `${head(12, 'symlink', '0777', 4)}Fast link dest: "ab"\n${head(13, 'regular', '0644', 0)}`;
+    const s = parseStatSections(short);
+    expect(s[0].errors).toEqual([`the fast symlink target is not as long as the inode's size (4)`]);
+    const broken = `${head(14, 'regular', '0644', 8192)}EXTENTS:\n(0):100, (1-stat: Corrupt extent header while reading\n`;
+    expect(parseStatSections(broken)[0].errors[0]).toMatch(/^unparsable block range "\(1-stat: Corrupt extent header/);
   });
 });
 

@@ -13,6 +13,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DebugfsSession, runDebugfs } from '../src/tools/debugfs.js';
 import { DebugfsPool } from '../src/image/debugfs-walk.js';
+import { readImageManifest } from '../src/image/debugfs-reader.js';
 import { Scope } from '../src/cleanup.js';
 import { EnvironmentError, ToolError } from '../src/errors.js';
 
@@ -23,10 +24,10 @@ const scope = new Scope();
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'pi-session-'));
   const tree = join(work, 'tree');
-  await mkdir(join(tree, 'd\ndebugfs: ls -p <2>'), { recursive: true });
-  await writeFile(join(tree, 'd\ndebugfs: ls -p <2>', '#part-image-0-1'), 'x');
-  // Targets that read like the end of a batch, an echo line and a comment.
-  await symlink('a\n#part-image-0-1\ndebugfs: stat <2>\n', join(tree, 'fake-end'));
+  await mkdir(join(tree, 'd\ndebugfs:  \ndebugfs: ls -p <2>'), { recursive: true });
+  await writeFile(join(tree, 'd\ndebugfs:  \ndebugfs: ls -p <2>', '#part-image-0-1'), 'x');
+  // Targets that read like the end of a batch, a prompt, an echo line and a comment.
+  await symlink('a\ndebugfs:  debugfs: "#part-image-0-1"\ndebugfs:  Inode: 2\n', join(tree, 'fake-end'));
   await symlink(`${'long/'.repeat(30)}\n# comment`, join(tree, 'long'));
   for (let i = 0; i < 50; i++) await writeFile(join(tree, `f${i}`), String(i));
   img = join(work, 'tree.img');
@@ -37,10 +38,23 @@ afterAll(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
-/** What a one-off run prints for `cmds`, stderr merged, from the first echo line. */
-async function oneOff(cmds: string[]): Promise<Buffer> {
-  const { raw } = await runDebugfs(img, cmds, { mergeStderr: true });
-  return raw.subarray(raw.indexOf('debugfs: '));
+/**
+ * What debugfs's command loop prints for `cmds` when it reads them from a
+ * file, stderr merged: the banner and the last prompt (before the end of
+ * the file) taken off.
+ */
+async function loopRun(cmds: string[]): Promise<Buffer> {
+  const { stdout } = await execa('sh', ['-c', 'debugfs "$1" 2>&1', 'sh', img], {
+    input: cmds.map((c) => `${c}\n`).join(''),
+    env: { SS_READLINE_PATH: 'none', TZ: 'UTC', LC_ALL: 'C' },
+    encoding: 'buffer',
+    stripFinalNewline: false,
+  });
+  const out = Buffer.from(stdout);
+  const start = out.indexOf('\n') + 1;
+  expect(out.subarray(0, start).toString()).toMatch(/^debugfs \d/);
+  expect(out.subarray(out.length - 10).toString()).toBe('debugfs:  ');
+  return out.subarray(start, out.length - 10);
 }
 
 describe('DebugfsSession', () => {
@@ -57,11 +71,13 @@ describe('DebugfsSession', () => {
     ];
     const answers = await Promise.all(batches.map((b) => s.run(b)));
     expect(answers[1].length).toBeGreaterThan(4 * 1024 * 1024);
-    for (let i = 0; i < 3; i++) expect(answers[i].equals(await oneOff(batches[i])), `batch ${i}`).toBe(true);
+    for (let i = 0; i < 3; i++) expect(answers[i].equals(await loopRun(batches[i])), `batch ${i}`).toBe(true);
     expect(answers[3].length).toBe(0);
     // The names and targets that look like debugfs's lines are in the answers as they are.
     expect(answers[0].toString('latin1')).toContain('#part-image-0-1');
-    expect(answers[1].toString('latin1')).toContain('Fast link dest: "a\n#part-image-0-1\ndebugfs: stat <2>\n"');
+    expect(answers[1].toString('latin1')).toContain('Fast link dest: "a\ndebugfs:  debugfs: "#part-image-0-1"\ndebugfs:  Inode: 2\n"');
+    // A prompt, then a command's output, for each.
+    expect(answers[2].toString('latin1')).toMatch(/^debugfs: {2}<999999>: /);
     await s.close();
     await expect(s.run(['stat <2>'])).rejects.toThrow(/closed/);
   });
@@ -72,7 +88,7 @@ describe('DebugfsSession', () => {
     const err = await DebugfsSession.open(junk, scope).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ToolError);
     expect((err as ToolError).message).toMatch(/while (trying to open|opening filesystem)/);
-    expect((await execa('pgrep', ['-f', `debugfs -f - ${junk}`], { reject: false })).stdout).toBe('');
+    expect((await execa('pgrep', ['-f', `debugfs ${junk}`], { reject: false })).stdout).toBe('');
   });
 
   it('a missing debugfs, or a missing sh, is an error that says what to install, at once', async () => {
@@ -92,13 +108,39 @@ describe('DebugfsSession', () => {
     }
   });
 
+  it('a debugfs that echoes the lines it reads (libreadline loaded) fails at open, quoting what it printed', async () => {
+    const bin = join(work, 'readline-bin');
+    await mkdir(bin, { recursive: true });
+    const { stdout: real } = await execa('sh', ['-c', 'command -v debugfs']);
+    await writeFile(join(bin, 'debugfs'), `#!/bin/sh\nunset SS_READLINE_PATH\nexec ${real} "$@"\n`);
+    await chmod(join(bin, 'debugfs'), 0o755);
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    try {
+      const err = await DebugfsSession.open(img, scope).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ToolError);
+      expect((err as ToolError).message).toMatch(/unexpected output at the end of a batch .*#part-image-[0-9a-f]{32}-0\\n/);
+    } finally {
+      process.env.PATH = path;
+    }
+  });
+
+  it('the reader reads the names and targets that look like prompts and batch ends as they are', async () => {
+    const m = await readImageManifest(img);
+    const byPath = new Map(m.entries.map((e) => [e.path, e]));
+    expect(byPath.get('/d\ndebugfs:  \ndebugfs: ls -p <2>/#part-image-0-1')).toMatchObject({ type: 'file', size: 1 });
+    expect(byPath.get('/fake-end')?.target).toBe('a\ndebugfs:  debugfs: "#part-image-0-1"\ndebugfs:  Inode: 2\n');
+    expect(byPath.get('/long')?.target).toBe(`${'long/'.repeat(30)}\n# comment`);
+    expect(m.entries.filter((e) => /^\/f\d+$/.test(e.path))).toHaveLength(50);
+  });
+
   it('a debugfs that is killed fails the batches it still owed, and close() settles', async () => {
     const s = await DebugfsSession.open(img, scope);
     const owed = s.run(Array.from({ length: 200000 }, (_, i) => `stat <${(i % 16000) + 1}>`));
     // It fails while the kill below is still being awaited.
     owed.catch(() => undefined);
     await new Promise((r) => setTimeout(r, 200));
-    await execa('pkill', ['-KILL', '-f', `debugfs -f - ${img}`]);
+    await execa('pkill', ['-KILL', '-f', `debugfs ${img}`]);
     await expect(owed).rejects.toBeInstanceOf(ToolError);
     await expect(s.run(['stat <2>'])).rejects.toBeInstanceOf(ToolError);
     await s.close();
@@ -121,7 +163,7 @@ describe('DebugfsPool', () => {
       // One session at a time, ended after 200 KB: a batch of 1,000 stats is about 600 KB.
       const pool = new DebugfsPool(img, 1, 200 * 1024);
       const cmds = Array.from({ length: 1000 }, (_, i) => `stat <${i + 1}>`);
-      const want = await oneOff(cmds);
+      const want = await loopRun(cmds);
       const got = await Promise.all([1, 2, 3, 4].map(() => pool.run(cmds)));
       for (const g of got) expect(g.equals(want)).toBe(true);
       await pool.close();

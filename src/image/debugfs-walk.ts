@@ -200,41 +200,39 @@ export function chunks<T>(items: T[], size: number): T[][] {
 }
 
 // ls and stat run with stderr merged into stdout: an error lands in the
-// section of the command that caused it, so it can name the path.
+// section of the command that caused it, so it can name the path. The
+// sections come in the order of the commands, one per prompt.
 
 async function listDirs(pool: DebugfsPool, dirs: Node[]): Promise<Map<number, LsSection>> {
-  const raw = await pool.run(dirs.map((d) => `ls -p <${d.ino}>`), true);
+  const sections = parseLsPSections(await pool.run(dirs.map((d) => `ls -p <${d.ino}>`), true));
   const out = new Map<number, LsSection>();
-  for (const section of parseLsPSections(raw)) {
-    const m = /^ls -p <(\d+)>$/.exec(section.command);
-    // The first section of a command is the real one (an echo line inside a name comes later).
-    if (!m || out.has(Number(m[1]))) continue;
-    out.set(Number(m[1]), section);
-  }
-  for (const dir of dirs) {
-    const section = out.get(dir.ino);
+  dirs.forEach((dir, i) => {
+    const section = sections[i];
     if (!section || section.errors.length > 0) {
       throw new Damage(`cannot list directory ${dir.path} (inode ${dir.ino}): ${firstError(section?.errors)}`);
     }
-  }
+    out.set(dir.ino, section);
+  });
+  if (sections.length !== dirs.length) throw outOfStep(sections.length, dirs.length, 'listings', 'directories');
   return out;
 }
 
 async function statInodes(pool: DebugfsPool, inos: number[], pathOf: PathOf): Promise<InodeStat[]> {
-  const raw = await pool.run(inos.map((ino) => `stat <${ino}>`));
-  const byIno = new Map<number, { stat?: InodeStat; errors: string[] }>();
-  for (const section of parseStatSections(raw)) {
-    const m = /^stat <(\d+)>$/.exec(section.command);
-    if (!m || byIno.has(Number(m[1]))) continue;
-    byIno.set(Number(m[1]), section);
-  }
-  return inos.map((ino) => {
-    const s = byIno.get(ino);
+  const sections = parseStatSections(await pool.run(inos.map((ino) => `stat <${ino}>`)));
+  const stats = inos.map((ino, i) => {
+    const s = sections[i];
     if (!s?.stat || s.stat.inode !== ino || s.errors.length > 0) {
       throw new Damage(`cannot read inode ${ino} (${pathOf.get(ino) ?? 'path unknown'}): ${firstError(s?.errors)}`);
     }
     return s.stat;
   });
+  if (sections.length !== inos.length) throw outOfStep(sections.length, inos.length, 'stats', 'inodes');
+  return stats;
+}
+
+/** debugfs answered more commands than it was given: a prompt where none can be (printed from a damaged inode). */
+function outOfStep(got: number, want: number, what: string, of: string): Damage {
+  return new Damage(`debugfs printed ${got} ${what} for ${want} ${of}: its output is out of step`);
 }
 
 /**

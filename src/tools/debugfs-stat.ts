@@ -1,9 +1,10 @@
 // Parses `stat <N>` as debugfs 1.47.0 prints it: mode, owner, size, links,
 // mtime, xattrs, device numbers, inline data and the block map, one inode or
-// the many of a `debugfs -f` run. Tested on captured real output
+// many, each after its prompt (debugfs's command loop, tools/debugfs.ts
+// DebugfsSession). Tested on captured real output
 // (test/fixtures/debugfs/); the facts it relies on are listed at the top of
 // tools/debugfs.ts.
-import { fromBinary, toBinary } from './debugfs-text.js';
+import { DEBUGFS_PROMPT, fromBinary, toBinary } from './debugfs-text.js';
 import { parseXattrLine } from './debugfs-xattr.js';
 
 export type DebugfsFileType = 'directory' | 'regular' | 'symlink' | 'block special' | 'character special' | 'FIFO' | 'socket';
@@ -92,7 +93,6 @@ export function parseBlockList(line: string): Extent[] {
 }
 
 interface StatBuilder {
-  command: string;
   stat?: InodeStat;
   errors: string[];
   inXattrs: boolean;
@@ -100,37 +100,45 @@ interface StatBuilder {
 }
 
 /**
- * Parses the output of many `stat` commands of one `debugfs -f` run (or of a
- * single one), in order, as one stream: a fast symlink's target is printed raw
- * (it may hold newlines, quotes, even an echo line), so it is taken by its
- * size, never by searching.
+ * Parses the output of many `stat` commands (or of a single one), a section
+ * for each prompt, in order, as one stream (what comes before the first
+ * prompt, if anything, is a section of its own). A fast symlink's target is
+ * printed raw (it may hold newlines, quotes, even a prompt), so it is taken
+ * by its size, never by searching; nothing else stat prints is raw.
  */
-export function parseStatSections(text: string | Buffer): { command: string; stat?: InodeStat; errors: string[] }[] {
+export function parseStatSections(text: string | Buffer): { stat?: InodeStat; errors: string[] }[] {
   const s = toBinary(text);
   const out: StatBuilder[] = [];
   let cur: StatBuilder | undefined;
-  const begin = (command: string): StatBuilder => {
-    const b: StatBuilder = { command, errors: [], inXattrs: false, expectBlockList: false };
+  const begin = (): StatBuilder => {
+    const b: StatBuilder = { errors: [], inXattrs: false, expectBlockList: false };
     out.push(b);
     return b;
   };
   let pos = 0;
   while (pos < s.length) {
+    // A command's output starts right after its prompt; one with no output is a prompt after a prompt.
+    while (s.startsWith(DEBUGFS_PROMPT, pos)) {
+      pos += DEBUGFS_PROMPT.length;
+      cur = begin();
+    }
+    if (pos >= s.length) break;
     let nl = s.indexOf('\n', pos);
     if (nl < 0) nl = s.length;
     const line = s.slice(pos, nl);
     const lineStart = pos;
     pos = nl + 1;
-    if (line.startsWith('debugfs: ')) {
-      cur = begin(fromBinary(line.slice('debugfs: '.length)));
-      continue;
-    }
-    if (!cur) cur = begin('');
+    cur ??= begin();
     const st = cur.stat;
     if (cur.expectBlockList) {
       cur.expectBlockList = false;
       if (st && line.startsWith('(')) {
-        st.extents = parseBlockList(line);
+        try {
+          st.extents = parseBlockList(line);
+        } catch (err) {
+          // An error that landed inside the list (stderr is written at once, stdout in pieces).
+          cur.errors.push(`${(err as Error).message}`);
+        }
         continue;
       }
     }
@@ -187,6 +195,8 @@ export function parseStatSections(text: string | Buffer): { command: string; sta
       pos = start + st.size;
       if (s.startsWith('"\n', pos)) pos += 2;
       else {
+        // debugfs prints the bytes up to the first NUL of the 60: not the size.
+        cur.errors.push(`the fast symlink target is not as long as the inode's size (${st.size})`);
         const e = s.indexOf('\n', pos);
         pos = e < 0 ? s.length : e + 1;
       }
@@ -198,9 +208,7 @@ export function parseStatSections(text: string | Buffer): { command: string; sta
       cur.errors.push(fromBinary(line));
     }
   }
-  // What came before the first echo line (the version banner, with 2>&1) is no section.
-  if (out.length > 1 && out[0].command === '' && !out[0].stat) out.shift();
-  return out.map((b) => ({ command: b.command, stat: b.stat, errors: b.errors }));
+  return out.map((b) => ({ stat: b.stat, errors: b.errors }));
 }
 
 const FAST_LINK = 'Fast link dest: "';
@@ -209,7 +217,7 @@ const SKIP_PREFIXES = ['Generation: ', 'File ACL: ', 'Fragment: ', ' ctime: ', '
 // Other lines that are not errors.
 const KNOWN_LINE = /^(?:Generation: |File ACL: |Fragment: |Inode checksum: |Size of extra inode fields: |TOTAL: | ?[acd]time: |crtime: |Project: )/;
 
-/** Parses the output of one `stat <N>` command (with or without its echo line). */
+/** Parses the output of one `stat <N>` command (with or without its prompt). */
 export function parseStat(text: string | Buffer): InodeStat {
   const all = parseStatSections(text);
   const st = all[0]?.stat;

@@ -3,6 +3,9 @@
 // (names and values are not valid UTF-8 in general), and names and xattr
 // values are printed as C strings (print_c_string()).
 
+/** What debugfs's command loop prints before it reads each line (two spaces, no newline; tools/debugfs.ts). */
+export const DEBUGFS_PROMPT = 'debugfs:  ';
+
 export function toBinary(text: string | Buffer): string {
   return typeof text === 'string' ? Buffer.from(text, 'utf8').toString('latin1') : text.toString('latin1');
 }
