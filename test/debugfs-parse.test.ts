@@ -151,6 +151,12 @@ describe('parseStat', () => {
     expect(statOf('fifo')).toMatchObject({ type: 'FIFO', mode: 0o010644, blockMap: 'blocks', extents: [] });
   });
 
+  it('finds no error in any inode of the fixture (an empty block list is followed by an empty line)', () => {
+    const sections = parseStatSections(fixture('stat.out'));
+    expect(sections).toHaveLength(15);
+    for (const s of sections) expect(s.errors, `inode ${s.stat?.inode}`).toEqual([]);
+  });
+
   it('gives a slow symlink its block, and no fast target', () => {
     const l = statOf('long-link');
     expect(l.fastLink).toBeUndefined();

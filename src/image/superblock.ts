@@ -32,6 +32,8 @@ export interface Ext4Superblock {
   blockSize: number;
   blockCount: bigint;
   inodeCount: number;
+  /** s_free_inodes_count: as of the last time the filesystem was closed (the kernel does not keep it current while mounted). */
+  freeInodeCount: number;
   blocksPerGroup: number;
   inodesPerGroup: number;
   /** s_first_ino, the first inode that is not reserved (11 on revision 0, which has no such field). */
@@ -70,6 +72,7 @@ export function parseSuperblock(sb: Buffer): Ext4Superblock | string {
     blockSize: 1024 << logBlockSize,
     blockCount: (hi << 32n) | lo,
     inodeCount: sb.readUInt32LE(0x00),
+    freeInodeCount: sb.readUInt32LE(0x10),
     blocksPerGroup: sb.readUInt32LE(0x20),
     inodesPerGroup: sb.readUInt32LE(0x28),
     firstIno: sb.readUInt32LE(0x4c) === 0 ? 11 : sb.readUInt32LE(0x54),

@@ -125,6 +125,11 @@ export function parseStatSections(text: string | Buffer): { stat?: InodeStat; er
     if (pos >= s.length) break;
     let nl = s.indexOf('\n', pos);
     if (nl < 0) nl = s.length;
+    // Most lines of an inode carry nothing the readers use: passed over without being cut out.
+    if (cur?.stat && !cur.expectBlockList && !cur.inXattrs && isSkipped(s, pos, nl)) {
+      pos = nl + 1;
+      continue;
+    }
     const line = s.slice(pos, nl);
     const lineStart = pos;
     pos = nl + 1;
@@ -170,8 +175,8 @@ export function parseStatSections(text: string | Buffer): { stat?: InodeStat; er
       if (line !== '') cur.errors.push(fromBinary(line));
       continue;
     }
-    // Cheap prefix tests first: this runs for every line of ~25 per inode.
-    if (line === '' || SKIP_PREFIXES.some((p) => line.startsWith(p))) continue;
+    // The empty line after an empty block list.
+    if (line === '') continue;
     if (line.startsWith('User: ') && (m = STAT_USER.exec(line))) {
       st.uid = Number(m[1]) >>> 0;
       st.gid = Number(m[2]) >>> 0;
@@ -212,8 +217,24 @@ export function parseStatSections(text: string | Buffer): { stat?: InodeStat; er
 }
 
 const FAST_LINK = 'Fast link dest: "';
-// Lines of stat output that carry nothing the readers use.
-const SKIP_PREFIXES = ['Generation: ', 'File ACL: ', 'Fragment: ', ' ctime: ', ' atime: ', 'crtime: ', 'Size of extra', 'Inode checksum: '];
+
+/**
+ * Whether the line of `s` from `pos` to `nl` is one of stat's lines that
+ * carry nothing the readers use (or empty), told by its first byte first:
+ * this runs for every line, about 15 per inode.
+ */
+function isSkipped(s: string, pos: number, nl: number): boolean {
+  if (nl === pos) return true;
+  switch (s.charCodeAt(pos)) {
+    case 0x47: return s.startsWith('Generation: ', pos); // G
+    case 0x46: return s.startsWith('File ACL: ', pos) || s.startsWith('Fragment: ', pos); // F
+    case 0x20: return s.startsWith(' ctime: ', pos) || s.startsWith(' atime: ', pos);
+    case 0x63: return s.startsWith('crtime: ', pos); // c
+    case 0x53: return s.startsWith('Size of extra', pos); // S
+    case 0x49: return s.startsWith('Inode checksum: ', pos); // I
+    default: return false;
+  }
+}
 // Other lines that are not errors.
 const KNOWN_LINE = /^(?:Generation: |File ACL: |Fragment: |Inode checksum: |Size of extra inode fields: |TOTAL: | ?[acd]time: |crtime: |Project: )/;
 
