@@ -1,6 +1,7 @@
 // Each stage's options schema (osbuild's model: a table of good and bad
 // options per stage), and the runner refusing a stage whose options do not fit
 // before the stage runs.
+import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { Scope } from '../src/cleanup.js';
 import { UsageError } from '../src/errors.js';
@@ -97,6 +98,12 @@ const TABLE: Record<string, { good: Row[]; bad: [Row, RegExp][] }> = {
 const byName = Object.fromEntries(VERIFY_STAGES.map((s) => [s.name, s])) as Record<string, Stage>;
 
 describe('stage options schemas', () => {
+  it('are valid JSON schemas (the runner compiles them without checking them against the meta-schema)', () => {
+    const meta = new Ajv({ strict: true, strictRequired: false });
+    for (const s of VERIFY_STAGES) expect(meta.validateSchema(s.options), `${s.name}: ${JSON.stringify(meta.errors)}`).toBe(true);
+    expect(meta.validateSchema({ type: 'object', properties: { x: { type: 'integr' } } })).toBe(false);
+  });
+
   it('cover every stage, and every stage declares its tools and where it runs', () => {
     expect(Object.keys(TABLE).sort()).toEqual([...ALL_STAGE_NAMES].sort());
     for (const s of VERIFY_STAGES) {
