@@ -10,7 +10,11 @@ export function toBinary(text: string | Buffer): string {
   return typeof text === 'string' ? Buffer.from(text, 'utf8').toString('latin1') : text.toString('latin1');
 }
 
+const NON_ASCII = /[^\x00-\x7f]/;
+
 export function fromBinary(s: string): string {
+  // ASCII reads the same either way: no Buffer for it (most names; 1 µs each otherwise).
+  if (!NON_ASCII.test(s)) return s;
   return Buffer.from(s, 'latin1').toString('utf8');
 }
 
