@@ -196,14 +196,19 @@ export class Scope {
   }
 }
 
+/** Closes `scope`; what could not be released is a warning on stderr, not an error of the run. */
+export async function closeScope(scope: Scope): Promise<void> {
+  const errors = await scope.close();
+  for (const e of errors) process.stderr.write(`warning: cleanup: ${e}\n`);
+}
+
 /** Run `fn` with a scope that is always closed afterwards. */
 export async function withScope<T>(fn: (scope: Scope) => Promise<T>): Promise<T> {
   const scope = new Scope();
   try {
     return await fn(scope);
   } finally {
-    const errors = await scope.close();
-    for (const e of errors) process.stderr.write(`warning: cleanup: ${e}\n`);
+    await closeScope(scope);
   }
 }
 
@@ -219,10 +224,7 @@ async function releaseEverything(): Promise<void> {
   await drain(children);
   while (liveScopes.size) {
     // Innermost (newest) first; a scope already closing is waited for, not closed twice.
-    for (const scope of [...liveScopes].reverse()) {
-      const errors = await scope.close();
-      for (const e of errors) process.stderr.write(`warning: cleanup: ${e}\n`);
-    }
+    for (const scope of [...liveScopes].reverse()) await closeScope(scope);
   }
   await drain(pending);
   await drain(children);

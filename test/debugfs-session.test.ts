@@ -14,6 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DebugfsSession, runDebugfs } from '../src/tools/debugfs.js';
 import { DebugfsPool } from '../src/image/debugfs-walk.js';
 import { readImageManifest } from '../src/image/debugfs-reader.js';
+import { forceRelease } from './helpers/mounts.js';
+import { parseLsPSections } from '../src/tools/debugfs-ls.js';
 import { Scope } from '../src/cleanup.js';
 import { EnvironmentError, ToolError } from '../src/errors.js';
 
@@ -145,6 +147,42 @@ describe('DebugfsSession', () => {
     await expect(s.run(['stat <2>'])).rejects.toBeInstanceOf(ToolError);
     await s.close();
   });
+});
+
+describe('DebugfsSession, one answer bigger than a read of the output', () => {
+  it('answers an ls -p of 16,000 names of 250 bytes (4.4 MB, more than one 4 MB read) whole, and the reader lists every one (an htree folder the kernel made)', async () => {
+    // Made by the kernel on a loop mount: mke2fs -d (libext2fs) inserts each
+    // name by a scan of the whole folder, and took minutes for these.
+    const wide = join(work, 'wide.img');
+    await execa('mke2fs', ['-q', '-F', '-t', 'ext4', '-N', '20000', '-E', 'nodiscard', wide, '128M']);
+    const mnt = join(work, 'wide-mnt');
+    await mkdir(mnt, { recursive: true });
+    const names = Array.from({ length: 16000 }, (_, i) => `${String(i).padStart(6, '0')}${'x'.repeat(244)}`);
+    await execa('mount', ['-o', 'loop', wide, mnt]);
+    try {
+      await mkdir(join(mnt, 'd'));
+      for (let i = 0; i < names.length; i += 500) await Promise.all(names.slice(i, i + 500).map((n) => writeFile(join(mnt, 'd', n), '')));
+    } finally {
+      await execa('umount', [mnt]).catch(() => forceRelease(wide));
+    }
+    const s = await DebugfsSession.open(wide, scope);
+    try {
+      const { stdout } = await execa('debugfs', ['-R', 'stat /d', wide], { env: { TZ: 'UTC', LC_ALL: 'C' } });
+      const dirIno = /^Inode: (\d+)/m.exec(stdout)![1];
+      const [answer, after] = await Promise.all([s.run([`ls -p <${dirIno}>`]), s.run(['stat <2>'])]);
+      expect(answer.length).toBeGreaterThan(4 * 1024 * 1024);
+      const sections = parseLsPSections(answer);
+      expect(sections).toHaveLength(1);
+      expect(sections[0].errors).toEqual([]);
+      expect(sections[0].entries.map((e) => e.name).sort()).toEqual(names);
+      // The batch after it is its own.
+      expect(after.toString('latin1')).toMatch(/^debugfs: {2}Inode: 2 /);
+    } finally {
+      await s.close();
+    }
+    const m = await readImageManifest(wide, { hash: false });
+    expect(m.entries.filter((e) => e.path.startsWith('/d/')).map((e) => e.path.slice(3))).toEqual(names);
+  }, 120_000);
 });
 
 describe('DebugfsPool', () => {

@@ -4,7 +4,7 @@
 // xattr values `stat` leaves out, and debugfs's error output read as damage
 // (debugfs exits 0 whatever it finds).
 import { availableParallelism } from 'node:os';
-import { Scope, settleAll } from '../cleanup.js';
+import { Scope, closeScope, settleAll } from '../cleanup.js';
 import { limiter } from '../walk/hash.js';
 import { UsageError } from '../errors.js';
 import { aclDiskToXattr, isAclXattr } from '../manifest/acl.js';
@@ -89,7 +89,8 @@ interface Job {
  */
 export class DebugfsPool {
   private readonly sessions: DebugfsSession[] = [];
-  private opening = 0;
+  /** Sessions still opening: each settles once its session is in `sessions`, or failed. */
+  private readonly opening = new Set<Promise<void>>();
   private readonly urgent: Job[] = [];
   private readonly others: Job[] = [];
   private failure: unknown;
@@ -116,10 +117,9 @@ export class DebugfsPool {
   /** Ends every session (each runs what it was handed first) and waits for them to exit. */
   async close(): Promise<void> {
     this.closed = true;
-    while (this.opening > 0) await new Promise((r) => setImmediate(r));
+    await Promise.allSettled(this.opening);
     await Promise.allSettled([...this.sessions.map(endSession), ...this.retired]);
-    const errors = await this.scope.close();
-    for (const e of errors) process.stderr.write(`warning: cleanup: ${e}\n`);
+    await closeScope(this.scope);
   }
 
   private pump(): void {
@@ -134,7 +134,7 @@ export class DebugfsPool {
       let best: DebugfsSession | undefined;
       for (const s of this.sessions) if (!best || s.pendingBatches < best.pendingBatches) best = s;
       const room = queue === this.urgent ? AHEAD + 1 : AHEAD;
-      const opened = this.sessions.length + this.opening;
+      const opened = this.sessions.length + this.opening.size;
       // A pool's first session opens whatever other reads run; more only while the process has fewer than `size`.
       const more = opened === 0 || (opened < this.size && liveSessions < this.size);
       if ((!best || best.pendingBatches > 0) && more && !this.closed) this.openOne();
@@ -145,11 +145,10 @@ export class DebugfsPool {
   }
 
   private openOne(): void {
-    this.opening++;
     liveSessions++;
-    DebugfsSession.open(this.image, this.scope).then(
+    const opening: Promise<void> = DebugfsSession.open(this.image, this.scope).then(
       (s) => {
-        this.opening--;
+        this.opening.delete(opening);
         this.sessions.push(s);
         const said = s.preamble.split('\n').map((l) => l.trim()).filter((l) => l !== '');
         // What debugfs printed on opening the filesystem ("Checksum errors in
@@ -159,11 +158,12 @@ export class DebugfsPool {
         else this.pump();
       },
       (err: unknown) => {
-        this.opening--;
+        this.opening.delete(opening);
         liveSessions--;
         this.fail(err);
       },
     );
+    this.opening.add(opening);
   }
 
   private fail(err: unknown): void {

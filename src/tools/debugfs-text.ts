@@ -10,11 +10,14 @@ export function toBinary(text: string | Buffer): string {
   return typeof text === 'string' ? Buffer.from(text, 'utf8').toString('latin1') : text.toString('latin1');
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
-
+/**
+ * The bytes of a binary string as UTF-8. Always through a Buffer, ASCII
+ * too: it makes a string of its own, where a slice of the batch's output
+ * (V8 keeps a reference to the whole) held every listing and stat batch in
+ * memory for as long as a name or target from it lived (the 100k-entry tar's
+ * build peaked at 310 MB with that, 244 MB without).
+ */
 export function fromBinary(s: string): string {
-  // ASCII reads the same either way: no Buffer for it (most names; 1 µs each otherwise).
-  if (!NON_ASCII.test(s)) return s;
   return Buffer.from(s, 'latin1').toString('utf8');
 }
 
