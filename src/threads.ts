@@ -12,6 +12,8 @@ export interface ThreadOptions {
   /** For messages: "the NAME thread exited". */
   name: string;
   workerData?: unknown;
+  /** Functions `main` calls, given to the thread by their source text too (each takes nothing from its closure). */
+  helpers?: ((...args: never[]) => unknown)[];
   onMessage(message: unknown): void;
   onFail(err: unknown): void;
   /** Batches sent and not answered, for the message on an early exit. */
@@ -25,7 +27,8 @@ export interface Thread {
 }
 
 export function startThread(main: () => void, o: ThreadOptions): Thread {
-  const w = new Worker(`(${main.toString()})()`, { eval: true, workerData: o.workerData });
+  const source = [...(o.helpers ?? []).map((f) => f.toString()), `(${main.toString()})()`].join('\n');
+  const w = new Worker(source, { eval: true, workerData: o.workerData });
   let stopped = false;
   const signal = cancelSignal();
   const stop = async () => {
