@@ -169,6 +169,8 @@ export const FIELDS: readonly Field[] = [
     key: 'xattrs', description: 'xattr name -> lowercase hex of the raw value',
     kinds: [{ code: 'xattr', message: (f) => `xattr ${f} differs`, label: (f) => `xattr ${f}`, show: showXattr }],
     compare: (e, a) => {
+      // Most entries have none on either side: no key lists, sets or sorts for them.
+      if (e.xattrs === undefined && a.xattrs === undefined) return [];
       const ex = e.xattrs ?? {};
       const ax = a.xattrs ?? {};
       return [...new Set([...Object.keys(ex), ...Object.keys(ax)])].sort()
