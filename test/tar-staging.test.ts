@@ -13,6 +13,7 @@ import { Scope } from '../src/cleanup.js';
 import { UsageError } from '../src/errors.js';
 import { readTarTree } from '../src/input/tar.js';
 import { defaultRamBudget, RAM_PARENT, ramBudgetFromEnv, TarStaging } from '../src/input/tar-staging.js';
+import type { HashTarget } from '../src/input/stage-writer.js';
 import { isRoot } from './helpers/trees.js';
 
 const MiB = 1024 * 1024;
@@ -26,6 +27,8 @@ afterAll(async () => {
 });
 
 /** Bytes of their own for file `i`. */
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
 function bytesOf(i: number, size: number): Buffer {
   const b = Buffer.alloc(size);
   for (let o = 0; o < size; o += 32) createHash('sha256').update(`${i}:${o}`).digest().copy(b, o);
@@ -156,22 +159,34 @@ describe('a tar read with RAM staging', () => {
     const scope = new Scope();
     try {
       const st = await TarStaging.open(scope, { env: { PART_IMAGE_RAM_STAGING_MB: '1' } });
-      const a = st.writeSmall(bytesOf(4, 400 * 1024));
-      const b = st.writeSmall(bytesOf(5, 400 * 1024));
+      const ha: HashTarget = {};
+      const a = st.writeSmall(bytesOf(4, 400 * 1024), ha).path;
+      const b = st.writeSmall(bytesOf(5, 400 * 1024)).path;
       expect(inRam(a) && inRam(b)).toBe(true);
       expect(st.counts).toEqual({ ramFiles: 2, ramBytes: 800 * 1024, diskFiles: 0 });
       // Not room for a third: it goes to disk.
-      const c = st.writeSmall(bytesOf(6, 400 * 1024));
+      const hc: HashTarget = {};
+      const staged = st.writeSmall(bytesOf(6, 400 * 1024), hc);
+      const c = staged.path;
       expect(inRam(c)).toBe(false);
+      // On disk at once: the caller hashes it, the staging's thread does not.
+      expect(staged.hashed).toBe(false);
       // Dropped while the writer thread may still be making it: it goes all the same.
       await st.drop(a);
       expect(existsSync(a)).toBe(false);
-      const d = st.writeSmall(bytesOf(7, 400 * 1024));
+      const hd: HashTarget = {};
+      const sd = st.writeSmall(bytesOf(7, 400 * 1024), hd);
+      const d = sd.path;
       expect(inRam(d)).toBe(true);
+      expect(sd.hashed).toBe(true);
       expect(st.counts).toEqual({ ramFiles: 2, ramBytes: 800 * 1024, diskFiles: 1 });
       await st.drain();
       expect(st.final(d)).toBe(d);
       expect((await readFile(d)).equals(bytesOf(7, 400 * 1024))).toBe(true);
+      // The staging's thread hashed the RAM files it was given a target for, and only those.
+      expect(hd.sha256).toBe(sha256(bytesOf(7, 400 * 1024)));
+      expect(ha.sha256).toBe(sha256(bytesOf(4, 400 * 1024)));
+      expect(hc.sha256).toBeUndefined();
       expect((await readFile(b)).equals(bytesOf(5, 400 * 1024))).toBe(true);
       expect((await readFile(c)).equals(bytesOf(6, 400 * 1024))).toBe(true);
     } finally {
@@ -211,21 +226,25 @@ describe('a tar read with RAM staging', () => {
     try {
       const st = await TarStaging.open(scope, { ramParent: mnt, env: {} });
       expect(st.ramDir?.startsWith(`${mnt}/`)).toBe(true);
-      const first = st.writeSmall(bytesOf(1, 100 * 1024));
+      const first = st.writeSmall(bytesOf(1, 100 * 1024)).path;
       expect(first.startsWith(`${mnt}/`)).toBe(true);
       await st.drain();
       // Someone else takes the rest of the tmpfs.
       await execa('sh', ['-c', `dd if=/dev/zero of=${mnt}/hog bs=64k 2>/dev/null; true`]);
       // Both are handed to the writer thread before it finds the tmpfs full: it writes them to disk instead.
-      const second = st.writeSmall(bytesOf(2, 100 * 1024));
-      const third = st.writeSmall(bytesOf(3, 10));
+      const h2: HashTarget = {};
+      const h3: HashTarget = {};
+      const second = st.writeSmall(bytesOf(2, 100 * 1024), h2).path;
+      const third = st.writeSmall(bytesOf(3, 10), h3).path;
       await st.drain();
-      for (const [p, b] of [[second, bytesOf(2, 100 * 1024)], [third, bytesOf(3, 10)]] as const) {
+      for (const [p, b, h] of [[second, bytesOf(2, 100 * 1024), h2], [third, bytesOf(3, 10), h3]] as const) {
         expect(st.final(p).startsWith(`${st.disk}/`), st.final(p)).toBe(true);
         expect((await readFile(st.final(p))).equals(b)).toBe(true);
+        // Moved to disk by the thread, and hashed all the same.
+        expect(h.sha256).toBe(sha256(b));
       }
       // And every later file goes to disk at once.
-      expect(st.writeSmall(bytesOf(4, 10)).startsWith(`${st.disk}/`)).toBe(true);
+      expect(st.writeSmall(bytesOf(4, 10)).path.startsWith(`${st.disk}/`)).toBe(true);
       expect((await readFile(first)).equals(bytesOf(1, 100 * 1024))).toBe(true);
       expect(st.counts).toEqual({ ramFiles: 1, ramBytes: 100 * 1024, diskFiles: 3 });
       // What the full tmpfs took of the second file is gone from it.

@@ -7,6 +7,7 @@ import { isShuttingDown } from '../cleanup.js';
 import { log } from '../log.js';
 import { BLOCK } from './tar-tree.js';
 import type { TarStaging } from './tar-staging.js';
+import type { HashTarget } from './stage-writer.js';
 
 // ---------------------------------------------------------------------------
 // Blobs
@@ -120,12 +121,17 @@ const PIECE = 1 * MiB;
 /** Files up to this size are written in one synchronous write. */
 const SMALL = 256 * 1024;
 
-/** Streams an entry's data into a staged file, hashing on the way. Returns the file, its size and hash; the bytes may still be on their way (see BlobWriter). */
+/**
+ * Streams an entry's data into a staged file, hashing on the way. Returns the
+ * file, its size and hash; the bytes may still be on their way (see
+ * BlobWriter). A small file staged in RAM is hashed by the staging's writer
+ * thread instead, into `hashTo` (sha256 is then undefined here, and set
+ * there once the staging is drained).
+ */
 export async function writeBlob(
   data: AsyncIterable<Buffer>, staging: TarStaging, storedSize: number, sparse: SparseInfo | undefined, hashing: boolean, member: string,
-  writer: BlobWriter,
+  writer: BlobWriter, hashTo?: HashTarget,
 ): Promise<{ blob: string; size: number; sha256?: string }> {
-  const hash = hashing ? createHash('sha256') : undefined;
   if (!sparse) {
     // Small files: handed to the staging (a batch for its writer thread, or
     // one synchronous write on disk). Large ones: in pieces, one file handle,
@@ -137,12 +143,13 @@ export async function writeBlob(
       const chunks: Buffer[] = [];
       for await (const chunk of data) chunks.push(chunk);
       const buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-      hash?.update(buf);
-      const blob = staging.writeSmall(buf);
+      const { path: blob, hashed } = staging.writeSmall(buf, hashing ? hashTo : undefined);
+      const sha256 = hashing && !hashed ? createHash('sha256').update(buf).digest('hex') : undefined;
       const room = staging.room();
       if (room) await room;
-      return { blob, size: buf.length, sha256: hash?.digest('hex') };
+      return { blob, size: buf.length, sha256 };
     }
+    const hash = hashing ? createHash('sha256') : undefined;
     const blob = staging.diskPath();
     const fh = await open(blob, 'w');
     const writes: Promise<void>[] = [];
@@ -179,6 +186,7 @@ export async function writeBlob(
     }
     return { blob, size, sha256: hash?.digest('hex') };
   }
+  const hash = hashing ? createHash('sha256') : undefined;
   const blob = staging.diskPath();
   return { blob, ...(await writeSparseBlob(data, blob, storedSize, sparse, hash, member)) };
 }

@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Header } from 'tar-stream';
 import type { InputTree, ManifestEntry } from '../types.js';
-import { EnvironmentError, InputError, PartImageError } from '../errors.js';
+import { EnvironmentError, InputError, InternalError, PartImageError } from '../errors.js';
 import { formatMode, linkGroup, makeManifest } from '../manifest/entry.js';
 import { AclError, aclTextToXattrHex, aclXattrName, type AclKind, type AclNameResolver } from '../manifest/acl.js';
 import { checkTreeLimits } from './limits.js';
@@ -109,7 +109,11 @@ export async function finish(
     if (ino) {
       // In the manifest's key order, so that makeManifest() keeps the object instead of copying it.
       e = { path: p, type: 'file', mode: formatMode(ino.mode), uid: ino.uid, gid: ino.gid, size: ino.size };
-      if (hashing) e.sha256 = ino.sha256;
+      if (hashing) {
+        // Set by the reader or, for a small file staged in RAM, by the staging's thread before drain() returned.
+        if (ino.sha256 === undefined) throw new InternalError(`tar entry ${JSON.stringify(node.member)} was read but not hashed`);
+        e.sha256 = ino.sha256;
+      }
       if (hasXattrs) e.xattrs = xattrs;
       if (ino.mtime !== undefined) e.mtime = ino.mtime;
       content.set(p, final(ino.blob));

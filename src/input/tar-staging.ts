@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import type { Scope } from '../cleanup.js';
 import type { StagingCounts } from '../types.js';
 import { UsageError } from '../errors.js';
-import { SmallFileWriter } from './stage-writer.js';
+import { SmallFileWriter, type HashTarget } from './stage-writer.js';
 
 /** The tmpfs of POSIX shared memory, on every Linux with systemd or udev. */
 export const RAM_PARENT = '/dev/shm';
@@ -85,21 +85,23 @@ export class TarStaging {
   /**
    * Stages a small file's bytes: in RAM while the budget lasts (made by the
    * writer thread: see settled()), else on disk at once. Returns its path;
-   * final() names the file once the writes are drained.
+   * final() names the file once the writes are drained. `hashed` is true
+   * when the writer thread puts the file's SHA-256 into `hashTo` (by the
+   * time drain() returns); else the caller hashes it.
    */
-  writeSmall(buf: Buffer): string {
+  writeSmall(buf: Buffer, hashTo?: HashTarget): { path: string; hashed: boolean } {
     if (this.writer && buf.length <= this.ramLeft) {
       const n = this.count++;
       const path = join(this.ramDir!, String(n));
-      this.writer.write(path, join(this.disk, 'blobs', `ram-${n}`), buf);
+      this.writer.write(path, join(this.disk, 'blobs', `ram-${n}`), buf, hashTo);
       this.ramLeft -= buf.length;
       this.counts.ramFiles++;
       this.counts.ramBytes += buf.length;
-      return path;
+      return { path, hashed: hashTo !== undefined };
     }
     const path = this.diskPath();
     writeFileSync(path, buf);
-    return path;
+    return { path, hashed: false };
   }
 
   /** A promise while the writer thread has enough to do: the reader waits for it before it goes on. */

@@ -226,15 +226,19 @@ export async function readTarTree(path: string, scope: Scope, opts: ReadTarOptio
           emptyBlob = join(staging, 'empty');
           await writeFile(emptyBlob, '');
         }
-        const written = empty
-          ? await drain(data).then(() => ({ blob: emptyBlob!, size: 0, sha256: hashing ? EMPTY_SHA256 : undefined }))
-          : await writeBlob(data, stage, h.size ?? 0, sparse, hashing, member, writer).catch((err: unknown) => {
-            throw blobError(err, staging);
-          });
         const inode: Inode = {
-          id: inodeCount++, blob: written.blob, size: written.size, sha256: written.sha256, mode, uid, gid, mtime, xattrs, refs: 1,
+          id: inodeCount++, blob: '', size: 0, sha256: undefined, mode, uid, gid, mtime, xattrs, refs: 1,
           aclText: hasAclText ? aclText : undefined,
         };
+        // A small file staged in RAM gets its hash from the staging's thread, into the inode.
+        const written = empty
+          ? await drain(data).then(() => ({ blob: emptyBlob!, size: 0, sha256: hashing ? EMPTY_SHA256 : undefined }))
+          : await writeBlob(data, stage, h.size ?? 0, sparse, hashing, member, writer, inode).catch((err: unknown) => {
+            throw blobError(err, staging);
+          });
+        inode.blob = written.blob;
+        inode.size = written.size;
+        inode.sha256 ??= written.sha256;
         tree.put(p, { entry: { path: p, type: 'file', mode: '', uid, gid }, inode, member });
       } else {
         await drain(data);
