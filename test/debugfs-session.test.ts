@@ -195,9 +195,13 @@ describe('DebugfsPool', () => {
     await writeFile(join(bin, 'debugfs'), `#!/bin/sh\necho start >> ${log}\nexec ${real} "$@"\n`);
     await chmod(join(bin, 'debugfs'), 0o755);
     const path = process.env.PATH;
+    const tmpBefore = process.env.TMPDIR;
+    // A TMPDIR of its own: the other test processes make and remove debugfs folders in the shared one.
+    const tmp = join(work, 'pool-tmp');
+    await mkdir(tmp, { recursive: true });
     process.env.PATH = `${bin}:${path}`;
+    process.env.TMPDIR = tmp;
     try {
-      const before = (await readdir(tmpdir())).filter((n) => n.startsWith('part-image-debugfs-')).length;
       // One session at a time, ended after 200 KB: a batch of 1,000 stats is about 600 KB.
       const pool = new DebugfsPool(img, 1, 200 * 1024);
       const cmds = Array.from({ length: 1000 }, (_, i) => `stat <${i + 1}>`);
@@ -209,9 +213,12 @@ describe('DebugfsPool', () => {
       // (two are handed ahead) and ended after its first answer, and the one
       // that took the last two.
       expect((await readFile(log, 'utf8')).trim().split('\n').length).toBe(3);
-      expect((await readdir(tmpdir())).filter((n) => n.startsWith('part-image-debugfs-')).length).toBe(before);
+      expect(tmpdir()).toBe(tmp);
+      expect(await readdir(tmp)).toEqual([]);
     } finally {
       process.env.PATH = path;
+      if (tmpBefore === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = tmpBefore;
     }
   });
 });

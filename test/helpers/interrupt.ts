@@ -30,6 +30,8 @@ export interface InterruptOutcome {
   stdout: string;
   /** False when the run ended before the marker appeared (nothing was sent). */
   sent: boolean;
+  /** The marker appeared: seen while the run went on, or (a stderr marker) in its whole stderr afterwards. */
+  markerSeen: boolean;
   /** The run had already ended when the first signal was due. */
   finishedFirst: boolean;
   /** ms from spawn to the first signal. */
@@ -53,7 +55,8 @@ export async function runAndInterrupt(args: string[], env: Record<string, string
   void child.finally(() => {
     ended = true;
   });
-  while (!ended && !(await markerSeen(plan.marker, stderr))) await sleep(10);
+  let seen = false;
+  while (!ended && !(seen = await markerSeen(plan.marker, stderr))) await sleep(10);
   let sent = false;
   let finishedFirst = ended;
   let atMs = 0;
@@ -69,6 +72,7 @@ export async function runAndInterrupt(args: string[], env: Record<string, string
     }
   }
   const r = await child;
+  if (!seen && 'stderr' in plan.marker) seen = plan.marker.stderr.test(stderr);
   // A signal sent in the last moment of a run reaches a process already in
   // process.exit(), which runs no handler: it exits 0 without the "cleaning
   // up" line (a signal it did handle prints that line first, and without a
@@ -81,6 +85,7 @@ export async function runAndInterrupt(args: string[], env: Record<string, string
     stderr,
     stdout: String(r.stdout ?? ''),
     sent,
+    markerSeen: seen,
     finishedFirst,
     atMs,
   };
