@@ -3,7 +3,7 @@
 // reader and by the nspawn stage.
 import { mkdtemp, readFile, realpath, rmdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Scope } from '../cleanup.js';
 import { mount, umount } from '../tools/mount.js';
 
@@ -54,7 +54,8 @@ export interface LoopMount {
 }
 
 export async function loopMountReadOnly(image: string, scope: Scope): Promise<LoopMount> {
-  const backing = await realpath(image);
+  // The path the kernel shows as the loop device's backing file; mount itself says what is wrong with a bad one.
+  const backing = await realpath(image).catch(() => resolve(image));
   // rmdir, not rm -r: should the unmount fail, the image's files stay untouched.
   const dir = await mkdtemp(join(tmpdir(), 'part-image-mnt-'));
   scope.defer(`remove ${dir}`, () => rmdir(dir));
