@@ -15,6 +15,7 @@ import { isShuttingDown, Scope, shutdown } from '../src/cleanup.js';
 import { InterruptedError } from '../src/errors.js';
 import { isRoot } from './helpers/trees.js';
 import { forceRelease, loopLeftovers } from './helpers/mounts.js';
+import { withStderr } from './helpers/stderr.js';
 
 let work: string;
 let image: string;
@@ -47,22 +48,16 @@ describe('loopMountReadOnly and shutdown()', () => {
     await new Promise((r) => setTimeout(r, 50));
     // Let go of the mount a little later, while the cleanup retries.
     const letGo = new Promise((r) => setTimeout(r, 300)).then(() => busy.close());
-    const warnings: string[] = [];
-    const write = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
-      warnings.push(String(chunk));
-      return write(chunk, ...rest);
-    }) as typeof process.stderr.write;
+    let warnings: string;
     try {
-      await shutdown();
+      ({ text: warnings } = await withStderr(() => shutdown()));
     } finally {
-      process.stderr.write = write;
       await letGo;
     }
     // The owner's release was refused by the shutdown (it runs outside the cleanup) ...
     expect(await own).toBeInstanceOf(InterruptedError);
     // ... and the scope unmounted all the same: no warning, no mount, no loop device, no folder.
-    expect(warnings.filter((w) => /cleanup/.test(w))).toEqual([]);
+    expect(warnings.split('\n').filter((w) => /cleanup/.test(w))).toEqual([]);
     expect(await loopLeftovers(image, 0)).toEqual([]);
     expect(await stat(dir).then(() => 'there', () => 'gone')).toBe('gone');
     await rmdir(dir).catch(() => undefined);

@@ -12,6 +12,7 @@ import { readMountedImage } from '../src/image/mount-reader.js';
 import { isShuttingDown, Scope, shutdown } from '../src/cleanup.js';
 import { isRoot } from './helpers/trees.js';
 import { forceRelease, loopLeftovers } from './helpers/mounts.js';
+import { withStderr } from './helpers/stderr.js';
 
 let work: string;
 let slow: string;
@@ -57,24 +58,20 @@ describe('readMountedImage and shutdown()', () => {
     expect(mountDir, 'the image was never mounted').toBeDefined();
     expect(settled, 'the read ended before shutdown: make the slow file bigger').toBe(false);
     // Cleanup problems surface only as warnings on stderr: keep them.
-    const warnings: string[] = [];
-    const write = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
-      warnings.push(String(chunk));
-      return write(chunk, ...rest);
-    }) as typeof process.stderr.write;
+    let warnings: string;
     try {
-      await shutdown();
-      expect(isShuttingDown()).toBe(true);
-      // The CLI exits right after shutdown(): by then nothing may be mounted.
-      expect((await loopLeftovers(slow)).filter((l) => l.includes(' mounted on '))).toEqual([]);
-      await reading;
+      ({ text: warnings } = await withStderr(async () => {
+        await shutdown();
+        expect(isShuttingDown()).toBe(true);
+        // The CLI exits right after shutdown(): by then nothing may be mounted.
+        expect((await loopLeftovers(slow)).filter((l) => l.includes(' mounted on '))).toEqual([]);
+        await reading;
+      }));
     } finally {
-      process.stderr.write = write;
       await reading;
       if (mountDir) strayDirs.push(mountDir);
     }
-    expect(warnings.filter((w) => /unmount|umount/.test(w))).toEqual([]);
+    expect(warnings.split('\n').filter((w) => /unmount|umount/.test(w))).toEqual([]);
     // Once the read's last file is closed, the loop device is gone too (autoclear).
     expect(await loopLeftovers(slow)).toEqual([]);
   });

@@ -19,6 +19,7 @@ import { TAKE_STATE_MS } from '../../src/vm/restore.js';
 import { existsSync } from 'node:fs';
 import { Scope } from '../../src/cleanup.js';
 import { readdir, writeFile } from 'node:fs/promises';
+import { withStderr } from '../helpers/stderr.js';
 import { runCliProcess as runCli } from '../helpers/cli.js'; // the KVM verdict and VM cache are per process
 
 let priv: string;
@@ -69,21 +70,6 @@ afterAll(async () => {
   if (priv) await rm(priv, { recursive: true, force: true });
 });
 
-/** Runs `fn` with stderr captured (the log lines), and returns what was logged. */
-async function logged<T>(fn: () => Promise<T>): Promise<{ value: T; text: string }> {
-  const lines: string[] = [];
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-    lines.push(String(chunk));
-    return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
-  }) as typeof process.stderr.write;
-  try {
-    return { value: await fn(), text: lines.join('') };
-  } finally {
-    process.stderr.write = write;
-  }
-}
-
 describe('a damaged saved VM state', () => {
   async function stateDirOf(): Promise<{ dir: string; key: string }> {
     const names = (await readdir(dir)).filter((n) => /^state-[0-9a-f]{16}$/.test(n));
@@ -118,7 +104,7 @@ describe('a damaged saved VM state', () => {
     const scope = new Scope();
     try {
       const t = Date.now();
-      const { value: r, text } = await logged(() => runVm({ image, scope, timeoutMs: 900_000, script: 'echo ran > "$PI_OUT/ran"' }));
+      const { value: r, text } = await withStderr(() => runVm({ image, scope, timeoutMs: 900_000, script: 'echo ran > "$PI_OUT/ran"' }));
       console.log(`restore of a broken state, new state, job: ${Date.now() - t} ms (${r.boot})`);
       expect(text.match(/did not restore/g), text).toHaveLength(1);
       expect(text).toMatch(/VM: the saved VM state .*state-[0-9a-f]{16} did not restore \(.*\): throwing it away and saving a new one/);
@@ -162,7 +148,7 @@ describe('a qemu that stops answering while it restores', () => {
     const scope = new Scope();
     try {
       const t = Date.now();
-      const { value: r, text } = await logged(() => runVm({ image, scope, timeoutMs: 900_000, script: 'echo ran > "$PI_OUT/ran"' }));
+      const { value: r, text } = await withStderr(() => runVm({ image, scope, timeoutMs: 900_000, script: 'echo ran > "$PI_OUT/ran"' }));
       const took = Date.now() - t;
       console.log(`restore with a stalled qemu, then again: ${took} ms (${r.boot})`);
       expect(stopped, 'a restoring qemu was found and stopped').toBeGreaterThan(0);
@@ -228,20 +214,9 @@ describe('a damaged cached VM image', () => {
     expect(s.state === 'damaged' && s.why).toMatch(new RegExp(`root\\.img is ${size - 4096} bytes, but was built with ${size} \\(truncated\\?\\)`));
     expect(await doctorVmLine()).toMatch(/cached VM image damaged: will be rebuilt/);
 
-    const logged: string[] = [];
-    const write = process.stderr.write.bind(process.stderr);
-    process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
-      logged.push(String(chunk));
-      return (write as (...a: unknown[]) => boolean)(chunk, ...rest);
-    }) as typeof process.stderr.write;
-    let image;
-    try {
-      image = await ensureVmImage();
-    } finally {
-      process.stderr.write = write;
-    }
+    const { value: image, text: rebuildLog } = await withStderr(() => ensureVmImage());
     expect(image.built).toBe(true);
-    expect(logged.join('')).toMatch(/VM: the cached VM image .* is damaged \(root\.img is \d+ bytes, but was built with \d+ \(truncated\?\)\): rebuilding it/);
+    expect(rebuildLog).toMatch(/VM: the cached VM image .* is damaged \(root\.img is \d+ bytes, but was built with \d+ \(truncated\?\)\): rebuilding it/);
     expect((await cachedVmImageState()).state).toBe('ok');
     expect(await doctorVmLine()).toBe('VM image:        cached');
   }, 1_200_000);
